@@ -1,0 +1,161 @@
+"""The CNN + RNN clip classifier: a CNN on every frame, a GRU over the frames, an MLP head.
+
+Keras' TimeDistributed is done as one reshape: ``[B, T, 3, H, W]`` -> ``[B*T, 3, H, W]``, one
+backbone call, and back to ``[B, T, D]``. One call is faster than a loop over frames and lets
+explanation hooks see every frame of the clip at once.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+from .precision import autocast, resolve_precision
+
+POOLINGS = ("avg", "max", "flatten")
+
+
+def default_classes(num_classes: int) -> list[str]:
+    return ["normal", "alert"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
+
+
+class CRNN(nn.Module):
+    """VGG19 (or another backbone) per frame -> GRU -> MLP; ``forward`` gives ``[B, classes]`` logits.
+
+    ``frames``, ``size`` and ``fps`` describe the clips the model expects; they travel with the
+    model (and its checkpoint) so that readers can prepare input the same way.
+    """
+
+    def __init__(self, backbone: str = "vgg19", num_classes: int = 2, weights: str | None = None,
+                 hidden: int = 256, layers: int = 1, bidirectional: bool = False, pooling: str = "avg",
+                 dropout: float = 0.3, freeze_backbone: bool = True, classes: Sequence[str] | None = None,
+                 frames: int = 16, size: int = 224, fps: float | None = None,
+                 precision: str = "auto") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        classes = list(classes) if classes is not None else default_classes(num_classes)
+        if len(classes) != num_classes:
+            raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
+        if num_classes < 2:
+            raise ValueError("num_classes must be at least 2 (binary models use 2: normal, alert)")
+        self.backbone = build_backbone(backbone, weights)
+        info = self.backbone.info
+        self.config: dict[str, Any] = dict(
+            backbone=backbone, weights=weights_id(weights), num_classes=num_classes, classes=classes,
+            hidden=hidden, layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
+            freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps,
+            mean=list(info.mean), std=list(info.std), precision=precision)
+        self.feature_dim = self._pooled_dim(size)
+        self.gru = nn.GRU(self.feature_dim, hidden, num_layers=layers, batch_first=True,
+                          bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        out = hidden * (2 if bidirectional else 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, hidden // 2), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
+        self.freeze_backbone(freeze_backbone)
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return self.config["classes"]
+
+    @property
+    def precision(self) -> str:
+        """The precision the backbone runs at on this model's device ("fp32" or "bf16")."""
+        return resolve_precision(self.config["precision"], self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def set_precision(self, precision: str) -> "CRNN":
+        resolve_precision(precision, "cpu")  # validates
+        self.config["precision"] = precision
+        return self
+
+    def freeze_backbone(self, frozen: bool = True) -> "CRNN":
+        """Freeze (no gradients, BatchNorm statistics fixed) or unfreeze the backbone."""
+        self.config["freeze_backbone"] = frozen
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.backbone.train(self.training and not frozen)
+        return self
+
+    def train(self, mode: bool = True) -> "CRNN":
+        super().train(mode)
+        if self.config["freeze_backbone"]:
+            self.backbone.eval()  # a frozen backbone keeps its BatchNorm statistics
+        return self
+
+    # -- computation ---------------------------------------------------------------------------
+    def _pooled_dim(self, size: int) -> int:
+        channels = self.backbone.info.channels
+        if self.config["pooling"] != "flatten":
+            return channels
+        with torch.no_grad():
+            h, w = self.backbone(torch.zeros(1, 3, size, size)).shape[-2:]
+        return channels * h * w
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        """``[N, C, h, w]`` feature maps -> ``[N, D]`` frame features."""
+        mode = self.config["pooling"]
+        if mode == "avg":
+            return fmap.mean((2, 3))
+        if mode == "max":
+            return fmap.amax((2, 3))
+        return fmap.flatten(1)
+
+    def feature_maps(self, frames: torch.Tensor) -> torch.Tensor:
+        """Backbone on a batch of frames ``[N, 3, H, W]`` -> ``[N, C, h, w]`` at the model's precision."""
+        precision = self.precision
+        if precision == "bf16":
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        with autocast(precision, frames.device):
+            return self.backbone(frames)
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` frames -> ``[N, D]`` float32 features (what the feature cache stores)."""
+        return self.pool(self.feature_maps(frames)).float()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` clips -> ``[B, T, D]`` features: the TimeDistributed step."""
+        b, t = x.shape[:2]
+        return self.frame_features(x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` frame features -> ``[B, classes]`` logits (GRU's last state, then MLP)."""
+        _, h = self.gru(feats.float())
+        if self.gru.bidirectional:
+            last = torch.cat([h[-2], h[-1]], dim=1)
+        else:
+            last = h[-1]
+        return self.head(last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[2] != 3:
+            raise ValueError(f"CRNN expects clips shaped [B, T, 3, H, W], got {list(x.shape)}")
+        return self.classify(self.features(x))
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for ``[B, T, 3, H, W]`` (or one ``[T, 3, H, W]`` clip), in eval mode."""
+        was = self.training
+        self.eval()
+        try:
+            single = x.dim() == 4
+            p = self(x[None] if single else x).softmax(-1)
+            return p[0] if single else p
+        finally:
+            self.train(was)
+
+
+def weights_id(weights: str | None) -> str:
+    """What the backbone weights were, as recorded in the config: "none", "imagenet" or a file name."""
+    if weights in (None, "", "none"):
+        return "none"
+    if weights == "imagenet":
+        return "imagenet"
+    return os.path.basename(str(weights))
