@@ -25,15 +25,16 @@ def default_classes(num_classes: int) -> list[str]:
 class CRNN(nn.Module):
     """VGG19 (or another backbone) per frame -> GRU -> MLP; ``forward`` gives ``[B, classes]`` logits.
 
-    ``frames``, ``size`` and ``fps`` describe the clips the model expects; they travel with the
-    model (and its checkpoint) so that readers can prepare input the same way.
+    ``frames``, ``size``, ``fps`` and ``crop`` describe the clips the model expects; they travel
+    with the model (and its checkpoint) so that readers prepare input the same way. ``fps=None``
+    samples ``frames`` uniformly over a clip; a number samples at that rate.
     """
 
     def __init__(self, backbone: str = "vgg19", num_classes: int = 2, weights: str | None = None,
                  hidden: int = 256, layers: int = 1, bidirectional: bool = False, pooling: str = "avg",
                  dropout: float = 0.3, freeze_backbone: bool = True, classes: Sequence[str] | None = None,
                  frames: int = 16, size: int = 224, fps: float | None = None,
-                 precision: str = "auto") -> None:
+                 crop: str = "center", precision: str = "auto") -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
@@ -47,7 +48,7 @@ class CRNN(nn.Module):
         self.config: dict[str, Any] = dict(
             backbone=backbone, weights=weights_id(weights), num_classes=num_classes, classes=classes,
             hidden=hidden, layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
-            freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps,
+            freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps, crop=crop,
             mean=list(info.mean), std=list(info.std), precision=precision)
         self.feature_dim = self._pooled_dim(size)
         self.gru = nn.GRU(self.feature_dim, hidden, num_layers=layers, batch_first=True,

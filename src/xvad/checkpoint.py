@@ -1,0 +1,104 @@
+"""Checkpoints: one file with the state dict and the full model config, never unpickled as code.
+
+Files are written atomically (``.part`` then rename) and read with ``torch.load(weights_only=True)``,
+so a checkpoint can only ever contain tensors and plain Python values.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from typing import Any
+
+import torch
+
+from . import __version__
+from .models import CRNN
+
+FORMAT = "xvad-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, foreign or does not match its config."""
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path.part``, flush to disk, then rename over ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.part"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_model(model: CRNN, path: str, extra: dict | None = None) -> str:
+    """Write ``model`` (weights + config + xvad version + ``extra`` info) to ``path``."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "xvad_version": __version__,
+               "config": dict(model.config), "extra": dict(extra or {}),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    atomic_save(payload, path)
+    return path
+
+
+def file_id(path: str) -> str:
+    """Short content hash naming a checkpoint in events and reports."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def read_checkpoint(path: str) -> dict:
+    """Load and validate a checkpoint's payload (no model built)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused, the file holds Python objects beyond tensors and "
+                              "plain values (not an xvad checkpoint)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an xvad checkpoint (a foreign PyTorch file?); "
+                              "create one with `xvad train` or xvad.save_model()")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer xvad ({payload.get('xvad_version')}); upgrade xvad")
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: checkpoint is missing its {key}")
+    return payload
+
+
+def model_from_config(config: dict) -> CRNN:
+    """Build an untrained CRNN from a saved config (backbone weights come from the state dict)."""
+    keys = ("backbone", "num_classes", "hidden", "layers", "bidirectional", "pooling", "dropout",
+            "freeze_backbone", "classes", "frames", "size", "fps", "precision", "crop")
+    kwargs = {k: config[k] for k in keys if k in config}
+    model = CRNN(weights=None, **kwargs)
+    model.config.update({k: v for k, v in config.items() if k not in model.config or k == "weights"})
+    return model
+
+
+def load_model(path: str | None = None, device: str | torch.device = "cpu") -> CRNN:
+    """Read a checkpoint and return a ready model in eval mode on ``device``."""
+    if path is None:
+        from .pretrained import default_checkpoint
+        path = default_checkpoint()
+    payload = read_checkpoint(path)
+    try:
+        model = model_from_config(payload["config"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the saved config "
+                              f"({str(exc).splitlines()[0][:160]})") from None
+    model.checkpoint_id = file_id(path)
+    model.checkpoint_path = os.path.abspath(path)
+    model.extra = payload.get("extra", {})
+    return model.to(device).eval()

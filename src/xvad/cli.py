@@ -1,0 +1,157 @@
+"""The ``xvad`` command line: train, evaluate, predict, explain, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a CNN + RNN clip classifier on a folder or CSV of videos",
+                       description="Train on DATA/<class>/*.mp4 (or a CSV path,label[,group]); an optional "
+                                   "groups.csv keeps clips of one source video on one side of every split.")
+    p.add_argument("data", help="dataset folder (one subfolder per class) or CSV file")
+    p.add_argument("--out", required=True, help="run folder: model.pt, metrics.json, curves.png, predictions.csv")
+    p.add_argument("--backbone", default="vgg19", choices=["vgg19", "vgg16", "efficientnet_lite0", "tiny"])
+    p.add_argument("--weights", default="imagenet", type=_weights,
+                   help="backbone weights: imagenet (download or bundled), a local .pth file, or none")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")
+    p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of uniformly over the clip")
+    p.add_argument("--crop", default="center", choices=["center", "full", "pad"])
+    p.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"])
+    p.add_argument("--hidden", type=int, default=256, help="GRU hidden size")
+    p.add_argument("--layers", type=int, default=1, help="GRU layers")
+    p.add_argument("--bidirectional", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
+    p.add_argument("--folds", type=int, default=0, help="group k-fold cross-validation (0: one hold-out split)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--augment", type=int, default=1, help="views per training clip (mirror, temporal jitter)")
+    p.add_argument("--finetune", action="store_true", help="train the backbone too (end to end)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/xvad/features)")
+    p.add_argument("--classes", default=None, help="class order, comma-separated (normal class first)")
+
+
+def run_train(a) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(backbone=a.backbone, weights=a.weights, frames=a.frames, size=a.size, fps=a.fps,
+                      crop=a.crop, pooling=a.pooling, hidden=a.hidden, layers=a.layers,
+                      bidirectional=a.bidirectional, dropout=a.dropout, epochs=a.epochs,
+                      batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed, folds=a.folds,
+                      val_fraction=a.val_fraction, augment=a.augment, finetune=a.finetune,
+                      precision=a.precision, cache_dir=a.cache_dir,
+                      classes=a.classes.split(",") if a.classes else None)
+    m = train(a.data, a.out, cfg)
+    print_metrics(m)
+    for s in m["skipped"]:
+        print(f"skipped: {s['error']}")
+    print(f"wrote {os.path.join(a.out, 'model.pt')}, metrics.json, predictions.csv, curves.png")
+    return 0
+
+
+def print_metrics(m: dict) -> None:
+    s = m["summary"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"{m['split']} validation on {m['n_used']} clips ({m['n_groups']} groups, {m['n_skipped']} skipped):")
+    cv = m.get("cross_validation") or {}
+    for k in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        spread = f"  (folds: {cv[k]['mean']:.3f} ± {cv[k]['std']:.3f})" if k in cv else ""
+        print(f"  {k:<10} {fmt(s[k])}{spread}")
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on a labelled dataset")
+    p.add_argument("data")
+    p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threshold", type=float, default=None, help="alert threshold on p(alert), binary models")
+
+
+def run_evaluate(a) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate
+
+    m = evaluate(load_model(a.checkpoint), a.data, a.out, a.threshold)
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"{m['n']} clips ({m['n_skipped']} skipped): accuracy {fmt(m['accuracy'])}, "
+          f"precision {fmt(m['precision'])}, recall {fmt(m['recall'])}, F1 {fmt(m['f1'])}, ROC-AUC {fmt(m['roc_auc'])}")
+    for s in m["skipped"]:
+        print(f"skipped: {s['error']}")
+    print(f"wrote {os.path.join(a.out, 'metrics.json')} and predictions.csv")
+    return 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="score videos: one JSON line per video")
+    p.add_argument("videos", nargs="+")
+    p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
+
+
+def run_predict(a) -> int:
+    from .checkpoint import load_model
+    from .evaluate import predict
+
+    model = load_model(a.checkpoint)
+    failed = 0
+    for r in predict(model, a.videos):
+        print(json.dumps(r), flush=True)
+        failed += "error" in r
+    return 1 if failed else 0
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train a small model on synthetic clips and score fresh ones")
+    p.add_argument("--out", default="xvad-demo")
+    p.add_argument("--quick", action="store_true", help="fewer clips and epochs (a smoke test)")
+
+
+def run_demo(a) -> int:
+    from .demo import run
+
+    run(a.out, quick=a.quick)
+    return 0
+
+
+COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate),
+            "predict": (add_predict, run_predict), "demo": (add_demo, run_demo)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xvad", description="Explainable video anomaly detection")
+    parser.add_argument("--version", action="version", version=f"xvad {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import USER_ERRORS
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except USER_ERRORS as exc:
+        print(f"xvad: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xvad: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Per-frame backbone features, extracted once and cached on disk.
+
+With a frozen backbone the CNN is the only real cost of training, and it gives the same output
+every epoch; so each clip (and each augmented view of it) goes through the CNN once. The cache
+key covers the file's content, the backbone, its weights, the precision and the preprocessing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .models import CRNN
+from .video import VideoError, preprocess, probe, read_frames
+
+# Config entries that change what the backbone sees or computes.
+FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std")
+
+
+@dataclass(frozen=True)
+class View:
+    """One view of a clip: the plain clip, or an augmented copy (mirror, temporal jitter)."""
+    flip: bool = False
+    jitter: int = 0  # 0: sample the whole clip; k > 0: a random sub-window drawn with seed k
+
+    @property
+    def name(self) -> str:
+        return ("flip" if self.flip else "") + (f"jitter{self.jitter}" if self.jitter else "") or "plain"
+
+
+def make_views(n: int) -> list[View]:
+    """The plain view plus ``n - 1`` augmented ones (mirror, jitter, mirror + jitter, ...)."""
+    views = [View()]
+    k = 1
+    while len(views) < n:
+        views.append(View(flip=True, jitter=0 if k == 1 else k))
+        if len(views) < n:
+            views.append(View(flip=False, jitter=k))
+        k += 1
+    return views
+
+
+_hash_memo: dict[tuple, str] = {}
+
+
+def content_hash(path: str) -> str:
+    """SHA-256 of a file's bytes (memoised by path, size and mtime)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _hash_memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _hash_memo[key] = h.hexdigest()
+    return _hash_memo[key]
+
+
+def load_frames(path: str, config: dict, view: View = View()) -> np.ndarray:
+    """Decode the uint8 frames ``[T, H, W, 3]`` a model with ``config`` sees for ``view`` of a clip."""
+    start, duration = 0.0, None
+    if view.jitter:
+        info = probe(path)
+        if info.duration:
+            rng = np.random.default_rng(view.jitter)
+            duration = info.duration * rng.uniform(0.75, 0.95)
+            start = rng.uniform(0, info.duration - duration)
+    frames, _ = read_frames(path, frames=config["frames"], fps=config.get("fps"), start=start, duration=duration)
+    if view.flip:
+        frames = np.ascontiguousarray(frames[:, :, ::-1])
+    return frames
+
+
+def clip_tensor(path: str, config: dict, view: View = View()) -> torch.Tensor:
+    """The preprocessed ``[T, 3, size, size]`` tensor for ``view`` of a clip."""
+    return preprocess(load_frames(path, config, view), config["size"], config["mean"], config["std"],
+                      crop=config.get("crop", "center"))
+
+
+class FeatureCache:
+    """Directory of ``<key>.pt`` files, each a float16 ``[T, D]`` tensor."""
+
+    def __init__(self, root: str, model: CRNN) -> None:
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        cfg = {k: model.config.get(k) for k in FEATURE_KEYS}
+        cfg["precision"] = model.precision
+        self.fingerprint = json.dumps(cfg, sort_keys=True)
+
+    def path(self, clip: str, view: View) -> str:
+        key = hashlib.sha256(f"{content_hash(clip)}|{self.fingerprint}|{view.name}".encode()).hexdigest()
+        return os.path.join(self.root, key[:2], f"{key}.pt")
+
+    def get(self, clip: str, view: View) -> torch.Tensor | None:
+        path = self.path(clip, view)
+        if not os.path.isfile(path):
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True).float()
+        except Exception:
+            return None  # a damaged entry is recomputed
+
+    def put(self, clip: str, view: View, feats: torch.Tensor) -> None:
+        path = self.path(clip, view)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.part"
+        torch.save(feats.detach().to(torch.float16).cpu().clone(), tmp)
+        os.replace(tmp, path)
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "xvad", "features")
+
+
+@torch.no_grad()
+def extract_features(model: CRNN, paths: list[str], views: list[View], cache_dir: str | None = None,
+                     progress: bool = True) -> tuple[dict[tuple[int, int], torch.Tensor], dict[str, str]]:
+    """Features ``[T, D]`` for every (clip index, view index); unreadable clips are reported, not fatal.
+
+    Returns ``(features, failures)`` with ``failures`` mapping a path to its one-line error.
+    """
+    cache = FeatureCache(cache_dir or default_cache_dir(), model)
+    was_training = model.training
+    model.eval()
+    feats: dict[tuple[int, int], torch.Tensor] = {}
+    failures: dict[str, str] = {}
+    jobs = [(i, v) for i in range(len(paths)) for v in range(len(views))]
+    bar = tqdm(jobs, desc="features", unit="clip", disable=not progress, leave=False)
+    try:
+        for i, v in bar:
+            path = paths[i]
+            if path in failures:
+                continue
+            cached = cache.get(path, views[v])
+            if cached is not None:
+                feats[i, v] = cached
+                continue
+            try:
+                clip = clip_tensor(path, model.config, views[v]).to(model.device)
+            except VideoError as exc:
+                failures[path] = str(exc)
+                continue
+            out = model.frame_features(clip).cpu()
+            cache.put(path, views[v], out)
+            feats[i, v] = out.to(torch.float16).float()  # the same values a later cache hit returns
+    finally:
+        model.train(was_training)
+    return feats, failures

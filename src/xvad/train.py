@@ -1,0 +1,305 @@
+"""Training: features once (frozen backbone) or clips end to end, group-wise validation, early stopping.
+
+Read top to bottom: ``train()`` loads the data, prepares inputs (cached features or clips), runs
+either one group-wise hold-out or group k-fold cross-validation with ``fit()``, trains the final
+model, and writes ``model.pt``, ``metrics.json``, ``predictions.csv`` and ``curves.png`` into the
+run folder. ``state.json`` + ``state.pt`` in the run folder make an interrupted run resumable.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import save_model
+from .data import Dataset, group_kfold, group_split, load_dataset
+from .features import clip_tensor, extract_features, make_views
+from .metrics import classification_metrics, summarize_folds
+from .models import CRNN
+from .video import VideoError
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "vgg19"
+    weights: str | None = "imagenet"
+    frames: int = 16
+    size: int = 224
+    fps: float | None = None
+    crop: str = "center"
+    pooling: str = "avg"
+    hidden: int = 256
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.3
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    patience: int = 10
+    seed: int = 0
+    folds: int = 0              # 0 or 1: one group-wise hold-out split; k > 1: group k-fold
+    val_fraction: float = 0.2
+    augment: int = 1            # views per training clip: 1 = plain only; more adds mirror/jitter
+    finetune: bool = False      # train the backbone too (end to end)
+    backbone_lr: float = 1e-5
+    precision: str = "auto"
+    cache_dir: str | None = None
+    classes: list[str] | None = field(default=None)
+
+    def model_kwargs(self) -> dict:
+        return dict(backbone=self.backbone, weights=self.weights, frames=self.frames, size=self.size,
+                    fps=self.fps, crop=self.crop, pooling=self.pooling, hidden=self.hidden,
+                    layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout,
+                    freeze_backbone=not self.finetune, precision=self.precision)
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def prepare_inputs(model: CRNN, data: Dataset, cfg: TrainConfig, progress: bool):
+    """Per (clip, view): cached features ``[T, D]`` (frozen) or preprocessed clips (fine-tuning)."""
+    views = make_views(cfg.augment)
+    paths = [s.path for s in data.samples]
+    if not cfg.finetune:
+        return extract_features(model, paths, views, cfg.cache_dir, progress=progress)
+    inputs, failures = {}, {}
+    for i, path in enumerate(tqdm(paths, desc="decoding", unit="clip", disable=not progress, leave=False)):
+        for v, view in enumerate(views):
+            try:
+                inputs[i, v] = clip_tensor(path, model.config, view).to(torch.bfloat16)
+            except VideoError as exc:
+                failures[path] = str(exc)
+                break
+    return inputs, failures
+
+
+def stack(inputs: dict, items: list[tuple[int, int]]) -> torch.Tensor:
+    return torch.stack([inputs[k] for k in items]).float()
+
+
+# -- one training run --------------------------------------------------------------------------
+def reset_head(model: CRNN, seed: int) -> None:
+    """Fresh random GRU and MLP weights (the backbone is kept)."""
+    torch.manual_seed(seed)
+    for m in list(model.gru.modules()) + list(model.head.modules()):
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: np.ndarray,
+        cfg: TrainConfig, epochs: int, seed: int, desc: str, progress: bool) -> dict:
+    """Train the GRU + head (and the backbone when fine-tuning); keep the state with the best
+    validation loss. Without validation items, train for exactly ``epochs``."""
+    reset_head(model, seed)
+    forward = model if cfg.finetune else model.classify
+    head_params = list(model.gru.parameters()) + list(model.head.parameters())
+    groups = [{"params": head_params, "lr": cfg.lr}]
+    if cfg.finetune:
+        groups.append({"params": list(model.backbone.parameters()), "lr": cfg.backbone_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    counts = np.bincount(labels[[i for i, _ in train_items]], minlength=len(model.classes))
+    weight = torch.tensor(len(train_items) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weight.to(model.device))
+    rng = np.random.default_rng(seed)
+    y_val = torch.tensor(labels[[i for i, _ in val_items]])
+    history, best, best_loss, bad = [], None, float("inf"), 0
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = rng.permutation(len(train_items))
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            batch = [train_items[j] for j in order[start:start + cfg.batch_size]]
+            x = stack(inputs, batch).to(model.device)
+            y = torch.tensor(labels[[i for i, _ in batch]], device=model.device)
+            loss = loss_fn(forward(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        row = {"epoch": epoch + 1, "train_loss": total / len(train_items)}
+        if val_items:
+            proba = predict_inputs(model, inputs, val_items, cfg)
+            row["val_loss"] = float(nn.functional.nll_loss(torch.log(proba.clamp_min(1e-8)), y_val))
+            m = classification_metrics(y_val.numpy(), proba.numpy(), model.classes)
+            row.update(val_accuracy=m["accuracy"], val_roc_auc=m["roc_auc"])
+            if row["val_loss"] < best_loss - 1e-4:
+                best_loss, bad = row["val_loss"], 0
+                best = {"epoch": epoch + 1, "state": copy.deepcopy(trainable_state(model, cfg)), "proba": proba}
+            else:
+                bad += 1
+        history.append(row)
+        bar.set_postfix({k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
+        if val_items and bad >= cfg.patience:
+            break
+    if best is not None:
+        model.load_state_dict(best["state"], strict=False)
+    return {"history": history, "best_epoch": best["epoch"] if best else epochs,
+            "proba": best["proba"] if best else None}
+
+
+def trainable_state(model: CRNN, cfg: TrainConfig) -> dict:
+    """The part of the state dict that training changes (all of it when fine-tuning)."""
+    sd = model.state_dict()
+    return sd if cfg.finetune else {k: v for k, v in sd.items() if not k.startswith("backbone.")}
+
+
+@torch.no_grad()
+def predict_inputs(model: CRNN, inputs: dict, items: list, cfg: TrainConfig) -> torch.Tensor:
+    model.eval()
+    forward = model if cfg.finetune else model.classify
+    out = [forward(stack(inputs, items[s:s + cfg.batch_size]).to(model.device)).softmax(-1).float().cpu()
+           for s in range(0, len(items), cfg.batch_size)]
+    return torch.cat(out)
+
+
+# -- the whole run -----------------------------------------------------------------------------
+def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: bool = True) -> dict:
+    """Train on the dataset at ``source`` and write the run into ``out_dir``; returns metrics."""
+    cfg = cfg or TrainConfig()
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(source, cfg.classes)
+    model = CRNN(num_classes=len(data.classes), classes=data.classes, **cfg.model_kwargs())
+    inputs, failures = prepare_inputs(model, data, cfg, progress)
+    ok = [i for i in range(len(data)) if (i, 0) in inputs]
+    good = data.subset(ok)
+    labels = good.labels
+    remap = {i: j for j, i in enumerate(ok)}
+    inputs = {(remap[i], v): x for (i, v), x in inputs.items() if i in remap}
+    n_views = max(cfg.augment, 1)
+
+    def views_of(idx) -> list[tuple[int, int]]:
+        return [(int(i), v) for i in idx for v in range(n_views) if (int(i), v) in inputs]
+
+    resume = RunState(out_dir, cfg)
+    splits = group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1 else [group_split(good, cfg.val_fraction, cfg.seed)]
+    fold_results = resume.folds
+    for f, (tr, va) in enumerate(splits):
+        if f < len(fold_results):
+            continue  # finished before an interruption
+        r = fit(model, inputs, views_of(tr), [(int(i), 0) for i in va], labels, cfg, cfg.epochs,
+                cfg.seed + f, f"fold {f + 1}/{len(splits)}", progress)
+        m = classification_metrics(labels[va], r["proba"].numpy(), good.classes)
+        fold_results.append({"fold": f + 1, "val_index": va.tolist(), "proba": r["proba"].tolist(),
+                             "best_epoch": r["best_epoch"], "metrics": m, "history": r["history"]})
+        resume.save(fold_results)
+
+    # Final model: with k folds, retrain on everything for the median best epoch count;
+    # with one split, the model with the best validation loss.
+    if cfg.folds > 1:
+        epochs = int(np.median([r["best_epoch"] for r in fold_results]))
+        fit(model, inputs, views_of(np.arange(len(good))), [], labels, cfg, epochs, cfg.seed, "final", progress)
+    else:
+        epochs = fold_results[0]["best_epoch"]
+        fit(model, inputs, views_of(splits[0][0]), [], labels, cfg, epochs, cfg.seed, "final", progress)
+
+    metrics = run_metrics(good, fold_results, cfg, failures, len(data), epochs)
+    save_model(model, os.path.join(out_dir, "model.pt"),
+               extra={"metrics": {k: metrics["summary"].get(k) for k in ("accuracy", "roc_auc", "f1")},
+                      "train_config": json.loads(json.dumps(asdict(cfg))), "threshold": 0.5})
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    write_predictions(os.path.join(out_dir, "predictions.csv"), good, fold_results)
+    plot_curves(os.path.join(out_dir, "curves.png"), fold_results)
+    resume.clear()
+    return metrics
+
+
+def run_metrics(data: Dataset, folds: list[dict], cfg: TrainConfig, failures: dict, n_total: int,
+                final_epochs: int) -> dict:
+    """metrics.json: per-fold metrics, their mean and spread, pooled out-of-fold metrics, skips."""
+    idx = np.concatenate([r["val_index"] for r in folds]).astype(int)
+    proba = np.concatenate([np.array(r["proba"]) for r in folds])
+    pooled = classification_metrics(data.labels[idx], proba, data.classes)
+    per_fold = [r["metrics"] for r in folds]
+    summary = {k: pooled[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")}
+    return {
+        "split": f"group {cfg.folds}-fold" if cfg.folds > 1 else f"group hold-out ({cfg.val_fraction:.0%})",
+        "classes": data.classes, "n_clips": n_total, "n_used": len(data),
+        "n_groups": len({s.group for s in data.samples}),
+        "summary": summary, "pooled_validation": pooled,
+        "folds": per_fold, "cross_validation": summarize_folds(per_fold) if len(folds) > 1 else None,
+        "best_epochs": [r["best_epoch"] for r in folds], "final_epochs": final_epochs,
+        "n_skipped": len(failures), "skipped": [{"path": p, "error": e} for p, e in sorted(failures.items())],
+        "config": asdict(cfg),
+    }
+
+
+def write_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.part"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
+    """Out-of-fold (validation) prediction for every clip: one row each."""
+    tmp = f"{path}.part"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "group", "label", "fold", "predicted"] + [f"p_{c}" for c in data.classes])
+        for r in folds:
+            for i, p in zip(r["val_index"], r["proba"]):
+                s = data.samples[i]
+                w.writerow([s.path, s.group, data.classes[s.label], r["fold"], data.classes[int(np.argmax(p))]]
+                           + [f"{x:.4f}" for x in p])
+    os.replace(tmp, path)
+
+
+def plot_curves(path: str, folds: list[dict]) -> None:
+    """Training and validation loss, validation accuracy and ROC-AUC per epoch, one line per fold."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in folds:
+        h = r["history"]
+        ep = [row["epoch"] for row in h]
+        label = f"fold {r['fold']}" if len(folds) > 1 else ""
+        line, = axes[0].plot(ep, [row["train_loss"] for row in h], "--", alpha=0.7)
+        axes[0].plot(ep, [row["val_loss"] for row in h], color=line.get_color(), label=label or "validation")
+        axes[1].plot(ep, [row["val_accuracy"] for row in h], color=line.get_color(), label=label or "accuracy")
+        axes[1].plot(ep, [row["val_roc_auc"] or np.nan for row in h], ":", color=line.get_color())
+        axes[0].axvline(r["best_epoch"], color=line.get_color(), lw=0.5)
+    axes[0].set(title="loss (dashed: training, solid: validation)", xlabel="epoch")
+    axes[1].set(title="validation accuracy (solid) and ROC-AUC (dotted)", xlabel="epoch", ylim=(0, 1.02))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if len(folds) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = f"{path}.part.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+class RunState:
+    """Finished folds saved after each fold, so a killed run resumes where it stopped."""
+
+    def __init__(self, out_dir: str, cfg: TrainConfig) -> None:
+        self.path = os.path.join(out_dir, "state.json")
+        self.key = json.dumps(asdict(cfg), sort_keys=True, default=str)
+        self.folds: list[dict] = []
+        if os.path.isfile(self.path):
+            try:
+                with open(self.path) as f:
+                    saved = json.load(f)
+                if saved.get("config") == self.key:
+                    self.folds = saved["folds"]
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable state: start over
+
+    def save(self, folds: list[dict]) -> None:
+        write_json(self.path, {"config": self.key, "folds": folds})
+
+    def clear(self) -> None:
+        if os.path.isfile(self.path):
+            os.remove(self.path)

@@ -1,0 +1,165 @@
+"""Model shapes, backbone weight loading (offline), precision handling."""
+import hashlib
+import os
+
+import pytest
+import torch
+
+from xvad.models import CRNN, WeightsError, build_backbone
+from xvad.models import backbones
+from xvad.models.precision import resolve_precision
+
+
+def torchvision_vgg19_names():
+    """torchvision's vgg19 state-dict names and shapes, written out by hand from its config."""
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+    shapes, idx, cin = {}, 0, 3
+    for c in cfg:
+        if c == "M":
+            idx += 1
+            continue
+        shapes[f"features.{idx}.weight"] = (c, cin, 3, 3)
+        shapes[f"features.{idx}.bias"] = (c,)
+        idx += 2
+        cin = c
+    for i, (o, n) in zip((0, 3, 6), ((4096, 25088), (4096, 4096), (1000, 4096))):
+        shapes[f"classifier.{i}.weight"] = (o, n)
+        shapes[f"classifier.{i}.bias"] = (o,)
+    return shapes
+
+
+def fake_vgg19_file(folder, name=None):
+    """A vgg19 checkpoint with torchvision's names and shapes, each tensor a constant (stride-0, tiny on disk)."""
+    sd = {k: torch.full((1,), float(i)).expand(s) for i, (k, s) in enumerate(torchvision_vgg19_names().items())}
+    path = os.path.join(folder, "vgg19-tmp.pth")
+    torch.save(sd, path)
+    if name is None:  # name it the way torch.hub expects: <name>-<sha256 prefix>.pth
+        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:8]
+        name = f"vgg19-{digest}.pth"
+    final = os.path.join(folder, name)
+    os.replace(path, final)
+    return final, sd
+
+
+def test_crnn_shapes_and_classes():
+    m = CRNN("tiny", num_classes=3, size=32, frames=4, classes=["normal", "fight", "gunshot"])
+    x = torch.randn(2, 4, 3, 32, 32)
+    assert m(x).shape == (2, 3)
+    assert m.features(x).shape == (2, 4, 64)
+    assert m.classes == ["normal", "fight", "gunshot"]
+    assert m.config["frames"] == 4 and m.config["size"] == 32
+
+
+@pytest.mark.parametrize("pooling,dim", [("avg", 64), ("max", 64), ("flatten", 64 * 8 * 8)])
+def test_pooling(pooling, dim):
+    m = CRNN("tiny", size=32, pooling=pooling)
+    assert m.feature_dim == dim
+    assert m(torch.randn(1, 3, 3, 32, 32)).shape == (1, 2)
+
+
+def test_time_distributed_is_one_backbone_call_and_matches_per_frame_loop():
+    m = CRNN("tiny", size=32, precision="fp32").eval()
+    calls = []
+    m.backbone.register_forward_hook(lambda mod, i, o: calls.append(i[0].shape[0]))
+    x = torch.randn(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        feats = m.features(x)
+    assert calls == [10]
+    with torch.no_grad():  # reference: each frame through the backbone on its own
+        ref = torch.stack([torch.stack([m.backbone(x[b, t:t + 1]).mean((2, 3))[0] for t in range(5)]) for b in range(2)])
+    torch.testing.assert_close(feats, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_backbone_has_no_grads_and_stays_in_eval():
+    m = CRNN("tiny", size=32)
+    assert not any(p.requires_grad for p in m.backbone.parameters())
+    m.train()
+    assert not m.backbone.training and m.gru.training
+    m.freeze_backbone(False).train()
+    assert all(p.requires_grad for p in m.backbone.parameters()) and m.backbone.training
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError, match=r"\[B, T, 3, H, W\]"):
+        CRNN("tiny", size=32)(torch.randn(4, 3, 32, 32))
+
+
+def test_vgg19_loads_torchvision_names_strictly(tmp_path):
+    path, sd = fake_vgg19_file(str(tmp_path), "vgg19-local.pth")
+    bb = build_backbone("vgg19", weights=path)
+    names = list(torchvision_vgg19_names())
+    # the backbone keeps the conv features: every features.* tensor came from the file
+    assert torch.all(bb.body[0].weight == names.index("features.0.weight"))
+    assert torch.all(bb.body[34].bias == names.index("features.34.bias"))
+    assert bb.info.cam_layer == "body.35"  # conv5_4's ReLU
+
+
+def test_vgg19_strict_load_rejects_a_wrong_file(tmp_path):
+    path = tmp_path / "wrong.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    with pytest.raises(WeightsError, match="do not match"):
+        build_backbone("vgg19", weights=str(path))
+
+
+def test_imagenet_weights_through_torch_hub_with_hash(tmp_path, monkeypatch):
+    """weights='imagenet' goes through torch.hub's download + hash check + cache; here from a file URL."""
+    src = tmp_path / "server"
+    src.mkdir()
+    path, _ = fake_vgg19_file(str(src))
+    monkeypatch.setitem(backbones.VGG_URLS, "vgg19", f"file://{path}")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    bb = build_backbone("vgg19", weights="imagenet")
+    assert torch.all(bb.body[2].weight == 2)
+    cached = tmp_path / "hub" / "hub" / "checkpoints" / os.path.basename(path)
+    assert cached.is_file()
+
+
+def test_imagenet_hash_mismatch_is_refused(tmp_path, monkeypatch):
+    path, _ = fake_vgg19_file(str(tmp_path), "vgg19-deadbeef.pth")
+    monkeypatch.setitem(backbones.VGG_URLS, "vgg19", f"file://{path}")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match="could not download"):
+        build_backbone("vgg19", weights="imagenet")
+
+
+def test_offline_download_error_names_url_and_local_option(tmp_path, monkeypatch):
+    url = f"file://{tmp_path}/missing/vgg19-dcbb9e9d.pth"
+    monkeypatch.setitem(backbones.VGG_URLS, "vgg19", url)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError) as e:
+        build_backbone("vgg19", weights="imagenet")
+    msg = str(e.value)
+    assert url in msg and "--weights" in msg and "\n" not in msg
+
+
+def test_missing_and_foreign_weight_files(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        build_backbone("vgg16", weights=str(tmp_path / "nope.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(WeightsError, match="not a readable"):
+        build_backbone("vgg16", weights=str(junk))
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("resnet9000")
+
+
+def test_precision_resolution():
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", "cpu")
+
+
+def test_bf16_close_to_fp32_on_tiny_model():
+    torch.manual_seed(0)
+    m = CRNN("tiny", size=32).eval()
+    x = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        a = m.set_precision("fp32")(x)
+        b = m.set_precision("bf16")(x)
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
