@@ -1,0 +1,17 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SURV_FIGHT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "surv-fight")
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A small synthetic dataset on disk: normal/ and alert/ folders of MP4 clips."""
+    from xvad.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_dataset(str(root), per_class=16, frames=8, size=40, seed=0)
