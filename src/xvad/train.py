@@ -181,6 +181,7 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
     resume = RunState(out_dir, cfg)
     splits = group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1 else [group_split(good, cfg.val_fraction, cfg.seed)]
     fold_results = resume.folds
+    fresh = False  # whether the model now holds the weights of the last fold trained in this call
     for f, (tr, va) in enumerate(splits):
         if f < len(fold_results):
             continue  # finished before an interruption
@@ -190,6 +191,7 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         fold_results.append({"fold": f + 1, "val_index": va.tolist(), "proba": r["proba"].tolist(),
                              "best_epoch": r["best_epoch"], "metrics": m, "history": r["history"]})
         resume.save(fold_results)
+        fresh = True
 
     # Final model: with k folds, retrain on everything for the median best epoch count;
     # with one split, the model with the best validation loss.
@@ -198,7 +200,8 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         fit(model, inputs, views_of(np.arange(len(good))), [], labels, cfg, epochs, cfg.seed, "final", progress)
     else:
         epochs = fold_results[0]["best_epoch"]
-        fit(model, inputs, views_of(splits[0][0]), [], labels, cfg, epochs, cfg.seed, "final", progress)
+        if not fresh:  # the split's best model came from an earlier, interrupted run: train it again
+            fit(model, inputs, views_of(splits[0][0]), [], labels, cfg, epochs, cfg.seed, "final", progress)
 
     metrics = run_metrics(good, fold_results, cfg, failures, len(data), epochs)
     save_model(model, os.path.join(out_dir, "model.pt"),
