@@ -1,0 +1,465 @@
+"""Regions of high attribution: one threshold per clip, iso-line polygons and connected components.
+
+The threshold is chosen once for the whole clip (``top``: keep the top q % of all values of the
+clip; ``otsu``: Otsu's threshold over the clip's values), so a frame with little attribution gets
+few or no regions instead of being stretched to the same share as every other frame.
+
+The returned level always lies strictly between the values that are kept and those that are
+not, so ``mask = map > level`` is the kept set and the iso-line at ``level`` (traced by contourpy)
+runs between kept and dropped pixel centres. Coordinates are in pixels of the map, x to the right
+and y down, with pixel centres at integers; boxes are ``(x0, y0, x1, y1)`` with x1, y1 exclusive
+(the same convention as :mod:`xvad.synthetic`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+Point = tuple[float, float]
+Polygon = list[Point]
+Box = tuple[int, int, int, int]
+
+MODES = ("top", "otsu")
+
+
+# ----------------------------------------------------------------------------------------------
+# thresholds
+# ----------------------------------------------------------------------------------------------
+
+def _finite_values(maps: Any) -> np.ndarray:
+    values = np.asarray(maps, dtype=np.float64).ravel()
+    return values[np.isfinite(values)]
+
+
+def threshold(maps: Any, mode: str = "top", q: float = 10.0, bins: int = 256) -> float:
+    """One level for a whole clip of maps (``[T, H, W]``, or a single ``[H, W]`` map).
+
+    ``mode="top"`` keeps (about) the top ``q`` percent of the clip's values; ties at the cut are
+    kept or dropped together, whichever lands closer to ``q`` percent. ``mode="otsu"`` uses Otsu's
+    threshold over a ``bins``-bin histogram of the clip's values. Kept pixels are ``map > level``.
+    A constant clip keeps nothing (the level is its value).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown threshold mode {mode!r}; expected one of {MODES}")
+    single = np.asarray(maps).dtype in (np.float16, np.float32)
+    values = _finite_values(maps)
+    if values.size == 0:
+        return float("inf")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return hi
+    if mode == "top":
+        return _top_level(values, q, single)
+    return otsu_level(values, bins=bins, single=single)
+
+
+def _between(below: float, above: float, single: bool = False) -> float:
+    """A level strictly between two values (below < above), near the middle. A float32 value is
+    preferred, so that comparing float32 maps with the level (which numpy may do in float32) keeps
+    the same pixels; ``single`` says the values are float32 (then, if no float32 lies strictly
+    between them, ``below`` itself is returned: ``> below`` still keeps exactly the upper ones)."""
+    mid32 = float(np.float32(below + (above - below) / 2.0))
+    if below < mid32 < above:
+        return mid32
+    mid = below + (above - below) / 2.0
+    if not single and below < mid < above:
+        return float(mid)
+    return float(below)
+
+
+def _top_level(values: np.ndarray, q: float, single: bool = False) -> float:
+    n = values.size
+    if not 0.0 < q <= 100.0:
+        raise ValueError(f"q must be in (0, 100], got {q}")
+    desc = np.sort(values)[::-1]
+    k = min(n, max(1, int(round(n * q / 100.0))))
+    cut = desc[k - 1]
+    n_ge = int(np.count_nonzero(values >= cut))    # keep the whole tie group at the cut ...
+    n_gt = int(np.count_nonzero(values > cut))     # ... or drop it
+    if n_gt > 0 and abs(n_gt - k) <= abs(n_ge - k):    # drop the tie group: keep values > cut
+        return _between(float(cut), float(values[values > cut].min()), single)
+    if n_ge >= n:                                       # the cut is the minimum: keep everything
+        if single:
+            return float(np.nextafter(np.float32(cut), np.float32(-np.inf)))
+        return float(np.nextafter(float(cut), -np.inf))
+    return _between(float(values[values < cut].max()), float(cut), single)   # keep values >= cut
+
+
+def otsu_level(values: Any, bins: int = 256, single: bool | None = None) -> float:
+    """Otsu's threshold of a set of values (numpy only): the cut between two histogram bins that
+    maximises the between-class variance, returned as a level between the two classes' values."""
+    if single is None:
+        single = np.asarray(values).dtype in (np.float16, np.float32)
+    v = _finite_values(values)
+    if v.size == 0:
+        return float("inf")
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        return hi
+    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    w0 = np.cumsum(hist)[:-1]                      # class 0 = bins [0, i], for cut after bin i
+    w1 = v.size - w0
+    s0 = np.cumsum(hist * centres)[:-1]
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centres) - s0) / np.maximum(w1, 1)
+    between = np.where((w0 > 0) & (w1 > 0), w0 * w1 * (m0 - m1) ** 2, -1.0)
+    best = between.max()
+    # several cuts can tie (empty bins between the classes): take the middle of the tied run
+    ties = np.flatnonzero(between >= best - 1e-12 * max(best, 1e-300))
+    i = int(ties[len(ties) // 2])
+    edge = float(edges[i + 1])
+    # place the level midway between the actual values on either side of the chosen edge
+    below = v[v < edge]
+    above = v[v >= edge]
+    if below.size == 0 or above.size == 0:
+        return edge
+    return _between(float(below.max()), float(above.min()), single)
+
+
+# ----------------------------------------------------------------------------------------------
+# connected components (numpy union-find)
+# ----------------------------------------------------------------------------------------------
+
+def label(mask: Any, connectivity: int = 8) -> tuple[np.ndarray, int]:
+    """Connected components of a 2-D boolean mask: ``(labels int32 [H, W], count)``, labels 1..count
+    in raster order of each component's first pixel, 0 for background. ``connectivity`` is 4 or 8.
+
+    Pure numpy: edges between neighbouring foreground pixels are merged by repeated hooking of the
+    larger root onto the smaller one with full path compression (every round at least halves the
+    number of roots per component, so only O(log n) vectorised rounds are needed).
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"label expects a 2-D mask, got shape {m.shape}")
+    if connectivity not in (4, 8):
+        raise ValueError("connectivity must be 4 or 8")
+    h, w = m.shape
+    idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    pairs = [(m[:, :-1] & m[:, 1:], idx[:, :-1], idx[:, 1:]),      # right
+             (m[:-1, :] & m[1:, :], idx[:-1, :], idx[1:, :])]      # down
+    if connectivity == 8:
+        pairs.append((m[:-1, :-1] & m[1:, 1:], idx[:-1, :-1], idx[1:, 1:]))   # down-right
+        pairs.append((m[:-1, 1:] & m[1:, :-1], idx[:-1, 1:], idx[1:, :-1]))   # down-left
+    a = np.concatenate([p[1][p[0]] for p in pairs]) if pairs else np.empty(0, np.int64)
+    b = np.concatenate([p[2][p[0]] for p in pairs]) if pairs else np.empty(0, np.int64)
+    parent = np.arange(h * w, dtype=np.int64)
+    while a.size:
+        ra, rb = parent[a], parent[b]
+        diff = ra != rb
+        if not diff.any():
+            break
+        ra, rb = ra[diff], rb[diff]
+        a, b = a[diff], b[diff]
+        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+        while True:                                # full path compression
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    roots = parent.reshape(h, w)
+    labels = np.zeros((h, w), dtype=np.int32)
+    if not m.any():
+        return labels, 0
+    fg_roots = roots[m]
+    uniq, inverse = np.unique(fg_roots, return_inverse=True)  # roots are minima => raster order
+    labels[m] = inverse.astype(np.int32) + 1
+    return labels, int(uniq.size)
+
+
+# ----------------------------------------------------------------------------------------------
+# regions
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Region:
+    """One connected region of a frame's map above the clip's level.
+
+    ``polygon`` is the region's outer iso-line (closed: last point equals the first). In rare
+    cases (pixels touching only at a corner) one 8-connected region has more than one outer
+    iso-line; the others are in ``parts``. ``holes`` are iso-lines around dropped pixels inside.
+    ``area`` counts the region's pixels, ``peak`` is the (x, y) of its highest value and ``mass``
+    its share of the frame map's total.
+    """
+    polygon: Polygon
+    box: Box
+    area: int
+    peak: tuple[int, int]
+    mass: float
+    value: float = 0.0                       # map value at the peak
+    holes: list[Polygon] = field(default_factory=list)
+    parts: list[Polygon] = field(default_factory=list)
+
+    @property
+    def polygons(self) -> list[Polygon]:
+        """All outer iso-lines, the main one first."""
+        return [self.polygon, *self.parts]
+
+    def scaled(self, sx: float, sy: float) -> "Region":
+        """The region in another resolution: polygon coordinates map pixel centres to pixel
+        centres (``x' = (x + 0.5) * sx - 0.5``), boxes scale their edges."""
+        def tf(poly: Polygon) -> Polygon:
+            return [((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for x, y in poly]
+        x0, y0, x1, y1 = self.box
+        box = (int(math.floor(x0 * sx)), int(math.floor(y0 * sy)),
+               int(math.ceil(x1 * sx)), int(math.ceil(y1 * sy)))
+        peak = (int(round((self.peak[0] + 0.5) * sx - 0.5)), int(round((self.peak[1] + 0.5) * sy - 0.5)))
+        return Region(tf(self.polygon), box, int(round(self.area * sx * sy)), peak, self.mass,
+                      self.value, [tf(p) for p in self.holes], [tf(p) for p in self.parts])
+
+    def to_dict(self, decimals: int = 1) -> dict:
+        def rp(poly: Polygon) -> list[list[float]]:
+            return [[round(float(x), decimals), round(float(y), decimals)] for x, y in poly]
+        return {
+            "polygon": rp(self.polygon),
+            "box": [int(v) for v in self.box],
+            "area": int(self.area),
+            "peak": [int(self.peak[0]), int(self.peak[1])],
+            "mass": round(float(self.mass), 6),
+            "value": round(float(self.value), 6),
+            "holes": [rp(p) for p in self.holes],
+            "parts": [rp(p) for p in self.parts],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Region":
+        def tp(poly: Sequence[Sequence[float]]) -> Polygon:
+            return [(float(x), float(y)) for x, y in poly]
+        return cls(tp(d["polygon"]), tuple(int(v) for v in d["box"]), int(d["area"]),
+                   (int(d["peak"][0]), int(d["peak"][1])), float(d["mass"]),
+                   float(d.get("value", 0.0)), [tp(p) for p in d.get("holes", [])],
+                   [tp(p) for p in d.get("parts", [])])
+
+
+def polygon_area(poly: Any) -> float:
+    """Signed shoelace area of a polygon given as (x, y) points."""
+    p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def points_in_polygon(points: Any, poly: Any) -> np.ndarray:
+    """Even-odd rule test of (x, y) points against a polygon of (x, y) points: bool ``[N]``."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    if len(p) < 3:
+        return np.zeros(len(pts), bool)
+    if not np.array_equal(p[0], p[-1]):
+        p = np.vstack([p, p[:1]])
+    x0, y0, x1, y1 = p[:-1, 0], p[:-1, 1], p[1:, 0], p[1:, 1]
+    px, py = pts[:, :1], pts[:, 1:]
+    crosses = (y0 > py) != (y1 > py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xc = x0 + (py - y0) * (x1 - x0) / (y1 - y0)
+    return np.count_nonzero(crosses & (px < xc), axis=1) % 2 == 1
+
+
+def point_in_polygon(x: float, y: float, poly: Any) -> bool:
+    """Even-odd rule test of one point against a polygon of (x, y) points."""
+    return bool(points_in_polygon([(x, y)], poly)[0])
+
+
+def _iso_lines(z: np.ndarray, level: float) -> list[np.ndarray]:
+    """Closed iso-lines of a 2-D map at ``level`` in map pixel coordinates; the map is padded by
+    one pixel below the level so that lines touching the border close along it."""
+    import contourpy
+
+    fill = float(z.min())
+    if not fill < level:
+        fill = level - 1.0
+    zp = np.pad(z.astype(np.float64), 1, mode="constant", constant_values=fill)
+    gen = contourpy.contour_generator(z=zp, line_type=contourpy.LineType.Separate)
+    out = []
+    for line in gen.lines(level):
+        line = np.asarray(line, dtype=np.float64) - 1.0
+        if len(line) < 3:
+            continue
+        if not np.array_equal(line[0], line[-1]):
+            line = np.vstack([line, line[:1]])
+        out.append(line)
+    return out
+
+
+def _nearest_kept(pts: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For points on grid edges: the kept pixel nearest each point within its 2 x 2 block,
+    as ``(x, y, found)`` arrays."""
+    h, w = mask.shape
+    bx, by = np.floor(pts[:, 0]).astype(np.int64), np.floor(pts[:, 1]).astype(np.int64)
+    best_x, best_y = np.zeros(len(pts), np.int64), np.zeros(len(pts), np.int64)
+    best_d = np.full(len(pts), np.inf)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            cx, cy = bx + dx, by + dy
+            ok = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+            cxc, cyc = np.clip(cx, 0, w - 1), np.clip(cy, 0, h - 1)
+            ok &= mask[cyc, cxc]
+            d = (cx - pts[:, 0]) ** 2 + (cy - pts[:, 1]) ** 2
+            better = ok & (d < best_d)
+            best_x = np.where(better, cxc, best_x)
+            best_y = np.where(better, cyc, best_y)
+            best_d = np.where(better, d, best_d)
+    return best_x, best_y, np.isfinite(best_d)
+
+
+def _line_owners(lines: list[np.ndarray], mask: np.ndarray, labels: np.ndarray,
+                 samples: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """For closed iso-lines: (label of the region each bounds, whether it is that region's outer
+    boundary), vectorised over all lines.
+
+    Each vertex of an iso-line lies on a grid edge between a kept and a dropped pixel; the kept
+    pixel nearest the vertex belongs to the region the line bounds. A line is an outer boundary
+    when the kept side is its interior: the kept pixel lies on the left of the direction of travel
+    exactly when the shoelace area is positive (a vote over a few vertices per line)."""
+    n = np.array([len(l) - 1 for l in lines], np.int64)          # vertices without the repeat
+    offset = np.r_[0, np.cumsum(n)[:-1]]
+    pts = np.concatenate([l[:-1] for l in lines])
+    line_of = np.repeat(np.arange(len(lines)), n)
+    local = np.arange(len(pts)) - offset[line_of]
+    nxt = offset[line_of] + (local + 1) % n[line_of]
+    cross = pts[:, 0] * pts[nxt, 1] - pts[:, 1] * pts[nxt, 0]
+    area2 = np.add.reduceat(cross, offset)                       # twice the signed area per line
+
+    k = np.minimum(n, samples)
+    s_line = np.repeat(np.arange(len(lines)), k)
+    s_idx = np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)
+    pos = s_idx * n[s_line] // k[s_line]
+    at = offset[s_line] + pos
+    prev = offset[s_line] + (pos - 1) % n[s_line]
+    nxt = offset[s_line] + (pos + 1) % n[s_line]
+    v = pts[at]
+    d = pts[nxt] - pts[prev]
+    x, y, found = _nearest_kept(v, mask)
+    side = d[:, 0] * (y - v[:, 1]) - d[:, 1] * (x - v[:, 0])     # > 0: kept pixel on the left
+    lab = np.where(found, labels[y, x], 0)
+    starts = np.r_[0, np.cumsum(k)[:-1]]
+    owner = np.maximum.reduceat(lab, starts)
+    agree = np.add.reduceat((found & (np.sign(side) == np.sign(area2[s_line]))).astype(np.int64), starts)
+    votes = np.add.reduceat(found.astype(np.int64), starts)
+    return owner, agree * 2 >= np.maximum(votes, 1)
+
+
+def _min_pixels(min_area: float, shape: tuple[int, int]) -> float:
+    """``min_area`` below 1 is a share of the frame's pixels, otherwise a pixel count."""
+    return min_area * shape[0] * shape[1] if 0 < min_area < 1 else min_area
+
+
+def find_regions(mask_or_map: Any, level: float | None = None, *, min_area: float = 0.002,
+                 connectivity: int = 8, max_regions: int | None = None) -> list[Region]:
+    """Regions of one frame: connected components of ``map > level`` with their iso-line polygons.
+
+    ``mask_or_map`` is a 2-D float map (then ``level`` is its threshold; ``None`` means the top
+    10 % of this frame alone) or a boolean mask (then the mask itself is contoured at 0.5, peak and
+    mass refer to the mask). Regions smaller than ``min_area`` (a share of the frame if below 1,
+    else pixels) are dropped. Regions come sorted by mass, largest first.
+    """
+    arr = np.asarray(mask_or_map)
+    if arr.ndim != 2:
+        raise ValueError(f"find_regions expects one 2-D frame map, got shape {arr.shape}")
+    if arr.dtype == bool:
+        z = arr.astype(np.float64)
+        level = 0.5
+    else:
+        z = arr.astype(np.float64)
+        bad = ~np.isfinite(z)
+        if bad.any():                              # non-finite values count as the map's floor
+            z[bad] = z[~bad].min() if (~bad).any() else 0.0
+        if level is None:
+            level = threshold(z, "top", 10.0)
+    level = float(level)
+    mask = z > level
+    if not mask.any():
+        return []
+    labels, n = label(mask, connectivity)
+    flat = labels.ravel()
+    areas = np.bincount(flat, minlength=n + 1)
+    min_px = _min_pixels(min_area, mask.shape)
+    keep = np.flatnonzero(areas >= max(min_px, 1))
+    keep = keep[keep > 0]
+    if keep.size == 0:
+        return []
+    zf = z.ravel()
+    weights = np.clip(zf, 0, None)
+    total = float(weights.sum())
+    masses = np.bincount(flat, weights=weights, minlength=n + 1)
+    keep = keep[np.lexsort((-areas[keep], -masses[keep]))]     # by mass, then area, descending
+    if max_regions is not None:
+        keep = keep[:max_regions]
+
+    # per-label statistics in one pass: box and peak
+    h, w = mask.shape
+    fg = np.flatnonzero(flat)
+    labs = flat[fg]
+    fy, fx = np.divmod(fg, w)
+    x0 = np.full(n + 1, w, np.int64); np.minimum.at(x0, labs, fx)
+    y0 = np.full(n + 1, h, np.int64); np.minimum.at(y0, labs, fy)
+    x1 = np.full(n + 1, -1, np.int64); np.maximum.at(x1, labs, fx)
+    y1 = np.full(n + 1, -1, np.int64); np.maximum.at(y1, labs, fy)
+    order = np.lexsort((-zf[fg], labs))                        # highest value first per label
+    first = np.r_[0, np.flatnonzero(np.diff(labs[order])) + 1]
+    peak_at = np.zeros(n + 1, np.int64)
+    peak_at[labs[order[first]]] = fg[order[first]]
+
+    # iso-lines, assigned to the kept regions (a cheap first-vertex test skips the rest)
+    wanted = np.zeros(n + 1, bool)
+    wanted[keep] = True
+    lines = _iso_lines(z, level)
+    outer: dict[int, list[np.ndarray]] = {}
+    holes: dict[int, list[np.ndarray]] = {}
+    if lines:
+        owners, is_outer = _line_owners(lines, mask, labels)
+        for line, owner, out in zip(lines, owners, is_outer):
+            if owner and wanted[owner]:
+                (outer if out else holes).setdefault(int(owner), []).append(line)
+
+    def as_poly(line: np.ndarray) -> Polygon:
+        return [(float(x), float(y)) for x, y in line]
+
+    regions: list[Region] = []
+    for lab in keep:
+        lab = int(lab)
+        lines_out = sorted(outer.get(lab, []), key=lambda l: -abs(polygon_area(l)))
+        if lines_out:
+            poly = as_poly(lines_out[0])
+        else:                                      # not expected; fall back to the box outline
+            a, b, c, d = x0[lab] - 0.5, y0[lab] - 0.5, x1[lab] + 0.5, y1[lab] + 0.5
+            poly = [(a, b), (c, b), (c, d), (a, d), (a, b)]
+        py, px = divmod(int(peak_at[lab]), w)
+        regions.append(Region(
+            polygon=poly,
+            box=(int(x0[lab]), int(y0[lab]), int(x1[lab]) + 1, int(y1[lab]) + 1),
+            area=int(areas[lab]),
+            peak=(px, py),
+            mass=float(masses[lab] / total) if total > 0 else 0.0,
+            value=float(zf[peak_at[lab]]),
+            holes=[as_poly(l) for l in holes.get(lab, [])],
+            parts=[as_poly(l) for l in lines_out[1:]],
+        ))
+    return regions
+
+
+def _maps_of(explanation_or_maps: Any) -> np.ndarray:
+    maps = getattr(explanation_or_maps, "maps", explanation_or_maps)
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.ndim != 3:
+        raise ValueError(f"expected maps of shape [T, H, W], got {maps.shape}")
+    return maps
+
+
+def clip_contours(explanation_or_maps: Any, mode: str = "top", q: float = 10.0, *,
+                  level: float | None = None, min_area: float = 0.002, connectivity: int = 8,
+                  max_regions: int | None = None) -> list[list[Region]]:
+    """Regions per frame for a clip (an explanation with ``.maps`` or a ``[T, H, W]`` array), with
+    one threshold for the whole clip (:func:`threshold` with ``mode``/``q``, or ``level``)."""
+    maps = _maps_of(explanation_or_maps)
+    if level is None:
+        level = threshold(maps, mode, q)
+    return [find_regions(m, level, min_area=min_area, connectivity=connectivity,
+                         max_regions=max_regions) for m in maps]

@@ -1,0 +1,73 @@
+"""Everything a person looks at for one explained clip, written in one call."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .contours import clip_contours, threshold
+from .files import explanation_record, safe_name, save_json, save_maps
+from .overlay import as_rgb_frames, overlay_frames, write_video
+from .sheet import as_named, contact_sheet
+
+
+def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
+                              explanations: Mapping[str, Any] | Sequence[Any], fps: float = 8.0,
+                              timestamps: Sequence[float] | None = None, source: Any = None,
+                              contour_mode: str = "top", q: float = 10.0, *,
+                              min_area: float = 0.002, video: bool = True,
+                              sheet: bool = True) -> dict[str, str]:
+    """Write into ``out_dir`` (created if needed): ``overlay_<method>.mp4`` per method,
+    ``contact_sheet.png``, ``maps.npz`` and ``explanation.json``; every file atomically.
+
+    ``frames`` are the uint8 RGB frames ``[T, H, W, 3]`` a person sees; ``explanations`` maps
+    method names to explanations (or is a list, keyed by each one's ``method``). Contours are found
+    per method with one threshold for the clip (``contour_mode``, ``q``) in the maps' pixel
+    coordinates, and the same regions are drawn in the video, the sheet and stored in the JSON.
+    Returns the paths written, keyed ``overlay_<method>``, ``contact_sheet``, ``maps``, ``json``.
+    """
+    out = os.fspath(out_dir)
+    os.makedirs(out, exist_ok=True)
+    fr = as_rgb_frames(frames)
+    named = as_named(explanations)
+    if not named:
+        raise ValueError("no explanations to write")
+    if timestamps is not None:
+        timestamps = [None if t is None else float(t) for t in timestamps]
+
+    regions, records, written = {}, {}, {}
+    for name, e in named.items():
+        maps = np.asarray(e.maps, dtype=np.float32)
+        level = threshold(maps, contour_mode, q)
+        regions[name] = clip_contours(maps, level=level, min_area=min_area)
+        records[name] = explanation_record(
+            e, regions[name],
+            contour={"mode": contour_mode, "q": q, "level": level, "min_area": min_area})
+
+    if video:
+        for name, e in named.items():
+            path = os.path.join(out, f"overlay_{safe_name(name)}.mp4")
+            written[f"overlay_{safe_name(name)}"] = write_video(
+                path, overlay_frames(fr, e, regions[name], timestamps=timestamps), fps)
+    if sheet:
+        written["contact_sheet"] = contact_sheet(
+            fr, named, os.path.join(out, "contact_sheet.png"), timestamps=timestamps,
+            regions=regions)
+    written["maps"] = save_maps(os.path.join(out, "maps.npz"), named)
+
+    first = next(iter(named.values()))
+    payload = {
+        "source": source,
+        "score": getattr(first, "score", None),
+        "target": getattr(first, "target", None),
+        "class_name": getattr(first, "class_name", None),
+        "frames": int(fr.shape[0]),
+        "frame_size": [int(fr.shape[1]), int(fr.shape[2])],
+        "fps": float(fps),
+        "timestamps": timestamps,
+        "files": {k: os.path.basename(v) for k, v in written.items()} | {"json": "explanation.json"},
+        "methods": records,
+    }
+    written["json"] = save_json(os.path.join(out, "explanation.json"), payload)
+    return written
