@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from . import __version__
 
 
@@ -113,6 +115,43 @@ def run_predict(a) -> int:
     return 1 if failed else 0
 
 
+def add_explain(sub) -> None:
+    p = sub.add_parser("explain", help="explain a model's decision on a video, frame by frame",
+                       description="Writes per-method overlay videos, a contact sheet, maps.npz and "
+                                   "explanation.json into --out.")
+    p.add_argument("video")
+    p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--method", default="gradcam", help="comma-separated: gradcam,gradcam++,layercam,saliency,"
+                   "smoothgrad,integrated_gradients,guided_backprop,guided_gradcam,occlusion")
+    p.add_argument("--start", type=float, default=0.0, help="window start in seconds")
+    p.add_argument("--frames", type=int, default=None, help="frames in the window (default: the model's)")
+    p.add_argument("--target", default=None, help="class index or name (default: the predicted class)")
+    p.add_argument("--normalize", default="clip", choices=["clip", "frame", "none"])
+    p.add_argument("--layer", default=None, help="layer for the CAM methods (default: the backbone's last conv)")
+    p.add_argument("--out", required=True)
+
+
+def run_explain(a) -> int:
+    from .checkpoint import load_model
+    from .explain_video import explain_video
+
+    model = load_model(a.checkpoint)
+    methods = [m.strip() for m in a.method.split(",") if m.strip()]
+    target = int(a.target) if a.target is not None and a.target.isdigit() else a.target
+    options = {m: {"layer": a.layer} for m in methods if a.layer and m in ("gradcam", "gradcam++", "layercam",
+                                                                            "guided_gradcam")}
+    r = explain_video(model, a.video, methods, a.out, start=a.start, frames=a.frames, target=target,
+                      normalize=a.normalize, **options)
+    print(f"{os.path.basename(a.video)}: p({r['class_name']}) = {r['score']:.3f}; "
+          f"frames {r['timestamps'][0]:.2f}-{r['timestamps'][-1]:.2f} s")
+    for m, e in r["explanations"].items():
+        top = np.argsort(-np.asarray(e.frame_importance))[:3]
+        print(f"  {m:<22} most important frames: {', '.join(str(int(t)) for t in top)}")
+    for name, path in r["paths"].items():
+        print(f"wrote {path}")
+    return 0
+
+
 def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train a small model on synthetic clips and score fresh ones")
     p.add_argument("--out", default="xvad-demo")
@@ -127,7 +166,8 @@ def run_demo(a) -> int:
 
 
 COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate),
-            "predict": (add_predict, run_predict), "demo": (add_demo, run_demo)}
+            "predict": (add_predict, run_predict), "explain": (add_explain, run_explain),
+            "demo": (add_demo, run_demo)}
 
 
 def build_parser() -> argparse.ArgumentParser:
