@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .atomic import atomic_path
 from .models import CRNN
 
 FORMAT = "xvad-checkpoint"
@@ -25,13 +26,11 @@ class CheckpointError(RuntimeError):
 
 def atomic_save(obj: Any, path: str) -> None:
     """``torch.save`` to ``path.part``, flush to disk, then rename over ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.part"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as part:
+        with open(part, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def save_model(model: CRNN, path: str, extra: dict | None = None) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path, write_json
 from .data import load_dataset
 from .features import clip_tensor
 from .metrics import classification_metrics
@@ -50,15 +51,11 @@ def evaluate(model: CRNN, source: str, out_dir: str | None = None, threshold: fl
     metrics.update(n_skipped=len(failures), skipped=[{"path": p, "error": e} for p, e in sorted(failures.items())],
                    checkpoint=getattr(model, "checkpoint_id", None), dataset=os.path.abspath(source))
     if out_dir:
-        from .train import write_json
-        os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
-        tmp = os.path.join(out_dir, "predictions.csv.part")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(os.path.join(out_dir, "predictions.csv")) as part, open(part, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "group", "label", "predicted"] + [f"p_{c}" for c in model.classes])
             for (s, p) in rows:
                 w.writerow([s.path, s.group, data.classes[s.label], model.classes[int(np.argmax(p))]]
                            + [f"{x:.4f}" for x in p])
-        os.replace(tmp, os.path.join(out_dir, "predictions.csv"))
     return metrics

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .models import CRNN
 from .video import VideoError, preprocess, probe, read_frames
 
@@ -106,11 +107,8 @@ class FeatureCache:
             return None  # a damaged entry is recomputed
 
     def put(self, clip: str, view: View, feats: torch.Tensor) -> None:
-        path = self.path(clip, view)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.part"
-        torch.save(feats.detach().to(torch.float16).cpu().clone(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.path(clip, view)) as part:
+            torch.save(feats.detach().to(torch.float16).cpu().clone(), part)
 
 
 def default_cache_dir() -> str:

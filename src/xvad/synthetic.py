@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import atomic_path
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), in pixels
 
 
@@ -85,8 +87,7 @@ def write_video(path: str, frames: np.ndarray, fps: float = 8.0) -> None:
     """Write uint8 RGB frames to an MP4 (H.264, near-lossless) with PyAV, atomically."""
     import av
 
-    tmp = f"{path}.part"
-    with av.open(tmp, mode="w", format="mp4") as out:
+    with atomic_path(path) as part, av.open(part, mode="w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -94,7 +95,6 @@ def write_video(path: str, frames: np.ndarray, fps: float = 8.0) -> None:
         for frame in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         out.mux(stream.encode())
-    os.replace(tmp, path)
 
 
 def make_dataset(root: str, per_class: int = 40, frames: int = 16, size: int = 64, seed: int = 0,

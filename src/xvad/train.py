@@ -3,7 +3,7 @@
 Read top to bottom: ``train()`` loads the data, prepares inputs (cached features or clips), runs
 either one group-wise hold-out or group k-fold cross-validation with ``fit()``, trains the final
 model, and writes ``model.pt``, ``metrics.json``, ``predictions.csv`` and ``curves.png`` into the
-run folder. ``state.json`` + ``state.pt`` in the run folder make an interrupted run resumable.
+run folder. ``state.json`` there lets an interrupted cross-validation resume at its next fold.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path, write_json
 from .checkpoint import save_model
 from .data import Dataset, group_kfold, group_split, load_dataset
 from .features import clip_tensor, extract_features, make_views
@@ -234,17 +235,9 @@ def run_metrics(data: Dataset, folds: list[dict], cfg: TrainConfig, failures: di
     }
 
 
-def write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.part"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
-
-
 def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
     """Out-of-fold (validation) prediction for every clip: one row each."""
-    tmp = f"{path}.part"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as part, open(part, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "group", "label", "fold", "predicted"] + [f"p_{c}" for c in data.classes])
         for r in folds:
@@ -252,7 +245,6 @@ def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
                 s = data.samples[i]
                 w.writerow([s.path, s.group, data.classes[s.label], r["fold"], data.classes[int(np.argmax(p))]]
                            + [f"{x:.4f}" for x in p])
-    os.replace(tmp, path)
 
 
 def plot_curves(path: str, folds: list[dict]) -> None:
@@ -278,10 +270,9 @@ def plot_curves(path: str, folds: list[dict]) -> None:
         if len(folds) > 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = f"{path}.part.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as part:
+        fig.savefig(part, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 class RunState:

@@ -6,32 +6,18 @@ import json
 import math
 import os
 import re
-from contextlib import contextmanager
 from pathlib import PurePath
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .contours import Region
 
 
 def safe_name(name: str) -> str:
     """A method name usable in file and array names (runs of other characters become '_')."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "method"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yields ``path + ".part"`` to write to; on success moves it to ``path``, on error removes it."""
-    path = os.fspath(path)
-    part = path + ".part"
-    try:
-        yield part
-        os.replace(part, path)
-    except BaseException:
-        if os.path.exists(part):
-            os.remove(part)
-        raise
 
 
 def json_safe(obj: Any) -> Any:

@@ -1,0 +1,30 @@
+"""Atomic file writes: write ``name.part``, then rename, so a reader never sees half a file."""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yields ``path + ".part"`` to write to; on success moves it to ``path``, on error removes it."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    part = path + ".part"
+    try:
+        yield part
+        os.replace(part, path)
+    except BaseException:
+        if os.path.exists(part):
+            os.remove(part)
+        raise
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> str:
+    """Pretty JSON (values json cannot encode become strings), written atomically."""
+    with atomic_path(path) as part:
+        with open(part, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, default=str)
+    return os.fspath(path)
