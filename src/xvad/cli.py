@@ -152,6 +152,32 @@ def run_explain(a) -> int:
     return 0
 
 
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="a self-contained HTML decision report for a person to review",
+                       description="Scores the video as a stream, explains each alert (or the highest-scoring "
+                                   "window) with Grad-CAM and saliency, and writes one HTML file.")
+    p.add_argument("video")
+    p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--threshold", type=float, default=None, help="alert threshold (default: the model's)")
+    p.add_argument("--alert", default="3/5", help="k/n: an alert needs k of the last n windows above threshold")
+    p.add_argument("--stride", type=int, default=2, help="score a window every N sampled frames")
+    p.add_argument("--fps", type=float, default=None, help="sampling rate (default: the model's)")
+
+
+def run_report(a) -> int:
+    from .checkpoint import load_model
+    from .report import write_report
+
+    model = load_model(a.checkpoint)
+    threshold = a.threshold if a.threshold is not None else float((model.extra or {}).get("threshold", 0.5))
+    r = write_report(model, a.video, a.out, threshold=threshold, alert=a.alert, stride=a.stride, fps=a.fps)
+    print(f"{os.path.basename(a.video)}: {r['windows']} windows, {r['alerts']} alert(s), "
+          f"peak score {r['peak_score']:.3f}")
+    print(f"wrote {os.path.abspath(a.out)}")
+    return 0
+
+
 def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train a small model on synthetic clips and score fresh ones")
     p.add_argument("--out", default="xvad-demo")
@@ -167,6 +193,7 @@ def run_demo(a) -> int:
 
 COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate),
             "predict": (add_predict, run_predict), "explain": (add_explain, run_explain),
+            "report": (add_report, run_report),
             "demo": (add_demo, run_demo)}
 
 

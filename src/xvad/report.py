@@ -1,0 +1,272 @@
+"""The decision report: one self-contained HTML file a person reviews an automated alert with.
+
+GDPR Article 22 asks that an automated decision affecting a person be open to human review. The
+report shows the video's score over time and the alerts, and for each alert the key frames with
+Grad-CAM (where the model looked, with contours) and saliency (which pixels moved the score), how
+much each frame counted, what the model is, and what these pictures do and do not mean.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_path
+from .models import CRNN
+
+METHODS = ("gradcam", "saliency")
+MEANING = [
+    "Grad-CAM (red = strong) shows the regions of each frame whose features pushed the score of the "
+    "reported class up, at the resolution of the network's last convolutional layer (coarse by design). "
+    "The white contours enclose the top 10 % of that map over the whole window.",
+    "Saliency shows the pixels whose small changes would change the score the most. It is finer but noisier.",
+    "Frame importance says how much each frame contributed to the score (Grad-CAM's gradient x activation "
+    "summed over the frame). The model reads frames in order through a recurrent layer, so later frames "
+    "often weigh more.",
+    "These maps show what the model used, not what happened. A bright region is not proof of an "
+    "incident, and a faint one does not prove its absence. The model can be wrong, and it can be right "
+    "for the wrong reason, such as a camera or a scene that looked like the training footage. A person "
+    "must watch the footage before acting.",
+]
+
+
+@dataclass
+class AlertView:
+    """One reviewed window: the alert (or the highest-scoring window) with its explanations."""
+    title: str
+    start: float
+    end: float | None
+    peak_score: float
+    class_name: str
+    window_times: np.ndarray
+    frames: np.ndarray
+    explanations: dict
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _img_png(array: np.ndarray) -> str:
+    import matplotlib.image as mpimg
+    buf = io.BytesIO()
+    mpimg.imsave(buf, np.ascontiguousarray(array), format="png")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def timeline_plot(times, scores, threshold: float, spans: list[tuple[float, float]]) -> str:
+    """Score over time with the threshold and the alert intervals shaded; base64 PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    for a, b in spans:
+        ax.axvspan(a, b, color="#d62728", alpha=0.18, lw=0)
+    ax.plot(times, scores, color="#1f3b73", lw=1.6, label="window score")
+    ax.axhline(threshold, color="#d62728", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    ax.set(xlabel="time in the video (s)", ylabel="alert score", ylim=(-0.02, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def importance_plot(importance: np.ndarray, times: np.ndarray, key: list[int]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.2))
+    colours = ["#d62728" if t in key else "#8aa1c9" for t in range(len(importance))]
+    ax.bar(np.arange(len(importance)), importance, color=colours)
+    ax.set_xticks(np.arange(len(importance)), [f"{t:.1f}" for t in times], fontsize=7, rotation=90)
+    ax.set(xlabel="frame time (s)", ylabel="importance", title="How much each frame counted (red: key frames)")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def key_frames(importance: np.ndarray, k: int = 4) -> list[int]:
+    """The ``k`` frames that counted most, in time order."""
+    return sorted(int(t) for t in np.argsort(-np.asarray(importance))[:k])
+
+
+def frame_panels(view: AlertView, key: list[int]) -> list[dict]:
+    """Per key frame: the frame, its Grad-CAM overlay with contours, its saliency overlay (PNGs)."""
+    from .render import blend, clip_contours, draw_polygons, resize_maps
+
+    gc, sal = view.explanations["gradcam"], view.explanations["saliency"]
+    scale = max(1, 256 // min(view.frames.shape[1:3]))  # small model inputs are enlarged for the eye
+    frames = view.frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    regions = [[r.scaled(scale, scale) for r in frame] for frame in clip_contours(gc, mode="top", q=10.0)]
+    panels = []
+    for t in key:
+        big = frames.shape[1:3]
+        cam = blend(frames[t], resize_maps(gc.maps[t:t + 1], big)[0], alpha=0.45)
+        draw_polygons(cam, regions[t])
+        sal_map = resize_maps(sal.maps[t:t + 1], big)[0]
+        panels.append({"time": float(view.window_times[t]), "index": t,
+                       "importance": float(gc.frame_importance[t]),
+                       "frame": _img_png(frames[t]), "gradcam": _img_png(cam),
+                       "saliency": _img_png(blend(frames[t], sal_map, alpha=0.55, cmap="inferno")),
+                       "regions": len(regions[t])})
+    return panels
+
+
+def review_windows(model: CRNN, video: str, results: list, fps: float, window: int, max_alerts: int) -> list[AlertView]:
+    """Explain the peak window of each alert (or, with no alert, the highest-scoring window)."""
+    from .explain import explain
+    from .explain_video import display_frames
+    from .video import preprocess, read_frames
+
+    alerts: dict[int, list] = {}
+    for r in results:
+        if r.alert_id is not None or r.alert_on:
+            alerts.setdefault(r.alert_id if r.alert_id is not None else -1, []).append(r)
+    picks = []
+    for aid, rs in list(alerts.items())[:max_alerts]:
+        peak = max(rs, key=lambda r: r.score)
+        on = [r for r in rs if r.alert_on]
+        picks.append((f"Alert {len(picks) + 1}", on[0].time if on else peak.time, on[-1].time if on else None, peak))
+    if not picks and results:
+        peak = max(results, key=lambda r: r.score)
+        picks.append(("Highest-scoring window (no alert raised)", peak.start_time, peak.time, peak))
+    cfg = model.config
+    views = []
+    for title, start, end, peak in picks:
+        raw, ts = read_frames(video, frames=window, fps=fps, start=peak.start_time)
+        clip = preprocess(raw, cfg["size"], cfg["mean"], cfg["std"], crop=cfg.get("crop", "center"))
+        target = peak.class_index
+        expl = {m: explain(model, clip, method=m, target=target) for m in METHODS}
+        views.append(AlertView(title, start, end, float(peak.score), peak.class_name or str(target), ts,
+                               display_frames(clip, cfg["mean"], cfg["std"]), expl))
+    return views
+
+
+def model_card(model: CRNN) -> list[tuple[str, str]]:
+    cfg, extra = model.config, getattr(model, "extra", {}) or {}
+    metrics = extra.get("metrics") or {}
+    rows = [("checkpoint", f"{os.path.basename(getattr(model, 'checkpoint_path', '') or 'in memory')} "
+                           f"(id {getattr(model, 'checkpoint_id', 'n/a')})"),
+            ("xvad version", __version__),
+            ("architecture", f"{cfg['backbone']} per frame ({cfg['weights']} weights), {cfg['pooling']}-pooled, "
+                             f"GRU({cfg['hidden']}) over {cfg['frames']} frames, MLP head"),
+            ("input", f"{cfg['frames']} frames at {cfg['size']} px, "
+                      f"{'%g fps' % cfg['fps'] if cfg.get('fps') else 'spread over the clip'}, crop {cfg.get('crop')}"),
+            ("classes", ", ".join(cfg["classes"]))]
+    if metrics:
+        rows.append(("validation", ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))))
+    if extra.get("card"):
+        rows.append(("model card", str(extra["card"])))
+    return rows
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#1b1f24}
+h1{font-size:1.5em;margin-bottom:0}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:32px}
+.sub{color:#555}.verdict{padding:10px 14px;border-radius:6px;margin:14px 0;font-weight:600}
+.alert{background:#fde2e1;border:1px solid #d62728}.calm{background:#e3f1e3;border:1px solid #2ca02c}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:.92em;text-align:left}
+.frames{display:grid;grid-template-columns:repeat(3,1fr);gap:6px;margin:8px 0 16px}
+.frames figure{margin:0}.frames img{width:100%;image-rendering:pixelated;border:1px solid #999}
+figcaption{font-size:.8em;color:#444}img.plot{max-width:100%}
+.note{background:#f6f8fa;border-left:4px solid #8aa1c9;padding:8px 12px;font-size:.93em}
+"""
+
+
+def render_html(video: str, model: CRNN, results: list, views: list[AlertView], threshold: float,
+                alert_spec: str, events: list[dict], files: dict[str, str]) -> str:
+    esc = html.escape
+    times = [r.time for r in results]
+    spans = [(v.start, v.end if v.end is not None else times[-1]) for v in views if v.title.startswith("Alert")]
+    n_alerts = len(spans)
+    peak = max((r.score for r in results), default=0.0)
+    verdict = (f'<div class="verdict alert">{n_alerts} alert(s) raised. Peak score {peak:.2f}.</div>' if n_alerts
+               else f'<div class="verdict calm">No alert raised. Peak score {peak:.2f}, threshold {threshold:.2f}.</div>')
+    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>xvad decision report: "
+           f"{esc(os.path.basename(video))}</title><style>{CSS}</style></head><body>",
+           f"<h1>Decision report: {esc(os.path.basename(video))}</h1>",
+           f"<div class='sub'>Written {time.strftime('%Y-%m-%d %H:%M:%S')} by xvad {__version__} for human review "
+           "of an automated decision (GDPR Article 22).</div>", verdict,
+           "<h2>Score over time</h2>",
+           f"<img class='plot' alt='score over time' src='data:image/png;base64,"
+           f"{timeline_plot(times, [r.score for r in results], threshold, spans)}'>",
+           f"<p class='sub'>An alert starts when {alert_spec.split('/')[0]} of the last {alert_spec.split('/')[1]} "
+           f"window scores pass {threshold:.2f}, and ends when fewer do. Shaded: alert intervals.</p>"]
+    for v in views:
+        gc = v.explanations["gradcam"]
+        key = key_frames(gc.frame_importance)
+        end = f"{v.end:.1f} s" if v.end is not None else "the end"
+        out.append(f"<h2>{esc(v.title)}: {v.start:.1f} s to {end}</h2>")
+        out.append(f"<p>Class <b>{esc(v.class_name)}</b>, peak window score <b>{v.peak_score:.3f}</b> "
+                   f"(explained window {v.window_times[0]:.1f}-{v.window_times[-1]:.1f} s, score {gc.score:.3f}). "
+                   "Key frames, the ones that counted most:</p><div class='frames'>")
+        for p in frame_panels(v, key):
+            cap = f"{p['time']:.2f} s (frame {p['index']} of the window), importance {p['importance']:.3g}"
+            out.append(f"<figure><img alt='frame at {p['time']:.2f} s' src='data:image/png;base64,{p['frame']}'>"
+                       f"<figcaption>{cap}</figcaption></figure>"
+                       f"<figure><img alt='Grad-CAM at {p['time']:.2f} s' src='data:image/png;base64,{p['gradcam']}'>"
+                       f"<figcaption>Grad-CAM with contours ({p['regions']} region(s))</figcaption></figure>"
+                       f"<figure><img alt='saliency at {p['time']:.2f} s' src='data:image/png;base64,{p['saliency']}'>"
+                       "<figcaption>saliency</figcaption></figure>")
+        out.append("</div>")
+        out.append(f"<img class='plot' alt='frame importance' src='data:image/png;base64,"
+                   f"{importance_plot(gc.frame_importance, v.window_times, key)}'>")
+    out.append("<h2>What the pictures mean</h2><div class='note'>" + "".join(f"<p>{esc(t)}</p>" for t in MEANING)
+               + "</div>")
+    out.append("<h2>The model</h2><table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
+                                                   for k, v in model_card(model)) + "</table>")
+    out.append("<h2>Events</h2>")
+    if events:
+        out.append("<table><tr><th>event</th><th>time (s)</th><th>frame</th><th>score</th><th>class</th></tr>")
+        for e in events:
+            out.append(f"<tr><td>{esc(str(e.get('type')))}</td><td>{e.get('time', '')}</td><td>{e.get('frame', '')}"
+                       f"</td><td>{e.get('score', '')}</td><td>{esc(str(e.get('class', '')))}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append("<p>No alert events.</p>")
+    out.append("<h2>Files</h2><table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
+                                                for k, v in files.items()) + "</table></body></html>")
+    return "\n".join(out)
+
+
+def alert_events(results: list) -> list[dict]:
+    """Alert start and end rows from the per-window results."""
+    rows = []
+    for r in results:
+        if r.event in ("start", "end"):
+            rows.append({"type": f"alert {r.event}", "time": round(r.time, 2), "frame": r.frame_index,
+                         "score": round(r.score, 3), "class": r.class_name})
+    return rows
+
+
+def write_report(model: CRNN, video: str, out_html: str, threshold: float = 0.5, alert: str = "3/5",
+                 stride: int = 2, fps: float | None = None, max_alerts: int = 5, events: str | None = None,
+                 results: list | None = None) -> dict:
+    """Score ``video`` as a stream, explain its alerts and write the report; returns a summary."""
+    from .stream import Detector
+
+    det = Detector(model, fps=fps, stride=stride, threshold=threshold, alert=alert, events=events)
+    if results is None:
+        results = list(det.run(video))
+    if not results:
+        from .video import VideoError
+        raise VideoError(f"{video}: too short for one window of {det.window} frames at {det.fps:g} fps")
+    views = review_windows(model, video, results, det.fps, det.window, max_alerts)
+    files = {"video": os.path.abspath(video), "checkpoint": getattr(model, "checkpoint_path", "in memory")}
+    if events:
+        files["events"] = os.path.abspath(events)
+    page = render_html(video, model, results, views, threshold, f"{det.k}/{det.n}", alert_events(results), files)
+    with atomic_path(out_html) as part, open(part, "w", encoding="utf-8") as f:
+        f.write(page)
+    return {"report": out_html, "windows": len(results), "alerts": sum(v.title.startswith("Alert") for v in views),
+            "peak_score": max(r.score for r in results), "views": views, "results": results}
