@@ -191,9 +191,19 @@ def run_demo(a) -> int:
     return 0
 
 
+def add_detect(sub) -> None:
+    from .stream.cli import add_detect as add
+    add(sub)
+
+
+def run_detect(a) -> int:
+    from .stream.cli import run_detect as run
+    return run(a)
+
+
 COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate),
             "predict": (add_predict, run_predict), "explain": (add_explain, run_explain),
-            "report": (add_report, run_report),
+            "report": (add_report, run_report), "detect": (add_detect, run_detect),
             "demo": (add_demo, run_demo)}
 
 

@@ -6,9 +6,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
     from .data import DatasetError
     from .models.backbones import WeightsError
+    from .stream.errors import StreamError
     from .video import VideoError
 
-    errors: list[type[BaseException]] = [CheckpointError, DatasetError, WeightsError, VideoError]
+    errors: list[type[BaseException]] = [CheckpointError, DatasetError, StreamError, WeightsError, VideoError]
     try:
         from .explain import ExplainError
         errors.append(ExplainError)

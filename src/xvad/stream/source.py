@@ -1,0 +1,492 @@
+"""Stream input: name a source, open it with PyAV, and decode it in a producer thread.
+
+The reader thread decodes packet by packet (a packet that fails to decode is skipped and counted),
+samples frames at the requested rate (the frame nearest each ``k / fps`` tick, as
+:func:`xvad.video.read_frames` does), preprocesses them and puts them in a bounded queue. From a
+file it blocks when the queue is full, so every frame is used; from a live source (URL, webcam) it
+drops the oldest queued frame instead, so latency cannot grow. A live source that ends or fails is
+reopened with exponential backoff; the reader puts a :class:`Disconnect` marker in the queue at
+once and a :class:`Gap` marker when frames flow again (or when it gives up).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import av
+import numpy as np
+
+from ..video import VideoError, _errors, _origin, _RGB, _video_stream
+from .errors import StreamError
+
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "hls")
+_EPS = 1e-6
+_JUMP_BACK = 1.0    # seconds: a timestamp this far behind the previous one starts a new segment
+_JUMP_AHEAD = 5.0   # seconds: on a live source, so does one this far ahead
+
+
+# -- naming and opening sources --------------------------------------------------------------------
+
+@dataclass
+class SourceSpec:
+    """How to open a source: ``url`` and ``format`` for ``av.open``, its ``kind`` and the name users gave."""
+
+    name: str
+    url: str
+    kind: str                      # "file", "webcam" or "url"
+    format: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file"
+
+
+def parse_source(source: Any, options: dict[str, str] | None = None) -> SourceSpec:
+    """A file path, a webcam (``0``, ``/dev/video0``) or a URL (rtsp, http(s), udp, ...)."""
+    name = os.fspath(source) if not isinstance(source, int) else str(source)
+    name = str(name).strip()
+    if not name:
+        raise VideoError("empty source name")
+    extra = {str(k): str(v) for k, v in (options or {}).items()}
+    if name.isdigit() or name.startswith("/dev/video"):
+        if sys.platform == "darwin":
+            return SourceSpec(name, name if name.isdigit() else name[len("/dev/video"):], "webcam",
+                              "avfoundation", extra)
+        device = f"/dev/video{name}" if name.isdigit() else name
+        return SourceSpec(name, device, "webcam", "v4l2", extra)
+    if "://" in name:
+        scheme = name.split("://", 1)[0].lower()
+        opts: dict[str, str] = {"analyzeduration": "1000000"}   # start within a second, not five
+        if scheme in ("rtsp", "rtsps"):
+            opts["rtsp_transport"] = "tcp"
+        if scheme not in URL_SCHEMES and scheme != "file":
+            raise VideoError(f"{name}: unsupported URL scheme {scheme!r} "
+                             f"(use one of {', '.join(URL_SCHEMES)})")
+        if scheme == "file":
+            return SourceSpec(name, name[len("file://"):], "file", None, extra)
+        return SourceSpec(name, name, "url", None, {**opts, **extra})
+    return SourceSpec(name, name, "file", None, extra)
+
+
+def open_source(spec: SourceSpec, timeout: float = 10.0) -> tuple[Any, Any]:
+    """Open ``spec`` and return ``(container, video stream)``; a one-line `VideoError` if impossible."""
+    if spec.kind == "file" and not os.path.exists(spec.url):
+        raise VideoError(f"{spec.name}: no such file")
+    if spec.kind == "webcam" and spec.format == "v4l2" and not os.path.exists(spec.url):
+        raise VideoError(f"{spec.name}: no such camera ({spec.url} does not exist)")
+    if spec.kind == "file" and os.path.isdir(spec.url):
+        raise VideoError(f"{spec.name}: is a directory, not a video file")
+    with _errors(spec.name):
+        container = av.open(spec.url, "r", format=spec.format, options=dict(spec.options) or None,
+                            timeout=(timeout, timeout) if spec.kind == "url" else None,
+                            metadata_errors="replace")
+        try:
+            stream = _video_stream(container, spec.name)
+        except BaseException:
+            container.close()
+            raise
+    return container, stream
+
+
+# -- what the reader puts in the queue -------------------------------------------------------------
+
+@dataclass
+class Frame:
+    """One sampled frame: its number in the run (gaps are dropped frames), source time in seconds,
+    the preprocessed tensor, the uint8 RGB picture (when asked for) and when it arrived."""
+
+    index: int
+    time: float
+    tensor: Any
+    image: np.ndarray | None
+    arrival: float                 # time.perf_counter() when it was decoded (or due, when paced)
+
+
+@dataclass
+class Disconnect:
+    """The live source stopped or failed; the reader is reconnecting."""
+
+    time: float | None             # source time of the last frame before it
+    reason: str
+    unix: float
+
+
+@dataclass
+class Gap:
+    """A disconnection is over: frames flow again (``reconnected``) or the reader gave up."""
+
+    began: float | None            # source time of the last frame before the gap
+    ended: float | None            # source time given to the first frame after it
+    seconds: float                 # wall-clock length of the gap
+    attempts: int                  # how many times the source was reopened
+    reconnected: bool
+    reason: str
+
+
+@dataclass
+class End:
+    """No more frames: ``reason`` is "end" (file or stream ended), "stopped", "gave_up" or "error"."""
+
+    reason: str
+    error: BaseException | None = None
+
+
+# -- a bounded queue that can drop frames but never markers ----------------------------------------
+
+class FrameQueue:
+    """Holds at most ``maxsize`` frames (markers do not count and are never dropped)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = max(1, int(maxsize))
+        self._items: deque = deque()
+        self._frames = 0
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def put(self, item: Any, drop: bool, stop: threading.Event) -> int:
+        """Add ``item``; when full, drop the oldest frame (``drop``) or wait for room (until
+        ``stop`` is set). Returns the number of frames dropped."""
+        dropped = 0
+        with self._cond:
+            if isinstance(item, Frame):
+                while self._frames >= self.maxsize:
+                    if drop:
+                        for i, old in enumerate(self._items):
+                            if isinstance(old, Frame):
+                                del self._items[i]
+                                self._frames -= 1
+                                dropped += 1
+                                break
+                    else:
+                        if stop.is_set():
+                            return 0
+                        self._cond.wait(0.05)
+                self._frames += 1
+            self._items.append(item)
+            self._cond.notify_all()
+        return dropped
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The oldest item, waiting up to ``timeout`` seconds (None if nothing came)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._pop()
+
+    def get_nowait(self) -> Any:
+        with self._cond:
+            return self._pop() if self._items else None
+
+    def peek_is_frame(self) -> bool:
+        with self._cond:
+            return bool(self._items) and isinstance(self._items[0], Frame)
+
+    def _pop(self) -> Any:
+        item = self._items.popleft()
+        if isinstance(item, Frame):
+            self._frames -= 1
+        self._cond.notify_all()
+        return item
+
+
+# -- sampling ---------------------------------------------------------------------------------------
+
+class Sampler:
+    """Picks, for each tick ``k / fps`` (k = 0, 1, ...), the decoded frame nearest to it (ties to the
+    earlier frame), one frame of look-ahead; ``fps=None`` keeps every frame."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.fps = fps
+        self.reset()
+
+    def reset(self) -> None:
+        self._k = 0
+        self._prev: tuple[Any, float] | None = None
+
+    def push(self, item: Any, t: float) -> list[tuple[Any, float]]:
+        if self.fps is None:
+            return [(item, t)]
+        out = []
+        target = self._k / self.fps
+        while target <= t + _EPS:
+            if self._prev is not None and target - self._prev[1] <= t - target:
+                out.append(self._prev)
+            else:
+                out.append((item, t))
+            self._k += 1
+            target = self._k / self.fps
+        self._prev = (item, t)
+        return out
+
+
+# -- the reader thread -------------------------------------------------------------------------------
+
+@dataclass
+class Reconnect:
+    """Backoff for reopening a live source: wait ``initial`` s, doubling up to ``maximum`` s, and give
+    up once the source has been gone ``give_up`` s (``inf``: never). ``enabled=False`` ends the run
+    at the first disconnection."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    give_up: float = 300.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.initial > 0 and self.maximum >= self.initial and self.give_up >= 0):
+            raise StreamError(f"reconnect delays must satisfy 0 < initial <= max and give-up >= 0, "
+                              f"not initial={self.initial}, max={self.maximum}, give-up={self.give_up}")
+
+
+@dataclass
+class ReaderStats:
+    decoded: int = 0        # frames the decoder produced
+    sampled: int = 0        # frames picked at the requested rate
+    dropped: int = 0        # sampled frames dropped because processing fell behind (live only)
+    corrupt: int = 0        # packets that failed to decode and were skipped
+    reconnects: int = 0     # successful reopenings
+    disconnects: int = 0
+
+
+class Reader:
+    """Decodes ``spec`` in a thread and fills ``queue`` with `Frame` / `Disconnect` / `Gap` / `End`.
+
+    ``transform(rgb) -> tensor`` preprocesses each sampled frame in the reader thread; with
+    ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
+    ``realtime`` paces a file at its own timestamps (to simulate a camera).
+    """
+
+    def __init__(self, spec: SourceSpec, fps: float | None, transform: Callable[[np.ndarray], Any],
+                 queue: FrameQueue, live: bool, keep_images: bool = False, realtime: bool = False,
+                 reconnect: Reconnect | None = None, timeout: float = 10.0) -> None:
+        self.spec = spec
+        self.fps = fps
+        self.transform = transform
+        self.queue = queue
+        self.live = live
+        self.keep_images = keep_images
+        self.realtime = realtime
+        self.reconnect = reconnect or Reconnect()
+        self.timeout = timeout
+        self.stats = ReaderStats()
+        self.stop_event = threading.Event()
+        self.state = "idle"            # idle, reading, reconnecting, ended
+        self.source_fps: float | None = None
+        self.size: tuple[int, int] | None = None   # (height, width) of the first frame
+        self._container: Any = None
+        self._stream: Any = None
+        self._thread: threading.Thread | None = None
+        self._index = 0
+        self._last_time: float | None = None       # source time of the last sampled frame
+        self._t0: float | None = None               # perf_counter at the first frame of the run
+        self._pending_gap: tuple[float, int, str, float] | None = None   # gap to report with the next frame
+
+    # -- control --------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the source in the caller's thread, so that a bad source fails right away."""
+        self._container, self._stream = open_source(self.spec, self.timeout)
+        if self.live:
+            self._stream.thread_type = "SLICE"     # frame threads would hold frames back (latency)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.source_fps = float(rate) if rate else None
+
+    def start(self) -> None:
+        if self._container is None:
+            self.open()
+        self._thread = threading.Thread(target=self._main, name="xvad-reader", daemon=True)
+        self._thread.start()
+
+    def stop(self, wait: float = 3.0) -> None:
+        self.stop_event.set()
+        with self.queue._cond:
+            self.queue._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(wait)
+        if self._thread is None or not self._thread.is_alive():
+            self._close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- thread -----------------------------------------------------------------------------------
+    def _main(self) -> None:
+        one_thread()
+        try:
+            end = self._run()
+        except BaseException as exc:   # reported to the consumer, which raises it
+            end = End("error", exc)
+        self.state = "ended"
+        self._close()
+        self._put(end)
+
+    def _put(self, item: Any) -> None:
+        self.stats.dropped += self.queue.put(item, drop=self.live, stop=self.stop_event)
+
+    def _close(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except Exception:
+                pass
+
+    def _run(self) -> End:
+        segment = 0
+        while True:
+            self.state = "reading"
+            reason = self._read_segment(segment)
+            self._close()
+            if self.stop_event.is_set():
+                return End("stopped")
+            if not (self.live and self.spec.kind != "file" and self.reconnect.enabled):
+                return End("end")
+            # a live source went away: tell the consumer now, then try to get it back. If it went
+            # away again before a single frame came, it is the same gap, and the backoff goes on.
+            if self._pending_gap is None:
+                self.stats.disconnects += 1
+                self._put(Disconnect(self._last_time, reason, time.time()))
+                gap = (time.monotonic(), 0, reason, self.reconnect.initial)
+            else:
+                gap = self._pending_gap
+                self._pending_gap = None
+            end = self._reopen(*gap)
+            if end is not None:
+                return end
+            segment += 1
+
+    def _reopen(self, began: float, attempts: int, reason: str, delay: float) -> End | None:
+        """Reopen with backoff; on success leaves ``self._pending_gap`` for the first frame."""
+        self.state = "reconnecting"
+        last_error = reason
+        while not self.stop_event.is_set():
+            waited = time.monotonic() - began
+            if waited + delay > self.reconnect.give_up:
+                if waited < self.reconnect.give_up:   # one last try at the deadline
+                    delay = self.reconnect.give_up - waited
+                else:
+                    break
+            if self.stop_event.wait(delay):
+                break
+            attempts += 1
+            delay = min(delay * 2, self.reconnect.maximum)
+            try:
+                self.open()
+            except VideoError as exc:
+                last_error = str(exc)
+                continue
+            self.stats.reconnects += 1
+            self._pending_gap = (began, attempts, reason, delay)
+            return None
+        seconds = time.monotonic() - began
+        if self.stop_event.is_set():
+            self._put(Gap(self._last_time, None, seconds, attempts, False, "stopped"))
+            return End("stopped")
+        self._put(Gap(self._last_time, None, seconds, attempts, False, last_error))
+        return End("gave_up", StreamError(
+            f"{self.spec.name}: source lost and not back after {seconds:.0f} s "
+            f"({attempts} attempts; last: {last_error})"))
+
+    def _read_segment(self, segment: int) -> str:
+        """Decode the open container to its end; returns why it ended."""
+        container, stream = self._container, self._stream
+        sampler = Sampler(self.fps)
+        rgb = _RGB(stream)
+        # a file's times count from its start (as read_frames does); a live stream joined midway
+        # counts from its first decoded frame, so no made-up frames fill the wait for a keyframe
+        origin = _origin(stream) if self.spec.kind == "file" else None
+        base: float | None = 0.0 if segment == 0 else None   # source time of this segment's origin
+        previous: float | None = None
+        step = 1.0 / float(self.source_fps) if self.source_fps else 0.04
+        pace_start: float | None = None
+        packets = container.demux(stream)
+        while not self.stop_event.is_set():
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return "ended"
+            except (av.FFmpegError, OSError) as exc:
+                if self.spec.kind == "file":
+                    return "read error"       # a truncated file: what decoded is all there is
+                return f"read error: {_short(exc)}"
+            try:
+                frames = stream.decode(packet)
+            except (av.FFmpegError, ValueError):
+                self.stats.corrupt += 1
+                continue
+            for frame in frames:
+                t = frame.time
+                if t is None:                   # no timestamp: assume the nominal rate
+                    t = previous + step if previous is not None else 0.0
+                if origin is None:
+                    origin = t
+                if previous is not None and (t < previous - _JUMP_BACK or
+                                             (self.spec.kind != "file" and t > previous + _JUMP_AHEAD)):
+                    # timestamps jumped back (a restarted or wrapped stream) or, live, far ahead (a
+                    # clock reset: do not fill the jump with copies of one frame): a new segment
+                    origin, base, previous = t, None, None
+                    sampler.reset()
+                previous = t
+                self.stats.decoded += 1
+                now = time.perf_counter()
+                if self._t0 is None:
+                    self._t0 = now
+                if base is None:                # first frame after a gap: continue the clock
+                    after = self._last_time + 1.0 / (self.fps or self.source_fps or 25.0) \
+                        if self._last_time is not None else 0.0
+                    base = max(after, now - self._t0)
+                for picked, pt in sampler.push(frame, t - origin):
+                    time_s = base + pt
+                    if self.realtime:
+                        if pace_start is None:
+                            pace_start = now - pt
+                        due = pace_start + pt
+                        if self.stop_event.wait(max(0.0, due - time.perf_counter())):
+                            return "stopped"
+                    self._emit(picked, time_s, rgb, now if not self.realtime else time.perf_counter())
+        return "stopped"
+
+    def _emit(self, frame: Any, time_s: float, rgb: _RGB, arrival: float) -> None:
+        if self._pending_gap is not None:
+            began, attempts, reason, _ = self._pending_gap
+            self._pending_gap = None
+            self._put(Gap(self._last_time, time_s, time.monotonic() - began, attempts, True, reason))
+        image = rgb(frame)
+        if self.size is None:
+            self.size = image.shape[:2]
+        tensor = self.transform(image)
+        item = Frame(self._index, time_s, tensor, image if self.keep_images else None, arrival)
+        self._index += 1
+        self._last_time = time_s
+        self.stats.sampled += 1
+        self._put(item)
+
+
+def one_thread() -> None:
+    """Let torch use one thread in the calling (helper) thread. With OpenMP the setting is per
+    thread, so the detector's backbone keeps its threads; helper threads with their own thread
+    pools would otherwise fight it for the cores (many times slower on a busy machine)."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except Exception:
+        pass
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:160]
