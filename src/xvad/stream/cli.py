@@ -73,6 +73,8 @@ def add_detect(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--explain-alerts", default=None, metavar="DIR",
                    help="explain each alert's window with Grad-CAM in the background, one folder per alert")
     p.add_argument("--explain-method", default="gradcam", help=argparse.SUPPRESS)
+    p.add_argument("--report", default=None, metavar="FILE.html",
+                   help="after the run, write the HTML decision report (file sources)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="backbone precision (auto: bf16 where the CPU/GPU has it)")
     p.add_argument("--live", default="auto", choices=["auto", "yes", "no"],
@@ -169,8 +171,10 @@ def run_detect(args: argparse.Namespace) -> int:
             previous[sig] = signal.signal(sig, on_signal)
     show = not args.quiet
     display = _Display(show and sys.stdout.isatty(), _expected_frames(detector, args.source))
+    windows = []
     try:
         for r in results:
+            windows.append(r)
             if show and r.event == "start":
                 display.write(f"alert {r.alert_id} started at {r.time:.2f} s (frame {r.frame_index}): "
                               f"{r.class_name} {r.score:.2f}")
@@ -198,6 +202,15 @@ def run_detect(args: argparse.Namespace) -> int:
             print(f"explanations: {s.get('explained', 0)} in {args.explain_alerts}"
                   + (f" ({s['explain_failed']} failed)" if s.get("explain_failed") else "")
                   + (f" ({s['explain_skipped']} skipped, worker busy)" if s.get("explain_skipped") else ""))
+    if args.report and windows:
+        if "://" in args.source or args.source.isdigit() or args.source.startswith("/dev/"):
+            print("--report needs a file source (the report re-reads the alert windows); skipped")
+        else:
+            from ..report import write_report
+
+            write_report(model, args.source, args.report, threshold=args.threshold, alert=args.alert,
+                         stride=args.stride, fps=detector.fps, events=args.events, results=windows)
+            print(f"report: {args.report}")
     if caught:
         return 128 + int(caught[0])
     return 0
