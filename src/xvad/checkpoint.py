@@ -33,11 +33,21 @@ def atomic_save(obj: Any, path: str) -> None:
             os.fsync(f.fileno())
 
 
-def save_model(model: CRNN, path: str, extra: dict | None = None) -> str:
-    """Write ``model`` (weights + config + xvad version + ``extra`` info) to ``path``."""
+def save_model(model: CRNN, path: str, extra: dict | None = None, include_backbone: bool = True) -> str:
+    """Write ``model`` (weights + config + xvad version + ``extra`` info) to ``path``.
+
+    ``include_backbone=False`` leaves out a frozen backbone's pretrained weights (they are rebuilt from
+    their source, e.g. the bundled EfficientNet-Lite0 file, on load): a few MB instead of tens.
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config = dict(model.config)
+    if not include_backbone:
+        if config["weights"] != "imagenet" or not config["freeze_backbone"]:
+            raise CheckpointError(f"{path}: only a frozen ImageNet backbone can be left out of a checkpoint")
+        state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+        config["backbone_in_checkpoint"] = False
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "xvad_version": __version__,
-               "config": dict(model.config), "extra": dict(extra or {}),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+               "config": config, "extra": dict(extra or {}), "state_dict": state}
     atomic_save(payload, path)
     return path
 
@@ -75,11 +85,13 @@ def read_checkpoint(path: str) -> dict:
 
 
 def model_from_config(config: dict) -> CRNN:
-    """Build an untrained CRNN from a saved config (backbone weights come from the state dict)."""
+    """Build an untrained CRNN from a saved config (backbone weights come from the state dict, or
+    from their pretrained source when the checkpoint left them out)."""
     keys = ("backbone", "num_classes", "hidden", "layers", "bidirectional", "pooling", "dropout",
             "freeze_backbone", "classes", "frames", "size", "fps", "precision", "crop")
     kwargs = {k: config[k] for k in keys if k in config}
-    model = CRNN(weights=None, **kwargs)
+    weights = None if config.get("backbone_in_checkpoint", True) else config["weights"]
+    model = CRNN(weights=weights, **kwargs)
     model.config.update({k: v for k, v in config.items() if k not in model.config or k == "weights"})
     return model
 
@@ -92,7 +104,10 @@ def load_model(path: str | None = None, device: str | torch.device = "cpu") -> C
     payload = read_checkpoint(path)
     try:
         model = model_from_config(payload["config"])
-        model.load_state_dict(payload["state_dict"], strict=True)
+        state = payload["state_dict"]
+        if not payload["config"].get("backbone_in_checkpoint", True):
+            state = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}, **state}
+        model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the saved config "
                               f"({str(exc).splitlines()[0][:160]})") from None
