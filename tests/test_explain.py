@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xvad.explain import METHODS, ExplainError, Explanation, explain
+from xvad.explain import METHODS, ExplainError, Explanation, explain, faithfulness, sanity_check
 from xvad.explain.localisation import box_area_share, energy_in_box, localisation, pointing_game
-from xvad.explain.sanity import rank, spearman
+from xvad.explain.sanity import randomisation_stages, rank, spearman
 from xvad.models import CRNN
 
 captum_attr = pytest.importorskip("captum.attr")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum")  # its "setting requires_grad" notes
 
 torch.set_num_threads(2)
 B, T, S = 2, 3, 32
@@ -74,7 +75,8 @@ def layer_parts(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: int
     finally:
         handle.remove()
     a = store["a"]
-    return a.detach().reshape(x.shape[0], x.shape[1], *a.shape[1:]), a.grad.reshape(x.shape[0], x.shape[1], *a.shape[1:])
+    shape = (x.shape[0], x.shape[1], *a.shape[1:])
+    return a.detach().reshape(shape), a.grad.reshape(shape)
 
 
 # -- agreement with Captum (float64) -----------------------------------------------------------
@@ -94,8 +96,10 @@ def test_gradcam_matches_captum_layergradcam(model64, clips64, target):
 def test_gradcam_named_layer_matches_captum(model64, clips64):
     layer = model64.backbone.body[3]  # conv2 (before its ReLU), 16 x 16
     ours = explain(model64, clips64, "gradcam", target=1, layer="backbone.body.3", normalize="none")
-    ref = captum_attr.LayerGradCam(captum_view(model64), layer).attribute(clips64, target=1, relu_attributions=True).detach()
-    np.testing.assert_allclose(ours.raw, ref.reshape(B, T, 16, 16).numpy(), rtol=1e-5, atol=1e-6 * float(ref.max()))
+    ref = captum_attr.LayerGradCam(captum_view(model64), layer).attribute(
+        clips64, target=1, relu_attributions=True).detach()
+    ref = ref.reshape(B, T, 16, 16).numpy()
+    np.testing.assert_allclose(ours.raw, ref, rtol=1e-5, atol=1e-6 * ref.max())
 
 
 def test_saliency_matches_captum(model64, clips64):
@@ -247,7 +251,8 @@ def test_frame_importance_is_first_order_contribution(model64, clips64):
 def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(model64, clips64):
     gg = explain(model64, clips64, "guided_gradcam", target=1, normalize="none")
     gb = captum_attr.GuidedBackprop(captum_view(model64)).attribute(clips64, target=1).abs().amax(2)
-    cam = captum_attr.LayerGradCam(model64, model64.backbone.body[7]).attribute(clips64, target=1, relu_attributions=True).detach()
+    cam = captum_attr.LayerGradCam(model64, model64.backbone.body[7]).attribute(
+        clips64, target=1, relu_attributions=True).detach()
     up = F.interpolate(cam, size=(S, S), mode="bilinear", align_corners=False).reshape(B, T, S, S)
     np.testing.assert_allclose(gg.raw, (gb * up).numpy(), rtol=1e-5, atol=1e-12)
 
@@ -267,7 +272,8 @@ def test_occlusion_matches_hand_computation(model64, clips64):
     got = explain(model64, x, "occlusion", normalize="none")
     assert got.target == target
     np.testing.assert_allclose(got.frame_importance, drops, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(got.maps, np.broadcast_to(np.array(drops)[:, None, None], (T, S, S)), rtol=1e-4, atol=1e-7)
+    uniform = np.broadcast_to(np.array(drops)[:, None, None], (T, S, S))
+    np.testing.assert_allclose(got.maps, uniform, rtol=1e-4, atol=1e-7)
     # span 2: windows (0,1), (1,2); the middle frame gets the mean of both windows' drops
     span = explain(model64, x, "occlusion", span=2, fill="black", normalize="none", batch_size=1)
     d = span.options["window_drops"]
@@ -372,9 +378,15 @@ def test_state_restored_after_error():
     assert all(p.requires_grad for p in model.gru.parameters())
 
 
-def test_vgg_inplace_relu_layer_and_conv_before_it():
+@pytest.fixture(scope="module")
+def vgg64() -> CRNN:
+    """VGG16 (in-place ReLUs) at 32 x 32 in float64; built once, as its classifier is large."""
     torch.manual_seed(0)
-    model = CRNN64("vgg16", size=32, frames=2, hidden=8, precision="fp32").double()
+    return CRNN64("vgg16", size=32, frames=2, hidden=8, precision="fp32").double()
+
+
+def test_vgg_inplace_relu_layer_and_conv_before_it(vgg64):
+    model = vgg64
     x = torch.randn(1, 2, 3, 32, 32, dtype=torch.float64)
     conv = model.backbone.body[28]  # conv5_3, followed by an in-place ReLU
     for name, layer in (("backbone.body.28", conv), (None, model.backbone.body[29])):
@@ -385,23 +397,25 @@ def test_vgg_inplace_relu_layer_and_conv_before_it():
         model.backbone.body[29].inplace = True
         np.testing.assert_allclose(ours.raw, ref.reshape(1, 2, 2, 2).numpy(), rtol=1e-5, atol=1e-12)
     assert ours.options["layer"] == "backbone.body.29"
+    sal = explain(model, x, "saliency", target=1, normalize="none")  # in-place ReLUs left as they are
+    ref = captum_attr.Saliency(model.eval()).attribute(x, target=1, abs=True).detach()
+    np.testing.assert_allclose(sal.raw, ref.amax(2).numpy(), rtol=1e-5, atol=1e-12)
+    assert model.backbone.body[29].inplace is True
 
 
-def test_bf16_runs_and_agrees_with_fp32():
-    model = make_model(double=False)
-    x = torch.randn(T, 3, S, S)
-    for method in ("gradcam", "saliency", "integrated_gradients"):
-        fp32 = explain(model, x, method, target=1, steps=4) if method == "integrated_gradients" else \
-            explain(model, x, method, target=1)
-        model.set_precision("bf16")
-        try:
-            bf16 = explain(model, x, method, target=1, steps=4) if method == "integrated_gradients" else \
-                explain(model, x, method, target=1)
-        finally:
-            model.set_precision("fp32")
-        assert bf16.maps.dtype == np.float32 and bf16.raw.dtype == np.float32
-        assert np.isfinite(bf16.maps).all()
-        assert spearman(fp32.maps, bf16.maps) > 0.8, method
+def test_guided_backprop_reaches_efficientnet_functional_relu6():
+    # EfficientNet-Lite0 calls relu6 as a function: stem 1, first block 1, 15 blocks x 2, head 1
+    # (a ReLU6 module), plus the CRNN head's ReLU: 34 activations must become guided.
+    from xvad.explain.gradients import GuidedReLUs
+
+    torch.manual_seed(0)
+    model = CRNN("efficientnet_lite0", size=32, frames=1, hidden=8, precision="fp32").eval()
+    guided = GuidedReLUs()
+    with guided, torch.no_grad():
+        model(torch.randn(1, 1, 3, 32, 32))
+    assert guided.count == 34
+    e = explain(model, torch.randn(1, 3, 32, 32), "guided_backprop", target=1)
+    assert np.isfinite(e.maps).all()
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -463,7 +477,8 @@ def test_integrated_gradients_sign_option(model64, clips64):
     (lambda m: explain(m, torch.randn(T, 3, S, S), target=-1), ["0..1"]),
     (lambda m: explain(m, torch.randn(T, 3, S, S), target="fire"), ["0..1", "alert"]),
     (lambda m: explain(m, torch.randn(2, T, 3, S, S), target=[0, 1, 1]), ["batch of 2"]),
-    (lambda m: explain(m, torch.randn(T, 3, S, S), layer="backbone.body.99"), ["body.99", "backbone.body.6", "backbone.body.7"]),
+    (lambda m: explain(m, torch.randn(T, 3, S, S), layer="backbone.body.99"),
+     ["body.99", "backbone.body.6", "backbone.body.7"]),
     (lambda m: explain(m, torch.randn(T, 3, S, S), method="gradcam+++"), ["gradcam++", "saliency", "occlusion"]),
     (lambda m: explain(m, torch.randn(T, 3, S, S), normalize="max"), ["clip", "frame", "none"]),
     (lambda m: explain(m, torch.randn(T, 3, S, S), pooling="time"), ["frame", "clip"]),
@@ -483,6 +498,41 @@ def test_bad_input_raises_one_line(call, words):
     for word in words:
         assert word in message, (word, message)
     assert isinstance(info.value, ValueError)
+
+
+# -- sanity check and faithfulness mechanics (untrained model; the quality tests train one) ---------
+def test_sanity_check_leaves_the_model_alone_and_names_stages(vgg64):
+    model = make_model(double=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(T, 3, S, S)
+    result = sanity_check(model, x, methods=("gradcam", "saliency"))
+    assert result["stages"] == ["head", "gru", "+ backbone body.6 (8x8)", "+ backbone body.3 (16x16)",
+                                "+ backbone body.0 (32x32)"]
+    assert all(len(v) == 5 for v in result["spearman"].values())
+    assert "randomised" in result["table"] and "gradcam" in result["table"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    frame = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    names = [name for name, _ in randomisation_stages(vgg64, frame)]
+    assert len(names) == 2 + 5 and names[2].endswith("(2x2)") and names[-1].endswith("(32x32)")
+    layers = randomisation_stages(vgg64, frame, granularity="layer")
+    assert len(layers) == 2 + 13
+
+
+def test_faithfulness_curves_and_checks():
+    model = make_model(double=False)
+    x = torch.randn(T, 3, S, S)
+    r = faithfulness(model, x, method="saliency", n_steps=4, baseline="mean")
+    fractions, probs = r.curves["deletion"]
+    assert len(fractions) == 5 and fractions[0] == 0 and fractions[-1] == 1
+    assert probs[0] == pytest.approx(r.score, abs=1e-6)
+    # fully deleted == fully baseline == the start of insertion
+    assert probs[-1] == pytest.approx(r.curves["insertion"][1][0], abs=1e-6)
+    assert r.curves["temporal_deletion"][0].shape == (T + 1,)
+    assert "deletion" in str(r)
+    with pytest.raises(ExplainError, match="one clip"):
+        faithfulness(model, torch.randn(2, T, 3, S, S))
+    with pytest.raises(ExplainError, match="baseline"):
+        faithfulness(model, x, baseline="noise")
 
 
 # -- metrics helpers -----------------------------------------------------------------------------
@@ -509,6 +559,11 @@ def test_localisation_metrics_on_hand_made_maps():
     assert energy_in_box(maps, boxes) == pytest.approx((1.0 + 0.5 / 1.5) / 2)
     assert box_area_share(boxes, (10, 10)) == pytest.approx(0.09)
     assert pointing_game(np.zeros((1, 4, 4)), [(0, 0, 2, 2)]) == 0.0  # a flat map points nowhere
+    assert localisation(maps, boxes, min_peak=0.1)["frames"] == 2
+    faint = maps.copy()
+    faint[1] *= 0.05  # frame 1 now peaks below 10% of the clip's peak: left out
+    assert localisation(faint, boxes, min_peak=0.1)["frames"] == 1
+    assert pointing_game(faint, boxes, min_peak=0.1) == 1.0
     report = localisation(np.stack([maps, maps]), [boxes, boxes])
     assert report["frames"] == 4 and report["pointing_game"] == 0.5
     assert report["box_area_share"] == pytest.approx(0.09)
