@@ -163,3 +163,8 @@ def test_bf16_close_to_fp32_on_tiny_model():
         b = m.set_precision("bf16")(x)
     assert b.dtype == torch.float32
     torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+
+
+def test_float64_model_runs_end_to_end():
+    m = CRNN("tiny", size=32, precision="fp32").double()
+    assert m(torch.randn(1, 3, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64

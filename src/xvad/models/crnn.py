@@ -118,8 +118,9 @@ class CRNN(nn.Module):
             return self.backbone(frames)
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, H, W]`` frames -> ``[N, D]`` float32 features (what the feature cache stores)."""
-        return self.pool(self.feature_maps(frames)).float()
+        """``[N, 3, H, W]`` frames -> ``[N, D]`` features in the GRU's dtype (float32 unless the model
+        was converted), whatever precision the backbone ran at."""
+        return self.pool(self.feature_maps(frames)).to(self.gru.weight_ih_l0.dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` clips -> ``[B, T, D]`` features: the TimeDistributed step."""
@@ -128,7 +129,7 @@ class CRNN(nn.Module):
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         """``[B, T, D]`` frame features -> ``[B, classes]`` logits (GRU's last state, then MLP)."""
-        _, h = self.gru(feats.float())
+        _, h = self.gru(feats.to(self.gru.weight_ih_l0.dtype))
         if self.gru.bidirectional:
             last = torch.cat([h[-2], h[-1]], dim=1)
         else:
