@@ -144,5 +144,8 @@ def group_kfold(data: Dataset, k: int = 5, seed: int = 0) -> list[tuple[np.ndarr
 
 def group_split(data: Dataset, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One group-wise train/validation split holding out about ``val_fraction`` of the clips."""
-    k = max(2, int(round(1 / val_fraction)))
+    n_groups = len({s.group for s in data.samples})
+    if n_groups < 2:
+        raise DatasetError(f"{data.root}: a group-wise split needs at least two groups, found {n_groups}")
+    k = max(2, min(int(round(1 / val_fraction)), n_groups))
     return group_kfold(data, k, seed)[0]

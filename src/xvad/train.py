@@ -1,8 +1,9 @@
 """Training: features once (frozen backbone) or clips end to end, group-wise validation, early stopping.
 
 Read top to bottom: ``train()`` loads the data, prepares inputs (cached features or clips), runs
-either one group-wise hold-out or group k-fold cross-validation with ``fit()``, trains the final
-model, and writes ``model.pt``, ``metrics.json``, ``predictions.csv`` and ``curves.png`` into the
+either one group-wise hold-out or group k-fold cross-validation with ``fit()`` (the epoch count
+chosen on an inner group split of each training part), trains the final model on every clip, and
+writes ``model.pt``, ``metrics.json``, ``predictions.csv`` and ``curves.png`` into the
 run folder. ``state.json`` there lets an interrupted cross-validation resume at its next fold.
 """
 from __future__ import annotations
@@ -182,27 +183,26 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
     resume = RunState(out_dir, cfg)
     splits = group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1 else [group_split(good, cfg.val_fraction, cfg.seed)]
     fold_results = resume.folds
-    fresh = False  # whether the model now holds the weights of the last fold trained in this call
     for f, (tr, va) in enumerate(splits):
         if f < len(fold_results):
             continue  # finished before an interruption
-        r = fit(model, inputs, views_of(tr), [(int(i), 0) for i in va], labels, cfg, cfg.epochs,
-                cfg.seed + f, f"fold {f + 1}/{len(splits)}", progress)
-        m = classification_metrics(labels[va], r["proba"].numpy(), good.classes)
-        fold_results.append({"fold": f + 1, "val_index": va.tolist(), "proba": r["proba"].tolist(),
-                             "best_epoch": r["best_epoch"], "metrics": m, "history": r["history"]})
+        # The epoch count is chosen on an inner group split of the training part, so the clips a
+        # fold is scored on never shape the model scored on them (no early stopping on them).
+        inner_tr, inner_va = group_split(good.subset(tr), cfg.val_fraction, cfg.seed + f)
+        name = f"fold {f + 1}/{len(splits)}"
+        sel = fit(model, inputs, views_of(tr[inner_tr]), [(int(i), 0) for i in tr[inner_va]], labels, cfg,
+                  cfg.epochs, cfg.seed + f, f"{name}: choosing epochs", progress)
+        fit(model, inputs, views_of(tr), [], labels, cfg, sel["best_epoch"], cfg.seed + f, f"{name}: training",
+            progress)
+        proba = predict_inputs(model, inputs, [(int(i), 0) for i in va], cfg)
+        m = classification_metrics(labels[va], proba.numpy(), good.classes)
+        fold_results.append({"fold": f + 1, "val_index": va.tolist(), "proba": proba.tolist(),
+                             "best_epoch": sel["best_epoch"], "metrics": m, "history": sel["history"]})
         resume.save(fold_results)
-        fresh = True
 
-    # Final model: with k folds, retrain on everything for the median best epoch count;
-    # with one split, the model with the best validation loss.
-    if cfg.folds > 1:
-        epochs = int(np.median([r["best_epoch"] for r in fold_results]))
-        fit(model, inputs, views_of(np.arange(len(good))), [], labels, cfg, epochs, cfg.seed, "final", progress)
-    else:
-        epochs = fold_results[0]["best_epoch"]
-        if not fresh:  # the split's best model came from an earlier, interrupted run: train it again
-            fit(model, inputs, views_of(splits[0][0]), [], labels, cfg, epochs, cfg.seed, "final", progress)
+    # The model that is saved trains on every usable clip for the median chosen epoch count.
+    epochs = int(np.median([r["best_epoch"] for r in fold_results]))
+    fit(model, inputs, views_of(np.arange(len(good))), [], labels, cfg, epochs, cfg.seed, "final model", progress)
 
     metrics = run_metrics(good, fold_results, cfg, failures, len(data), epochs)
     save_model(model, os.path.join(out_dir, "model.pt"),
@@ -248,7 +248,7 @@ def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
 
 
 def plot_curves(path: str, folds: list[dict]) -> None:
-    """Training and validation loss, validation accuracy and ROC-AUC per epoch, one line per fold."""
+    """Per fold, the epoch-choosing run: training and inner-validation loss, accuracy and ROC-AUC."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -263,8 +263,8 @@ def plot_curves(path: str, folds: list[dict]) -> None:
         axes[1].plot(ep, [row["val_accuracy"] for row in h], color=line.get_color(), label=label or "accuracy")
         axes[1].plot(ep, [row["val_roc_auc"] or np.nan for row in h], ":", color=line.get_color())
         axes[0].axvline(r["best_epoch"], color=line.get_color(), lw=0.5)
-    axes[0].set(title="loss (dashed: training, solid: validation)", xlabel="epoch")
-    axes[1].set(title="validation accuracy (solid) and ROC-AUC (dotted)", xlabel="epoch", ylim=(0, 1.02))
+    axes[0].set(title="loss (dashed: training, solid: inner validation)", xlabel="epoch")
+    axes[1].set(title="inner-validation accuracy (solid), ROC-AUC (dotted)", xlabel="epoch", ylim=(0, 1.02))
     for ax in axes:
         ax.grid(alpha=0.3)
         if len(folds) > 1:
