@@ -24,7 +24,10 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_core.py
+	$(PY) bench/bench_bf16_maps.py
+	$(PY) bench/bench_explain.py
+	$(PY) bench/bench_stream.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
