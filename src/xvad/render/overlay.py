@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 from .contours import Region, clip_contours
 
 Colour = tuple[int, int, int]
@@ -433,23 +435,16 @@ def write_video(path: str | os.PathLike, frames: Any, fps: float = 8.0, crf: int
     if H % 2 or W % 2:
         fr = np.pad(fr, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
     path = os.fspath(path)
-    part = path + ".part"
     rate = Fraction(float(fps)).limit_denominator(1001)
-    try:
-        with av.open(part, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height = fr.shape[2], fr.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(int(crf))}
-            for f in fr:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(path) as part, av.open(part, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = fr.shape[2], fr.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(int(crf))}
+        for f in fr:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            for packet in stream.encode(frame):
                 container.mux(packet)
-        os.replace(part, path)
-    except BaseException:
-        if os.path.exists(part):
-            os.remove(part)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)
     return path

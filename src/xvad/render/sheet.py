@@ -12,6 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 from .contours import Region, clip_contours
 from .overlay import HIGHLIGHT, as_rgb_frames, blend
 
@@ -161,13 +163,6 @@ def contact_sheet(frames: Any, explanations: Mapping[str, Any] | Sequence[Any],
     fig.text(left / fw, 1 - 0.12 / fh, text, fontsize=font + 3, fontweight="bold", va="top", ha="left")
 
     path = os.fspath(path)
-    part = path + ".part"
-    try:
-        with open(part, "wb") as fh_:
-            canvas.print_png(fh_)
-        os.replace(part, path)
-    except BaseException:
-        if os.path.exists(part):
-            os.remove(part)
-        raise
+    with atomic_path(path) as part, open(part, "wb") as fh_:
+        canvas.print_png(fh_)
     return path
