@@ -128,6 +128,9 @@ def add_explain(sub) -> None:
     p.add_argument("--target", default=None, help="class index or name (default: the predicted class)")
     p.add_argument("--normalize", default="clip", choices=["clip", "frame", "none"])
     p.add_argument("--layer", default=None, help="layer for the CAM methods (default: the backbone's last conv)")
+    p.add_argument("--contours", default="top", choices=["top", "otsu"],
+                   help="contour threshold: the top Q %% of the clip's map, or Otsu's threshold")
+    p.add_argument("--q", type=float, default=10.0, help="with --contours top: the share kept, in %%")
     p.add_argument("--out", required=True)
 
 
@@ -141,7 +144,7 @@ def run_explain(a) -> int:
     options = {m: {"layer": a.layer} for m in methods if a.layer and m in ("gradcam", "gradcam++", "layercam",
                                                                             "guided_gradcam")}
     r = explain_video(model, a.video, methods, a.out, start=a.start, frames=a.frames, target=target,
-                      normalize=a.normalize, **options)
+                      normalize=a.normalize, contours=a.contours, q=a.q, **options)
     print(f"{os.path.basename(a.video)}: p({r['class_name']}) = {r['score']:.3f}; "
           f"frames {r['timestamps'][0]:.2f}-{r['timestamps'][-1]:.2f} s")
     for m, e in r["explanations"].items():

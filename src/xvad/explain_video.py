@@ -41,7 +41,7 @@ def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None =
 
 def explain_video(model: CRNN, path: str, methods: list[str], out_dir: str, start: float = 0.0,
                   frames: int | None = None, duration: float | None = None, target=None,
-                  normalize: str = "clip", **options) -> dict:
+                  normalize: str = "clip", contours: str = "top", q: float = 10.0, **options) -> dict:
     """Explain ``model`` on a window of the video with each method; write overlays, sheet, maps, JSON."""
     from .explain import explain, get_method
     from .render import write_explanation_outputs
@@ -54,7 +54,7 @@ def explain_video(model: CRNN, path: str, methods: list[str], out_dir: str, star
     span = float(ts[-1] - ts[0]) if len(ts) > 1 else 0.0
     fps = model.config.get("fps") or ((len(ts) - 1) / span if span > 0 else 8.0)  # the window's own rate
     paths = write_explanation_outputs(out_dir, shown, explanations, fps=min(float(fps), 30.0), timestamps=ts,
-                                      source=path)
+                                      source=path, contour_mode=contours, q=q)
     first = next(iter(explanations.values()))
     return {"paths": paths, "explanations": explanations, "score": first.score, "target": first.target,
             "class_name": first.class_name, "timestamps": ts}

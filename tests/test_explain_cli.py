@@ -1,0 +1,45 @@
+"""`xvad explain` and `xvad report` from the command line, with their error messages."""
+import json
+
+import numpy as np
+import torch
+
+from xvad.checkpoint import save_model
+from xvad.cli import main
+from xvad.models import CRNN
+from xvad.synthetic import make_clip, write_video
+
+
+def setup(tmp_path):
+    torch.manual_seed(0)
+    ckpt = save_model(CRNN("tiny", size=48, frames=6, precision="fp32"), str(tmp_path / "m.pt"))
+    video = str(tmp_path / "v.mp4")
+    write_video(video, make_clip(np.random.default_rng(1), frames=24, size=64).frames, fps=8)
+    return ckpt, video
+
+
+def test_explain_writes_every_output(tmp_path, capsys):
+    ckpt, video = setup(tmp_path)
+    out = tmp_path / "expl"
+    assert main(["explain", video, "--checkpoint", ckpt, "--method", "gradcam,saliency", "--start", "0.5",
+                 "--contours", "otsu", "--out", str(out)]) == 0
+    for name in ("overlay_gradcam.mp4", "overlay_saliency.mp4", "contact_sheet.png", "maps.npz", "explanation.json"):
+        assert (out / name).is_file(), name
+    record = json.loads((out / "explanation.json").read_text())
+    assert record["source"] == video
+    maps = np.load(out / "maps.npz")
+    assert maps["gradcam_maps"].shape == (6, 48, 48) and maps["saliency_frame_importance"].shape == (6,)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_explain_and_report_errors_are_one_line(tmp_path, capsys):
+    ckpt, video = setup(tmp_path)
+    assert main(["explain", video, "--checkpoint", ckpt, "--method", "gradcam,bogus", "--out", str(tmp_path / "o")]) == 2
+    assert main(["explain", video, "--checkpoint", ckpt, "--target", "7", "--out", str(tmp_path / "o")]) == 2
+    assert main(["explain", video, "--checkpoint", ckpt, "--layer", "backbone.nope", "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "bad.mp4").write_bytes(b"garbage" * 100)
+    assert main(["explain", str(tmp_path / "bad.mp4"), "--checkpoint", ckpt, "--out", str(tmp_path / "o")]) == 2
+    assert main(["report", str(tmp_path / "bad.mp4"), "--checkpoint", ckpt, "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(line.startswith("xvad: error:") for line in err)
+    assert "bogus" in err[0] and "bad.mp4" in err[3]
