@@ -8,6 +8,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 SURV_FIGHT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "surv-fight")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and a shared machine punishes more); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
     """A small synthetic dataset on disk: normal/ and alert/ folders of MP4 clips."""

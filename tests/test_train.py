@@ -4,7 +4,6 @@ import os
 import shutil
 
 import numpy as np
-import pytest
 
 from xvad.checkpoint import load_model
 from xvad.cli import main
