@@ -396,3 +396,15 @@ def test_write_explanation_outputs(tmp_path):
     assert point_in_polygon(14 + 5 * 3, 20, poly)
     with np.load(paths["maps"]) as z:
         assert "saliency_maps" in z.files and z["saliency_maps"].shape == (T, 48, 64)
+
+
+def test_smooth_matches_a_hand_computed_gaussian():
+    from xvad.render import smooth
+
+    m = np.zeros((1, 9, 9), np.float32)
+    m[0, 4, 4] = 1.0
+    out = smooth(m, 1.0)
+    k = np.exp(-0.5 * np.arange(-3, 4) ** 2)
+    k /= k.sum()
+    np.testing.assert_allclose(out[0, 1:8, 1:8], np.outer(k, k), rtol=1e-5)
+    assert abs(out.sum() - 1.0) < 1e-5 and smooth(m, 0) is not None

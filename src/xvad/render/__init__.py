@@ -4,7 +4,7 @@ the overlay video, the contact sheet, and the ``maps.npz`` / ``explanation.json`
 Explanations are duck-typed: anything with ``maps [T, H, W]`` (and optionally ``raw``,
 ``frame_importance``, ``score``, ``target``, ``method``, ``options``, ``class_name``) works.
 """
-from .contours import (Region, clip_contours, find_regions, label, otsu_level, point_in_polygon,
+from .contours import (Region, clip_contours, find_regions, label, otsu_level, point_in_polygon, smooth,
                        points_in_polygon, polygon_area, threshold)
 from .files import atomic_path, dumps, explanation_record, json_safe, save_json, save_maps
 from .outputs import write_explanation_outputs
@@ -15,7 +15,7 @@ from .sheet import contact_sheet, frame_subsample
 
 __all__ = [
     "Region", "clip_contours", "find_regions", "label", "otsu_level", "point_in_polygon",
-    "points_in_polygon", "polygon_area", "threshold",
+    "points_in_polygon", "polygon_area", "smooth", "threshold",
     "atomic_path", "dumps", "explanation_record", "json_safe", "save_json", "save_maps",
     "write_explanation_outputs",
     "as_rgb_frames", "blend", "colorize", "draw_boxes", "draw_polygons", "draw_polyline",

@@ -463,3 +463,24 @@ def clip_contours(explanation_or_maps: Any, mode: str = "top", q: float = 10.0, 
         level = threshold(maps, mode, q)
     return [find_regions(m, level, min_area=min_area, connectivity=connectivity,
                          max_regions=max_regions) for m in maps]
+
+
+def smooth(maps: Any, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``[..., H, W]`` maps over H and W (separable, edges repeated).
+
+    Pixel-level maps (saliency and its kin) are speckled; contours of a lightly blurred copy outline
+    the areas that matter instead of hundreds of single pixels.
+    """
+    a = np.asarray(maps, dtype=np.float32)
+    if sigma <= 0:
+        return a
+    radius = max(1, int(round(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    for axis in (a.ndim - 2, a.ndim - 1):
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(a, pad, mode="edge")
+        a = sum(w * np.take(padded, np.arange(i, i + a.shape[axis]), axis=axis) for i, w in enumerate(kernel))
+    return a.astype(np.float32)

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .contours import clip_contours, threshold
+from .contours import clip_contours, smooth, threshold
 from .files import explanation_record, safe_name, save_json, save_maps
 from .overlay import as_rgb_frames, overlay_frames, write_video
 from .sheet import as_named, contact_sheet
@@ -39,11 +39,16 @@ def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
     regions, records, written = {}, {}, {}
     for name, e in named.items():
         maps = np.asarray(e.maps, dtype=np.float32)
-        level = threshold(maps, contour_mode, q)
-        regions[name] = clip_contours(maps, level=level, min_area=min_area)
+        raw = getattr(e, "raw", None)
+        # Pixel-level maps (the raw map is at input resolution) are blurred a little before contouring.
+        pixel_level = raw is not None and np.shape(raw)[-2:] == maps.shape[-2:] and min(maps.shape[-2:]) >= 32
+        sigma = 0.015 * min(maps.shape[-2:]) if pixel_level else 0.0
+        shape = smooth(maps, sigma) if sigma else maps
+        level = threshold(shape, contour_mode, q)
+        regions[name] = clip_contours(shape, level=level, min_area=min_area)
         records[name] = explanation_record(
             e, regions[name],
-            contour={"mode": contour_mode, "q": q, "level": level, "min_area": min_area})
+            contour={"mode": contour_mode, "q": q, "level": level, "min_area": min_area, "smoothing_sigma": sigma})
 
     if video:
         for name, e in named.items():
