@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .models import CRNN
-from .video import preprocess, probe, read_frames
+from .video import preprocess_as, probe, read_frames
 
 
 def display_frames(clip: torch.Tensor, mean, std) -> np.ndarray:
@@ -20,22 +20,24 @@ def display_frames(clip: torch.Tensor, mean, std) -> np.ndarray:
 
 
 def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None = None,
-                duration: float | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+                duration: float | None = None, fps: float | None = None
+                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The clip ``[T, 3, S, S]`` the model sees from ``start``, with display frames and timestamps.
 
-    With the model's ``fps`` set, ``frames`` (default: the model's) are taken at that rate; otherwise
-    they are spread uniformly over ``[start, start + duration)`` (default: to the end).
+    At a rate (``fps``, default the model's), ``frames`` (default: the model's) are taken at that rate;
+    without one they are spread uniformly over ``[start, start + duration)`` (default: to the end).
     """
     cfg = model.config
     n = frames or cfg["frames"]
-    if cfg.get("fps"):
-        raw, ts = read_frames(path, frames=n, fps=cfg["fps"], start=start)
+    fps = fps or cfg.get("fps")
+    if fps:
+        raw, ts = read_frames(path, frames=n, fps=fps, start=start)
     else:
         if duration is None and start > 0:
             info = probe(path)
             duration = max(info.duration - start, 0.0) if info.duration else None
         raw, ts = read_frames(path, frames=n, start=start, duration=duration)
-    clip = preprocess(raw, cfg["size"], cfg["mean"], cfg["std"], crop=cfg.get("crop", "center"))
+    clip = preprocess_as(raw, cfg)
     return clip, display_frames(clip, cfg["mean"], cfg["std"]), ts
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .models import CRNN
-from .video import VideoError, preprocess, probe, read_frames
+from .video import VideoError, preprocess_as, probe, read_frames
 
 # Config entries that change what the backbone sees or computes.
 FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std")
@@ -79,8 +79,7 @@ def load_frames(path: str, config: dict, view: View = View()) -> np.ndarray:
 
 def clip_tensor(path: str, config: dict, view: View = View()) -> torch.Tensor:
     """The preprocessed ``[T, 3, size, size]`` tensor for ``view`` of a clip."""
-    return preprocess(load_frames(path, config, view), config["size"], config["mean"], config["std"],
-                      crop=config.get("crop", "center"))
+    return preprocess_as(load_frames(path, config, view), config)
 
 
 class FeatureCache:

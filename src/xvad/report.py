@@ -125,8 +125,7 @@ def frame_panels(view: AlertView, key: list[int]) -> list[dict]:
 def review_windows(model: CRNN, video: str, results: list, fps: float, window: int, max_alerts: int) -> list[AlertView]:
     """Explain the peak window of each alert (or, with no alert, the highest-scoring window)."""
     from .explain import explain
-    from .explain_video import display_frames
-    from .video import preprocess, read_frames
+    from .explain_video import read_window
 
     alerts: dict[int, list] = {}
     for r in results:
@@ -141,15 +140,13 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
     if not picks and results:
         peak = max(results, key=lambda r: r.score)
         picks.append(("Highest-scoring window (no alert raised)", peak.start_time, peak.time, peak))
-    cfg = model.config
     views = []
     for title, start, end, peak in picks:
-        raw, ts = read_frames(video, frames=window, fps=fps, start=peak.start_time)
-        clip = preprocess(raw, cfg["size"], cfg["mean"], cfg["std"], crop=cfg.get("crop", "center"))
+        clip, shown, ts = read_window(model, video, start=peak.start_time, frames=window, fps=fps)
         target = peak.class_index
         expl = {m: explain(model, clip, method=m, target=target) for m in METHODS}
         views.append(AlertView(title, start, end, float(peak.score), peak.class_name or str(target), ts,
-                               display_frames(clip, cfg["mean"], cfg["std"]), expl))
+                               shown, expl))
     return views
 
 

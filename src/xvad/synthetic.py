@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import atomic_path
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), in pixels
 
@@ -83,18 +82,11 @@ def make_clip(rng: np.random.Generator | int, frames: int = 16, size: int = 64, 
     return SyntheticClip(out, int(anomaly), boxes, onset)
 
 
-def write_video(path: str, frames: np.ndarray, fps: float = 8.0) -> None:
-    """Write uint8 RGB frames to an MP4 (H.264, near-lossless) with PyAV, atomically."""
-    import av
+def write_video(path: str, frames: np.ndarray, fps: float = 8.0) -> str:
+    """Write uint8 RGB frames to an MP4 (H.264, near-lossless), atomically."""
+    from .render.overlay import write_video as encode
 
-    with atomic_path(path) as part, av.open(part, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "veryfast"}
-        for frame in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        out.mux(stream.encode())
+    return encode(path, frames, fps=fps, crf=12)
 
 
 def make_dataset(root: str, per_class: int = 40, frames: int = 16, size: int = 64, seed: int = 0,

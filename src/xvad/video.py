@@ -175,7 +175,12 @@ def read_clip(path: str, model: Any, start: float = 0.0) -> torch.Tensor:
     with frame count, rate, size, crop and normalisation all taken from ``model.config``."""
     cfg = model.config
     frames, _ = read_frames(path, frames=int(cfg["frames"]), fps=cfg.get("fps"), start=start)
-    return preprocess(frames, int(cfg["size"]), cfg["mean"], cfg["std"], crop=cfg.get("crop", "center"))
+    return preprocess_as(frames, cfg)
+
+
+def preprocess_as(frames: np.ndarray, config: dict) -> torch.Tensor:
+    """:func:`preprocess` with the size, normalisation and crop a model's ``config`` records."""
+    return preprocess(frames, int(config["size"]), config["mean"], config["std"], crop=config.get("crop", "center"))
 
 
 def _fit(x: torch.Tensor, size: int, crop: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
