@@ -57,6 +57,38 @@ def test_pooling(pooling, dim):
     assert m(torch.randn(1, 3, 3, 32, 32)).shape == (1, 2)
 
 
+def test_pool_head_by_hand():
+    """temporal="pool": logits = W @ standardise([mean_t, max_t]) + b, with the batch norm's running
+    statistics in eval mode; checked with numbers written out here rather than the model's code."""
+    m = CRNN("tiny", size=32, temporal="pool", input="motion", classes=["normal", "fight"]).eval()
+    assert m.gru is None and m.config["temporal"] == "pool" and m.config["input"] == "motion"
+    feats = torch.tensor([[[1.0, 4.0], [3.0, 0.0], [2.0, 2.0]]])   # one clip, T=3, D=2 (first two dims)
+    feats = torch.cat([feats, torch.zeros(1, 3, m.feature_dim - 2)], dim=2)
+    norm, linear = m.head[0], m.head[-1]
+    with torch.no_grad():
+        norm.running_mean.zero_()
+        norm.running_mean[:2] = torch.tensor([1.0, 1.0])              # means of dims 0, 1
+        norm.running_mean[m.feature_dim] = 2.0                        # max of dim 0
+        norm.running_var.fill_(4.0 - norm.eps)                        # sd 2 everywhere
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor([0.5, -0.5]))
+        linear.weight[1, 0] = 1.0                                     # mean of dim 0: 2 -> (2-1)/2 = 0.5
+        linear.weight[1, 1] = 2.0                                     # mean of dim 1: 2 -> (2-1)/2 = 0.5
+        linear.weight[1, m.feature_dim] = 3.0                         # max of dim 0: 3 -> (3-2)/2 = 0.5
+        linear.weight[0, m.feature_dim + 1] = -1.0                    # max of dim 1: 4 -> (4-0)/2 = 2
+    torch.testing.assert_close(m.classify(feats), torch.tensor([[0.5 - 2.0, -0.5 + 0.5 + 1.0 + 1.5]]))
+
+
+def test_pool_head_trains_in_batches_and_checks_options():
+    m = CRNN("tiny", size=32, frames=4, temporal="pool").train()
+    logits = m(torch.randn(3, 4, 3, 32, 32))
+    logits.sum().backward()
+    assert m.head[-1].weight.grad is not None and m.backbone.training is False
+    for bad in (dict(temporal="lstm"), dict(input="flow"), dict(pooling="median")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CRNN("tiny", size=32, **bad)
+
+
 def test_time_distributed_is_one_backbone_call_and_matches_per_frame_loop():
     m = CRNN("tiny", size=32, precision="fp32").eval()
     calls = []

@@ -23,20 +23,21 @@ from xvad.stream import AlertPolicy, Detector, StreamError, WindowResult, alert_
 from xvad.stream.cli import add_detect, main as detect_main, run_detect
 from xvad.stream.source import FrameQueue, Frame, Sampler, parse_source
 from xvad.synthetic import make_clip, write_video
-from xvad.video import VideoError, preprocess, read_frames
+from xvad.video import VideoError, preprocess, read_frame_pairs, read_frames
 
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_model(seed: int = 0, classes: int = 2, frames: int = 8, fps: float | None = None) -> CRNN:
+def tiny_model(seed: int = 0, classes: int = 2, frames: int = 8, fps: float | None = None,
+               **options) -> CRNN:
     """A tiny CRNN whose GRU and head weights are scaled up so window scores vary (not all ~0.5)."""
     torch.manual_seed(seed)
-    model = CRNN("tiny", num_classes=classes, size=32, frames=frames, fps=fps, hidden=32).eval()
+    model = CRNN("tiny", num_classes=classes, size=32, frames=frames, fps=fps, hidden=32, **options).eval()
     with torch.no_grad():
-        for name, p in list(model.gru.named_parameters()) + list(model.head.named_parameters()):
-            p.mul_(40.0 if "weight_ih" in name else 4.0)
+        for name, p in [(n, p) for part in model.temporal_modules() for n, p in part.named_parameters()]:
+            p.mul_(40.0 if "weight_ih" in name or model.gru is None else 4.0)
     return model.set_precision("fp32")
 
 
@@ -59,8 +60,10 @@ def videos(tmp_path_factory):
 
 def naive_scores(model, path, fps, window, stride):
     """The reference: every window's frames through the whole model, window by window."""
-    frames, times = read_frames(path, fps=fps)
+    frames, previous, times = read_frame_pairs(path, fps=fps)
     cfg = model.config
+    if cfg["input"] == "motion":   # by hand: 4 |frame - the decoded frame before it|, clipped
+        frames = np.clip(4 * np.abs(frames.astype(int) - previous.astype(int)), 0, 255).astype(np.uint8)
     x = preprocess(frames, cfg["size"], cfg["mean"], cfg["std"], cfg["crop"])
     out = []
     with torch.no_grad():
@@ -83,6 +86,17 @@ def test_ring_buffer_scores_equal_naive_rerun(videos, stride, batch):
     assert want.std() > 0.005                        # the check means something: scores do vary
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
     assert all(r.start_frame == r.frame_index - 7 for r in results)
+
+
+@pytest.mark.parametrize("options", [dict(input="motion"), dict(input="motion", temporal="pool", pooling="max")])
+def test_motion_and_pooled_models_score_like_the_naive_rerun(videos, options):
+    model = tiny_model(**options)
+    results = list(Detector(model, fps=8, stride=2, batch=5).run(videos["16fps"]))
+    ref = naive_scores(model, videos["16fps"], 8, 8, 2)
+    assert [r.frame_index for r in results] == [e for e, _, _ in ref]
+    got, want = np.array([r.score for r in results]), np.array([s for _, _, s in ref])
+    assert want.std() > 0.005
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_each_frame_goes_through_the_backbone_once(videos):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from xvad.video import (CROPS, VideoError, VideoInfo, VideoWarning, iter_frames, preprocess, probe,
-                        read_clip, read_frames)
+from xvad.video import (CROPS, VideoError, VideoInfo, VideoWarning, iter_frames, model_images, motion_images,
+                        preprocess, probe, read_clip, read_frame_pairs, read_frames, read_input)
 
 pytestmark = pytest.mark.filterwarnings("error::xvad.video.VideoWarning")   # healthy files must not warn
 
@@ -261,6 +261,46 @@ def test_read_clip_uses_model_config(videos):
     torch.testing.assert_close(clip, preprocess(frames, 24, IMAGENET_MEAN, IMAGENET_STD))
     Model.config.update(fps=5.0, crop="pad")
     assert read_clip(videos["mp4"], Model(), start=1.0).shape == (6, 3, 24, 24)
+
+
+# -- frame pairs and motion input ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "ts"])
+def test_frame_pairs_give_the_decoded_frame_before(videos, kind):
+    frames, previous, times = read_frame_pairs(videos[kind], frames=7)
+    assert indices(frames) == [0, 5, 10, 15, 19, 24, 29]
+    assert indices(previous) == [0, 4, 9, 14, 18, 23, 28]   # the first frame has none: itself
+    np.testing.assert_allclose(times, read_frames(videos[kind], frames=7)[1])
+    frames, previous, _ = read_frame_pairs(videos[kind], fps=4, start=1.0, frames=4)   # seeks past frame 0
+    assert indices(frames) == [10, 12, 15, 17] and indices(previous) == [9, 11, 14, 16]   # ties: earlier
+
+
+def test_frame_pairs_on_variable_frame_rate(videos):
+    frames, previous, times = read_frame_pairs(videos["vfr_mkv"], fps=2)
+    # ticks 0, 0.5, 1.0: nearest frames at 0, 500 and 1000 ms are frames 0, 5 and 8
+    assert indices(frames) == [0, 5, 8] and indices(previous) == [0, 4, 7]
+
+
+def test_motion_images_by_hand():
+    a = np.array([[[[10, 200, 0]]], [[[0, 0, 0]]]], np.uint8)        # [T=2, 1, 1, 3]
+    b = np.array([[[[30, 150, 0]]], [[[255, 100, 63]]]], np.uint8)
+    np.testing.assert_array_equal(motion_images(a, b)[:, 0, 0], [[80, 200, 0], [255, 255, 252]])
+    assert motion_images(a, b).dtype == np.uint8
+    motion = {"input": "motion"}
+    np.testing.assert_array_equal(model_images(a, None, motion), np.zeros_like(a))   # no frame before: no motion
+    assert model_images(a, b, {"input": "rgb"}) is a and model_images(a, b, {}) is a
+
+
+def test_read_input_for_rgb_and_motion_models(videos):
+    rgb, images, times = read_input(videos["mp4"], {"input": "rgb"}, frames=5)
+    assert images is rgb and indices(rgb) == [0, 7, 15, 22, 29]
+    rgb2, motion, times2 = read_input(videos["mp4"], {"input": "motion"}, frames=5)
+    np.testing.assert_array_equal(rgb2, rgb)
+    np.testing.assert_array_equal(times2, times)
+    before, _ = read_frames(videos["mp4"])
+    expected = np.clip(4 * np.abs(rgb.astype(int) - before[[0, 6, 14, 21, 28]].astype(int)), 0, 255)
+    np.testing.assert_array_equal(motion, expected)
+    assert motion[0].max() == 0 and motion[1:].mean() > 5   # frame 0 has nothing before it
 
 
 # -- bad input ------------------------------------------------------------------------------------

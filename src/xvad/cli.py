@@ -28,7 +28,11 @@ def add_train(sub) -> None:
     p.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")
     p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of uniformly over the clip")
     p.add_argument("--crop", default="center", choices=["center", "full", "pad"])
-    p.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"])
+    p.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"], help="over each feature map")
+    p.add_argument("--input", default="rgb", choices=["rgb", "motion"],
+                   help="what the backbone sees: the frames, or 4x|difference| with the previous decoded frame")
+    p.add_argument("--temporal", default="gru", choices=["gru", "pool"],
+                   help="over time: the GRU + MLP head, or mean and max pooling + a linear layer")
     p.add_argument("--hidden", type=int, default=256, help="GRU hidden size")
     p.add_argument("--layers", type=int, default=1, help="GRU layers")
     p.add_argument("--bidirectional", action="store_true")
@@ -51,7 +55,8 @@ def run_train(a) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(backbone=a.backbone, weights=a.weights, frames=a.frames, size=a.size, fps=a.fps,
-                      crop=a.crop, pooling=a.pooling, hidden=a.hidden, layers=a.layers,
+                      crop=a.crop, pooling=a.pooling, input=a.input, temporal=a.temporal,
+                      hidden=a.hidden, layers=a.layers,
                       bidirectional=a.bidirectional, dropout=a.dropout, epochs=a.epochs,
                       batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed, folds=a.folds,
                       val_fraction=a.val_fraction, augment=a.augment, finetune=a.finetune,

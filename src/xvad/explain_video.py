@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .models import CRNN
-from .video import preprocess_as, probe, read_frames
+from .video import preprocess_as, probe, read_input
 
 
 def display_frames(clip: torch.Tensor, mean, std) -> np.ndarray:
@@ -31,14 +31,19 @@ def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None =
     n = frames or cfg["frames"]
     fps = fps or cfg.get("fps")
     if fps:
-        raw, ts = read_frames(path, frames=n, fps=fps, start=start)
+        rgb, images, ts = read_input(path, cfg, frames=n, fps=fps, start=start)
     else:
         if duration is None and start > 0:
             info = probe(path)
             duration = max(info.duration - start, 0.0) if info.duration else None
-        raw, ts = read_frames(path, frames=n, start=start, duration=duration)
-    clip = preprocess_as(raw, cfg)
-    return clip, display_frames(clip, cfg["mean"], cfg["std"]), ts
+        rgb, images, ts = read_input(path, cfg, frames=n, start=start, duration=duration)
+    return preprocess_as(images, cfg), shown_frames(rgb, cfg), ts
+
+
+def shown_frames(rgb: np.ndarray, config: dict) -> np.ndarray:
+    """uint8 RGB frames ``[T, H, W, 3]`` -> what a person is shown: the same crop and size as the
+    model input, so that maps line up with them (for motion input: the frames, not their differences)."""
+    return display_frames(preprocess_as(rgb, config), config["mean"], config["std"])
 
 
 def explain_video(model: CRNN, path: str, methods: list[str], out_dir: str, start: float = 0.0,

@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .models import CRNN
-from .video import VideoError, preprocess_as, probe, read_frames
+from .video import VideoError, preprocess_as, probe, read_input
 
 # Config entries that change what the backbone sees or computes.
-FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std")
+FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std", "input")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ def content_hash(path: str) -> str:
 
 
 def load_frames(path: str, config: dict, view: View = View()) -> np.ndarray:
-    """Decode the uint8 frames ``[T, H, W, 3]`` a model with ``config`` sees for ``view`` of a clip."""
+    """Decode the uint8 images ``[T, H, W, 3]`` the backbone of a model with ``config`` sees for
+    ``view`` of a clip (frames, or frame differences for motion input)."""
     start, duration = 0.0, None
     if view.jitter:
         info = probe(path)
@@ -71,7 +72,8 @@ def load_frames(path: str, config: dict, view: View = View()) -> np.ndarray:
             rng = np.random.default_rng(view.jitter)
             duration = info.duration * rng.uniform(0.75, 0.95)
             start = rng.uniform(0, info.duration - duration)
-    frames, _ = read_frames(path, frames=config["frames"], fps=config.get("fps"), start=start, duration=duration)
+    _, frames, _ = read_input(path, config, frames=config["frames"], fps=config.get("fps"), start=start,
+                              duration=duration)
     if view.flip:
         frames = np.ascontiguousarray(frames[:, :, ::-1])
     return frames

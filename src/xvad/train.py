@@ -37,6 +37,8 @@ class TrainConfig:
     fps: float | None = None
     crop: str = "center"
     pooling: str = "avg"
+    input: str = "rgb"          # "motion": the backbone sees differences of consecutive frames
+    temporal: str = "gru"       # "pool": mean and max over time + a linear layer instead of the GRU
     hidden: int = 256
     layers: int = 1
     bidirectional: bool = False
@@ -58,7 +60,8 @@ class TrainConfig:
 
     def model_kwargs(self) -> dict:
         return dict(backbone=self.backbone, weights=self.weights, frames=self.frames, size=self.size,
-                    fps=self.fps, crop=self.crop, pooling=self.pooling, hidden=self.hidden,
+                    fps=self.fps, crop=self.crop, pooling=self.pooling, input=self.input,
+                    temporal=self.temporal, hidden=self.hidden,
                     layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout,
                     freeze_backbone=not self.finetune, precision=self.precision)
 
@@ -87,9 +90,9 @@ def stack(inputs: dict, items: list[tuple[int, int]]) -> torch.Tensor:
 
 # -- one training run --------------------------------------------------------------------------
 def reset_head(model: CRNN, seed: int) -> None:
-    """Fresh random GRU and MLP weights (the backbone is kept)."""
+    """Fresh random GRU and head weights (the backbone is kept)."""
     torch.manual_seed(seed)
-    for m in list(model.gru.modules()) + list(model.head.modules()):
+    for m in [m for part in model.temporal_modules() for m in part.modules()]:
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
 
@@ -100,7 +103,7 @@ def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: n
     validation loss. Without validation items, train for exactly ``epochs``."""
     reset_head(model, seed)
     forward = model if cfg.finetune else model.classify
-    head_params = list(model.gru.parameters()) + list(model.head.parameters())
+    head_params = [p for part in model.temporal_modules() for p in part.parameters()]
     groups = [{"params": head_params, "lr": cfg.lr}]
     if cfg.finetune:
         groups.append({"params": list(model.backbone.parameters()), "lr": cfg.backbone_lr})
@@ -118,6 +121,8 @@ def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: n
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             batch = [train_items[j] for j in order[start:start + cfg.batch_size]]
+            if len(batch) == 1 < len(order):
+                continue  # a lone leftover clip: batch statistics need two
             x = stack(inputs, batch).to(model.device)
             y = torch.tensor(labels[[i for i, _ in batch]], device=model.device)
             loss = loss_fn(forward(x), y)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count, takewhile
@@ -19,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CROPS", "VideoError", "VideoInfo", "VideoWarning", "iter_frames", "preprocess", "probe",
-           "read_clip", "read_frames"]
+__all__ = ["CROPS", "INPUTS", "VideoError", "VideoInfo", "VideoWarning", "iter_frames", "model_images",
+           "motion_images", "preprocess", "probe", "read_clip", "read_frame_pairs", "read_frames", "read_input"]
 
 CROPS = ("center", "full", "pad")
+INPUTS = ("rgb", "motion")                              # what a model's backbone looks at, see model_images
+MOTION_GAIN = 4                                         # frame differences are small: scale them into view
 _EPS = 1e-6                                             # seconds; absorbs float noise in timestamps
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})  # FFmpeg opens .txt files as "ANSI art" video
 _NET_TIMEOUT = 30.0                                     # seconds, for rtsp/http sources
@@ -91,6 +93,52 @@ def read_frames(path: str, frames: int | None = None, fps: float | None = None, 
     the real timestamps (variable frame rate is fine); both give N frames at rate F from ``start``;
     neither gives every frame.
     """
+    images, _, times = _read(path, frames, fps, start, duration, pairs=False)
+    return images, times
+
+
+def read_frame_pairs(path: str, frames: int | None = None, fps: float | None = None, start: float = 0.0,
+                     duration: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_frames` plus, for each frame, the decoded frame just before it in the video (the
+    frame itself for the very first one): ``(frames, previous, times)``, for motion input."""
+    return _read(path, frames, fps, start, duration, pairs=True)
+
+
+def read_input(path: str, config: dict, frames: int | None = None, fps: float | None = None,
+               start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames a model with ``config`` is given: ``(rgb frames, backbone images, times)``.
+
+    The two image arrays are the same for an RGB model; a motion model's backbone sees
+    :func:`motion_images`, while a person is shown the RGB frames.
+    """
+    if config.get("input", "rgb") == "motion":
+        rgb, previous, times = read_frame_pairs(path, frames, fps, start, duration)
+        return rgb, motion_images(rgb, previous), times
+    rgb, times = read_frames(path, frames, fps, start, duration)
+    return rgb, rgb, times
+
+
+def motion_images(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """``clip(4 * |I(t) - I(t-1)|, 0, 255)`` per pixel and channel, uint8 [T, H, W, 3].
+
+    The difference of two consecutive decoded frames keeps what moved (fists, falling bodies) and
+    drops the static scene, which a frozen ImageNet backbone otherwise describes first.
+    """
+    diff = np.abs(frames.astype(np.int16) - previous.astype(np.int16)) * MOTION_GAIN
+    return np.minimum(diff, 255).astype(np.uint8)
+
+
+def model_images(frame: np.ndarray, previous: np.ndarray | None, config: dict) -> np.ndarray:
+    """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given the
+    decoded frame before it (``None``: none known, which for motion input means no motion)."""
+    if config.get("input", "rgb") != "motion":
+        return frame
+    return motion_images(frame, frame if previous is None else previous)
+
+
+def _read(path: str, frames: int | None, fps: float | None, start: float, duration: float | None,
+          pairs: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The body of `read_frames` and `read_frame_pairs`."""
     path = os.fspath(path)
     _check_window(frames, fps, start, duration)
     end = math.inf if duration is None else start + duration
@@ -105,8 +153,11 @@ def read_frames(path: str, frames: int | None = None, fps: float | None = None, 
             stream = _video_stream(container, path)
             est = _estimates(container, stream)
             stats = _Decoded()
-            decoded = _decode_from(container, stream, stats, start)
-            rgb = _RGB(stream)
+            # a pair needs the frame before ``start`` too: start decoding a little earlier
+            decoded = _decode_from(container, stream, stats, max(0.0, start - 1.0) if pairs else start)
+            rgb: Any = _RGB(stream)
+            if pairs:
+                decoded, rgb = _with_previous(decoded), _PairRGB(rgb)
             if targets is None:
                 picked = _window(decoded, rgb, start, end)
             else:
@@ -124,7 +175,10 @@ def read_frames(path: str, frames: int | None = None, fps: float | None = None, 
                                  f"(the video ends at {stats.last:.3f}s)")
             _warn_damage(path, stream, est, stats, whole)
     images, times = zip(*out)
-    return np.stack(images), np.array(times, dtype=np.float64)
+    times_a = np.array(times, dtype=np.float64)
+    if pairs:
+        return np.stack([a for a, _ in images]), np.stack([b for _, b in images]), times_a
+    return np.stack(images), None, times_a
 
 
 def iter_frames(path: str, fps: float | None = None) -> Iterator[tuple[np.ndarray, float]]:
@@ -172,10 +226,10 @@ def preprocess(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequen
 
 def read_clip(path: str, model: Any, start: float = 0.0) -> torch.Tensor:
     """The [T, 3, size, size] input ``model`` expects for the clip at ``path`` (from ``start`` seconds),
-    with frame count, rate, size, crop and normalisation all taken from ``model.config``."""
+    with frame count, rate, input kind, size, crop and normalisation all taken from ``model.config``."""
     cfg = model.config
-    frames, _ = read_frames(path, frames=int(cfg["frames"]), fps=cfg.get("fps"), start=start)
-    return preprocess_as(frames, cfg)
+    _, images, _ = read_input(path, cfg, frames=int(cfg["frames"]), fps=cfg.get("fps"), start=start)
+    return preprocess_as(images, cfg)
 
 
 def preprocess_as(frames: np.ndarray, config: dict) -> torch.Tensor:
@@ -311,18 +365,37 @@ class _RGB:
     def __init__(self, stream: Any) -> None:
         self.stream = stream
         self.rotation: int | None = None   # fixed by the first frame so every frame has the same shape
-        self._last: tuple[Any, np.ndarray | None] = (None, None)
+        self._last: list[tuple[Any, np.ndarray]] = []   # the last two conversions (pairs share frames)
 
     def __call__(self, frame: Any) -> np.ndarray:
-        if frame is self._last[0]:
-            return self._last[1]
+        for seen, image in self._last:
+            if frame is seen:
+                return image
         if self.rotation is None:
             self.rotation = _rotation(frame, self.stream)
         image = frame.to_ndarray(format="rgb24")
         if self.rotation:
             image = np.ascontiguousarray(np.rot90(image, self.rotation // 90))
-        self._last = (frame, image)
+        self._last = [*self._last[-1:], (frame, image)]
         return image
+
+
+class _PairRGB:
+    """`_RGB` for the (frame, frame before it) pairs of `_with_previous`."""
+
+    def __init__(self, rgb: _RGB) -> None:
+        self.rgb = rgb
+
+    def __call__(self, pair: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+        return self.rgb(pair[0]), self.rgb(pair[1])
+
+
+def _with_previous(decoded: Iterator[tuple[Any, float]]) -> Iterator[tuple[tuple[Any, Any], float]]:
+    """(frame, t) -> ((frame, the frame decoded before it), t); the first frame is paired with itself."""
+    before = None
+    for frame, t in decoded:
+        yield (frame, frame if before is None else before), t
+        before = frame
 
 
 # -- decoding ---------------------------------------------------------------------------------------
@@ -397,7 +470,7 @@ def _seek(container: Any, stream: Any, seconds: float) -> bool:
         return False
 
 
-def _window(decoded: Iterator[tuple[Any, float]], rgb: _RGB, start: float,
+def _window(decoded: Iterator[tuple[Any, float]], rgb: Callable[[Any], Any], start: float,
             end: float) -> Iterator[tuple[np.ndarray, float]]:
     """Every frame with start <= t < end."""
     for frame, t in decoded:
@@ -407,7 +480,7 @@ def _window(decoded: Iterator[tuple[Any, float]], rgb: _RGB, start: float,
             yield rgb(frame), t
 
 
-def _nearest(decoded: Iterator[tuple[Any, float]], targets: Iterable[float], rgb: _RGB,
+def _nearest(decoded: Iterator[tuple[Any, float]], targets: Iterable[float], rgb: Callable[[Any], Any],
              pad_end: bool) -> Iterator[tuple[np.ndarray, float]]:
     """For each target time (ascending) the decoded frame nearest to it, with its timestamp.
 

@@ -1,5 +1,9 @@
 """The CNN + RNN clip classifier: a CNN on every frame, a GRU over the frames, an MLP head.
 
+Two options go beyond that: ``input="motion"`` shows the CNN the difference of consecutive frames
+instead of the frames (see :func:`xvad.video.motion_images`), and ``temporal="pool"`` replaces the GRU
+by the mean and maximum of the frame features over time, standardised, then one linear layer.
+
 Keras' TimeDistributed is done as one reshape: ``[B, T, 3, H, W]`` -> ``[B*T, 3, H, W]``, one
 backbone call, and back to ``[B, T, D]``. One call is faster than a loop over frames and lets
 explanation hooks see every frame of the clip at once.
@@ -16,6 +20,8 @@ from .backbones import build_backbone
 from .precision import autocast, resolve_precision
 
 POOLINGS = ("avg", "max", "flatten")
+TEMPORALS = ("gru", "pool")
+INPUTS = ("rgb", "motion")
 
 
 def default_classes(num_classes: int) -> list[str]:
@@ -25,19 +31,23 @@ def default_classes(num_classes: int) -> list[str]:
 class CRNN(nn.Module):
     """VGG19 (or another backbone) per frame -> GRU -> MLP; ``forward`` gives ``[B, classes]`` logits.
 
-    ``frames``, ``size``, ``fps`` and ``crop`` describe the clips the model expects; they travel
-    with the model (and its checkpoint) so that readers prepare input the same way. ``fps=None``
-    samples ``frames`` uniformly over a clip; a number samples at that rate.
+    ``frames``, ``size``, ``fps``, ``crop`` and ``input`` describe the clips the model expects; they
+    travel with the model (and its checkpoint) so that readers prepare input the same way.
+    ``fps=None`` samples ``frames`` uniformly over a clip; a number samples at that rate.
+    ``temporal="pool"`` swaps the GRU and MLP for pooling over time and a linear layer.
     """
 
     def __init__(self, backbone: str = "vgg19", num_classes: int = 2, weights: str | None = None,
                  hidden: int = 256, layers: int = 1, bidirectional: bool = False, pooling: str = "avg",
                  dropout: float = 0.3, freeze_backbone: bool = True, classes: Sequence[str] | None = None,
                  frames: int = 16, size: int = 224, fps: float | None = None,
-                 crop: str = "center", precision: str = "auto") -> None:
+                 crop: str = "center", precision: str = "auto", input: str = "rgb",
+                 temporal: str = "gru") -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        for name, value, allowed in (("pooling", pooling, POOLINGS), ("input", input, INPUTS),
+                                     ("temporal", temporal, TEMPORALS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         classes = list(classes) if classes is not None else default_classes(num_classes)
         if len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
@@ -49,13 +59,18 @@ class CRNN(nn.Module):
             backbone=backbone, weights=weights_id(weights), num_classes=num_classes, classes=classes,
             hidden=hidden, layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
             freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps, crop=crop,
-            mean=list(info.mean), std=list(info.std), precision=precision)
+            mean=list(info.mean), std=list(info.std), precision=precision, input=input, temporal=temporal)
         self.feature_dim = self._pooled_dim(size)
-        self.gru = nn.GRU(self.feature_dim, hidden, num_layers=layers, batch_first=True,
-                          bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
-        out = hidden * (2 if bidirectional else 1)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, hidden // 2), nn.ReLU(),
-                                  nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
+        self.gru: nn.GRU | None = None
+        if temporal == "gru":
+            self.gru = nn.GRU(self.feature_dim, hidden, num_layers=layers, batch_first=True,
+                              bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+            out = hidden * (2 if bidirectional else 1)
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, hidden // 2), nn.ReLU(),
+                                      nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
+        else:  # mean and max over time; the batch norm standardises them (as for a logistic regression)
+            self.head = nn.Sequential(nn.BatchNorm1d(2 * self.feature_dim, affine=False), nn.Dropout(dropout),
+                                      nn.Linear(2 * self.feature_dim, num_classes))
         self.freeze_backbone(freeze_backbone)
 
     # -- configuration -------------------------------------------------------------------------
@@ -67,6 +82,15 @@ class CRNN(nn.Module):
     def precision(self) -> str:
         """The precision the backbone runs at on this model's device ("fp32" or "bf16")."""
         return resolve_precision(self.config["precision"], self.device)
+
+    @property
+    def head_dtype(self) -> torch.dtype:
+        """The dtype of the GRU and head weights (float32 unless the model was converted)."""
+        return self.head[-1].weight.dtype
+
+    def temporal_modules(self) -> list[nn.Module]:
+        """What turns frame features into logits: the GRU (if any) and the head."""
+        return [m for m in (self.gru, self.head) if m is not None]
 
     @property
     def device(self) -> torch.device:
@@ -120,7 +144,7 @@ class CRNN(nn.Module):
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """``[N, 3, H, W]`` frames -> ``[N, D]`` features in the GRU's dtype (float32 unless the model
         was converted), whatever precision the backbone ran at."""
-        return self.pool(self.feature_maps(frames)).to(self.gru.weight_ih_l0.dtype)
+        return self.pool(self.feature_maps(frames)).to(self.head_dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` clips -> ``[B, T, D]`` features: the TimeDistributed step."""
@@ -128,8 +152,12 @@ class CRNN(nn.Module):
         return self.frame_features(x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        """``[B, T, D]`` frame features -> ``[B, classes]`` logits (GRU's last state, then MLP)."""
-        _, h = self.gru(feats.to(self.gru.weight_ih_l0.dtype))
+        """``[B, T, D]`` frame features -> ``[B, classes]`` logits (GRU's last state then MLP, or
+        mean and max over time then the linear head)."""
+        feats = feats.to(self.head_dtype)
+        if self.gru is None:
+            return self.head(torch.cat([feats.mean(1), feats.amax(1)], dim=1))
+        _, h = self.gru(feats)
         if self.gru.bidirectional:
             last = torch.cat([h[-2], h[-1]], dim=1)
         else:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..video import VideoError, preprocess
+from ..video import VideoError, model_images, preprocess
 from .annotate import AnnotatedVideo, FrameInfo
 from .errors import StreamError
 from .events import EventLog
@@ -204,15 +204,16 @@ class Detector:
         cfg = self.model.config
         size, mean, std, crop = int(cfg["size"]), cfg["mean"], cfg["std"], cfg.get("crop", "center")
 
-        def transform(image: np.ndarray) -> torch.Tensor:
-            return preprocess(image[None], size, mean, std, crop)[0]
+        def transform(image: np.ndarray, previous: np.ndarray | None) -> torch.Tensor:
+            return preprocess(model_images(image, previous, cfg)[None], size, mean, std, crop)[0]
 
         # live: a short queue, so that when processing falls behind the wait stays short (the
         # oldest frames are dropped); a file: room for two batches, so the backbone never waits
         qsize = self.queue_size or (max(2, self.batch // 4) if live else 2 * self.batch)
         reader = Reader(spec, self.fps, transform, FrameQueue(qsize), live=live,
                         keep_images=self.out is not None or self.explain_dir is not None,
-                        realtime=self.realtime, reconnect=self.reconnect, timeout=self.timeout)
+                        realtime=self.realtime, reconnect=self.reconnect, timeout=self.timeout,
+                        pairs=cfg.get("input", "rgb") == "motion")
         reader.open()                                  # fails here, before any output exists
         try:
             events = EventLog(self.events_path, self.checkpoint)

@@ -264,17 +264,20 @@ class ReaderStats:
 class Reader:
     """Decodes ``spec`` in a thread and fills ``queue`` with `Frame` / `Disconnect` / `Gap` / `End`.
 
-    ``transform(rgb) -> tensor`` preprocesses each sampled frame in the reader thread; with
+    ``transform(rgb, previous) -> tensor`` preprocesses each sampled frame in the reader thread, given
+    the decoded frame before it when ``pairs`` is set (for motion input; else ``None``); with
     ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
     ``realtime`` paces a file at its own timestamps (to simulate a camera).
     """
 
-    def __init__(self, spec: SourceSpec, fps: float | None, transform: Callable[[np.ndarray], Any],
-                 queue: FrameQueue, live: bool, keep_images: bool = False, realtime: bool = False,
-                 reconnect: Reconnect | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, spec: SourceSpec, fps: float | None,
+                 transform: Callable[[np.ndarray, np.ndarray | None], Any], queue: FrameQueue, live: bool,
+                 keep_images: bool = False, realtime: bool = False, reconnect: Reconnect | None = None,
+                 timeout: float = 10.0, pairs: bool = False) -> None:
         self.spec = spec
         self.fps = fps
         self.transform = transform
+        self.pairs = pairs
         self.queue = queue
         self.live = live
         self.keep_images = keep_images
@@ -410,6 +413,7 @@ class Reader:
         origin = _origin(stream) if self.spec.kind == "file" else None
         base: float | None = 0.0 if segment == 0 else None   # source time of this segment's origin
         previous: float | None = None
+        before: Any = None                     # the frame decoded before this one, for pairs
         step = 1.0 / float(self.source_fps) if self.source_fps else 0.04
         pace_start: float | None = None
         packets = container.demux(stream)
@@ -437,7 +441,7 @@ class Reader:
                                              (self.spec.kind != "file" and t > previous + _JUMP_AHEAD)):
                     # timestamps jumped back (a restarted or wrapped stream) or, live, far ahead (a
                     # clock reset: do not fill the jump with copies of one frame): a new segment
-                    origin, base, previous = t, None, None
+                    origin, base, previous, before = t, None, None, None
                     sampler.reset()
                 previous = t
                 self.stats.decoded += 1
@@ -448,7 +452,9 @@ class Reader:
                     after = self._last_time + 1.0 / (self.fps or self.source_fps or 25.0) \
                         if self._last_time is not None else 0.0
                     base = max(after, now - self._t0)
-                for picked, pt in sampler.push(frame, t - origin):
+                item = (frame, before) if self.pairs else (frame, None)
+                before = frame
+                for picked, pt in sampler.push(item, t - origin):
                     time_s = base + pt
                     if self.realtime:
                         if pace_start is None:
@@ -459,15 +465,16 @@ class Reader:
                     self._emit(picked, time_s, rgb, now if not self.realtime else time.perf_counter())
         return "stopped"
 
-    def _emit(self, frame: Any, time_s: float, rgb: _RGB, arrival: float) -> None:
+    def _emit(self, item: tuple[Any, Any], time_s: float, rgb: _RGB, arrival: float) -> None:
         if self._pending_gap is not None:
             began, attempts, reason, _ = self._pending_gap
             self._pending_gap = None
             self._put(Gap(self._last_time, time_s, time.monotonic() - began, attempts, True, reason))
+        frame, before = item
         image = rgb(frame)
         if self.size is None:
             self.size = image.shape[:2]
-        tensor = self.transform(image)
+        tensor = self.transform(image, None if before is None else rgb(before))
         item = Frame(self._index, time_s, tensor, image if self.keep_images else None, arrival)
         self._index += 1
         self._last_time = time_s
