@@ -21,19 +21,42 @@ from .atomic import atomic_path
 from .models import CRNN
 
 METHODS = ("gradcam", "saliency")
-MEANING = [
-    "Grad-CAM (red = strong) shows the regions of each frame whose features pushed the score of the "
-    "reported class up, at the resolution of the network's last convolutional layer (coarse by design). "
-    "The white contours enclose the top 10 % of that map over the whole window.",
-    "Saliency shows the pixels whose small changes would change the score the most. It is finer but noisier.",
-    "Frame importance says how much each frame contributed to the score (Grad-CAM's gradient x activation "
-    "summed over the frame). The model reads frames in order through a recurrent layer, so later frames "
-    "often weigh more.",
-    "These maps show what the model used, not what happened. A bright region is not proof of an "
-    "incident, and a faint one does not prove its absence. The model can be wrong, and it can be right "
-    "for the wrong reason, such as a camera or a scene that looked like the training footage. A person "
-    "must watch the footage before acting.",
-]
+
+
+def meaning(config: dict) -> list[str]:
+    """What the pictures mean, in plain words, for a model with ``config``."""
+    motion = config.get("input") == "motion"
+    text = [
+        "Grad-CAM (red = strong) shows the regions of each frame whose features pushed the score of the "
+        "reported class up, at the resolution of the network's last convolutional layer (coarse by design). "
+        "The white contours enclose the top 10 % of that map over the whole window.",
+        "Saliency shows the pixels whose small changes would change the score the most. It is finer but noisier.",
+    ]
+    if motion:
+        text.append("This model does not look at the pictures themselves but at what changed between each "
+                    "frame and the one just before it. The maps are drawn on the frames a person would see, "
+                    "but they point at movement: a still person in a bright region did not move the score.")
+    if config.get("temporal") == "pool":
+        text.append("Frame importance says how much each frame contributed to the score (Grad-CAM's gradient "
+                    "x activation summed over the frame). The model averages the frames and also keeps, for "
+                    "each feature, its strongest frame, so one or two frames can carry most of the score.")
+    else:
+        text.append("Frame importance says how much each frame contributed to the score (Grad-CAM's gradient "
+                    "x activation summed over the frame). The model reads frames in order through a recurrent "
+                    "layer, so later frames often weigh more.")
+    text.append("These maps show what the model used, not what happened. A bright region is not proof of an "
+                "incident, and a faint one does not prove its absence. The model can be wrong, and it can be "
+                "right for the wrong reason, such as a camera or a scene that looked like the training "
+                "footage. A person must watch the footage before acting.")
+    return text
+
+
+def architecture(config: dict) -> str:
+    """One line: what the network is."""
+    seen = "frame differences" if config.get("input") == "motion" else "frame"
+    over = (f"mean and max over {config['frames']} frames, linear head" if config.get("temporal") == "pool"
+            else f"GRU({config['hidden']}) over {config['frames']} frames, MLP head")
+    return f"{config['backbone']} per {seen} ({config['weights']} weights), {config['pooling']}-pooled, {over}"
 
 
 @dataclass
@@ -156,8 +179,7 @@ def model_card(model: CRNN) -> list[tuple[str, str]]:
     rows = [("checkpoint", f"{os.path.basename(getattr(model, 'checkpoint_path', '') or 'in memory')} "
                            f"(id {getattr(model, 'checkpoint_id', 'n/a')})"),
             ("xvad version", __version__),
-            ("architecture", f"{cfg['backbone']} per frame ({cfg['weights']} weights), {cfg['pooling']}-pooled, "
-                             f"GRU({cfg['hidden']}) over {cfg['frames']} frames, MLP head"),
+            ("architecture", architecture(cfg)),
             ("input", f"{cfg['frames']} frames at {cfg['size']} px, "
                       f"{'%g fps' % cfg['fps'] if cfg.get('fps') else 'spread over the clip'}, crop {cfg.get('crop')}"),
             ("classes", ", ".join(cfg["classes"]))]
@@ -219,7 +241,7 @@ def render_html(video: str, model: CRNN, results: list, views: list[AlertView], 
         out.append("</div>")
         out.append(f"<img class='plot' alt='frame importance' src='data:image/png;base64,"
                    f"{importance_plot(gc.frame_importance, v.window_times, key)}'>")
-    out.append("<h2>What the pictures mean</h2><div class='note'>" + "".join(f"<p>{esc(t)}</p>" for t in MEANING)
+    out.append("<h2>What the pictures mean</h2><div class='note'>" + "".join(f"<p>{esc(t)}</p>" for t in meaning(model.config))
                + "</div>")
     out.append("<h2>The model</h2><table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
                                                    for k, v in model_card(model)) + "</table>")
