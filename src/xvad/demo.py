@@ -16,6 +16,7 @@ import torch
 
 from .checkpoint import load_model
 from .evaluate import score_video
+from .report import architecture
 from .synthetic import make_clip, make_dataset, write_video
 from .train import TrainConfig, train
 
@@ -47,7 +48,7 @@ def run(out: str = "xvad-demo", videos: list[str] | None = None, checkpoint: str
     model = load_model(checkpoint)
     threshold = float(model.extra.get("threshold", 0.5))
     card = model.extra.get("metrics", {})
-    print(f"xvad demo: the shipped model ({model.config['backbone']} + GRU, classes {', '.join(model.classes)}, "
+    print(f"xvad demo: the shipped model ({architecture(model.config)}; classes {', '.join(model.classes)}, "
           f"checkpoint {model.checkpoint_id})")
     if card:
         print(f"  cross-validated on surv-fight: accuracy {card['accuracy']:.2f}, ROC-AUC {card['roc_auc']:.2f} "
