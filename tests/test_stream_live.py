@@ -187,6 +187,73 @@ def test_http_stream_reconnects_after_the_server_dies(stream_bytes, tmp_path):
     assert s["end"] == "stopped"
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def push_rtsp(url: str, frames: np.ndarray, fps: int = FPS) -> None:
+    """Publish ``frames`` to an RTSP server at ``url`` (RTP over TCP), paced at ``fps``, then hang up."""
+    with av.open(url, "w", format="rtsp", options={"rtsp_transport": "tcp"}) as out:
+        s = out.add_stream("libx264", rate=fps)
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt = "yuv420p"
+        s.codec_context.gop_size = fps
+        s.options = {"preset": "veryfast", "tune": "zerolatency"}
+        t0 = time.monotonic()
+        for i, image in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(image, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            out.mux(s.encode(f))
+            time.sleep(max(0.0, t0 + (i + 1) / fps - time.monotonic()))
+        out.mux(s.encode())
+
+
+def test_rtsp_publisher_hangs_up_and_comes_back(tmp_path):
+    """The detector listens as an RTSP server (``--source-option rtsp_flags=listen``); an encoder
+    publishes to it over RTSP on loopback, hangs up, and publishes again: detection resumes."""
+    url = f"rtsp://127.0.0.1:{free_port()}/live"
+    frames = make_clip(4, frames=3 * FPS, size=32).frames
+    events = tmp_path / "events.jsonl"
+    det = Detector(tiny_model(), stride=2, events=events, reconnect=(0.1, 0.2), timeout=3,
+                   source_options={"rtsp_flags": "listen"})
+    errors = []
+
+    def publish_twice():
+        try:
+            time.sleep(0.5)
+            push_rtsp(url, frames)
+            time.sleep(1.0)
+            push_rtsp(url, frames)
+            time.sleep(1.0)
+        except Exception as exc:   # reported by the assertions below
+            errors.append(exc)
+        finally:
+            det.stop()
+
+    publisher = threading.Thread(target=publish_twice, daemon=True)
+    watchdog = threading.Timer(40, det.stop)
+    watchdog.start()
+    try:
+        publisher.start()
+        results = list(det.run(url))
+    finally:
+        watchdog.cancel()
+    publisher.join(10)
+    assert not errors, errors
+    ev = read_events(events)
+    types = [e["type"] for e in ev]
+    assert types[0] == "start" and types[-1] == "stop"
+    assert "disconnect" in types and "gap" in types
+    gap = ev[types.index("gap")]
+    assert gap["reconnected"] is True
+    frames_after = [r for r in results if r.start_time > gap["began"]]
+    # each publication is 24 frames; most of both arrive (the first keyframe may be missed)
+    assert det.summary()["frames"] >= 2 * (len(frames) - FPS), det.summary()
+    assert len(frames_after) >= 3 and len(results) > len(frames_after)
+
+
 def test_live_source_gone_for_good_gives_up(stream_bytes, tmp_path):
     data, seconds = stream_bytes
     camera = LiveCamera(data, seconds, speed=2.0)

@@ -82,9 +82,15 @@ def open_source(spec: SourceSpec, timeout: float = 10.0) -> tuple[Any, Any]:
         raise VideoError(f"{spec.name}: no such camera ({spec.url} does not exist)")
     if spec.kind == "file" and os.path.isdir(spec.url):
         raise VideoError(f"{spec.name}: is a directory, not a video file")
+    options = dict(spec.options)
+    listening = options.get("rtsp_flags") == "listen" or options.get("listen", "0") != "0"
+    if listening:
+        # the source is a server a camera or encoder pushes to; FFmpeg waits for it itself (its
+        # default of "forever" fails to open), and PyAV's own timeout would stall the wait
+        options.setdefault("listen_timeout" if "rtsp_flags" in options else "timeout", str(int(timeout)))
     with _errors(spec.name):
-        container = av.open(spec.url, "r", format=spec.format, options=dict(spec.options) or None,
-                            timeout=(timeout, timeout) if spec.kind == "url" else None,
+        container = av.open(spec.url, "r", format=spec.format, options=options or None,
+                            timeout=(timeout, timeout) if spec.kind == "url" and not listening else None,
                             metadata_errors="replace")
         try:
             stream = _video_stream(container, spec.name)
