@@ -16,12 +16,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..video import INPUTS
 from .backbones import build_backbone
 from .precision import autocast, resolve_precision
 
 POOLINGS = ("avg", "max", "flatten")
 TEMPORALS = ("gru", "pool")
-INPUTS = ("rgb", "motion")
 
 
 def default_classes(num_classes: int) -> list[str]:

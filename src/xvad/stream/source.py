@@ -471,12 +471,12 @@ class Reader:
                     self._emit(picked, time_s, rgb, now if not self.realtime else time.perf_counter())
         return "stopped"
 
-    def _emit(self, item: tuple[Any, Any], time_s: float, rgb: _RGB, arrival: float) -> None:
+    def _emit(self, picked: tuple[Any, Any], time_s: float, rgb: _RGB, arrival: float) -> None:
         if self._pending_gap is not None:
             began, attempts, reason, _ = self._pending_gap
             self._pending_gap = None
             self._put(Gap(self._last_time, time_s, time.monotonic() - began, attempts, True, reason))
-        frame, before = item
+        frame, before = picked
         image = rgb(frame)
         if self.size is None:
             self.size = image.shape[:2]
