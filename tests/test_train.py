@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 
@@ -41,6 +42,27 @@ def test_motion_input_with_pooled_head_learns_on_cached_features(synthetic_data,
     assert m["summary"]["accuracy"] >= 0.8 and m["summary"]["roc_auc"] >= 0.85, m["summary"]
     model = load_model(str(tmp_path / "run" / "model.pt"))
     assert model.config["input"] == "motion" and model.config["temporal"] == "pool"
+
+
+def test_epochs_chosen_on_inner_folds(synthetic_data, tmp_path):
+    """--inner-folds 3: each inner fold trains the full budget (no early stop); the epoch with the
+    lowest inner-validation loss averaged over the folds is the one used."""
+    from xvad.data import load_dataset
+    from xvad.models import CRNN
+    from xvad.train import choose_epochs, prepare_inputs
+
+    cfg = tiny_config(tmp_path, finetune=False, inner_folds=3, epochs=6, temporal="pool")
+    data = load_dataset(synthetic_data)
+    model = CRNN(num_classes=2, classes=data.classes, **cfg.model_kwargs())
+    inputs, _ = prepare_inputs(model, data, cfg, progress=False)
+    train_idx = np.arange(len(data))
+    sel = choose_epochs(model, inputs, data, train_idx, lambda idx: [(int(i), 0) for i in idx], cfg, 0, "t", False)
+    losses = [row["val_loss"] for row in sel["history"]]
+    assert len(losses) == 6
+    assert sel["best_epoch"] == int(np.argmin(losses)) + 1
+    assert losses[0] > min(losses)                                 # the loss does come down
+    m = train(synthetic_data, str(tmp_path / "run"), replace(cfg, folds=2), progress=False)
+    assert len(m["best_epochs"]) == 2 and all(1 <= e <= 6 for e in m["best_epochs"])
 
 
 def test_corrupt_clip_is_skipped_and_counted(synthetic_data, tmp_path):

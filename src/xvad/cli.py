@@ -43,6 +43,9 @@ def add_train(sub) -> None:
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
     p.add_argument("--folds", type=int, default=0, help="group k-fold cross-validation (0: one hold-out split)")
     p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--inner-folds", type=int, default=1,
+                   help="choose the epoch count on 1 inner group split (early stopping) or on the loss "
+                        "averaged over K inner group folds")
     p.add_argument("--augment", type=int, default=1, help="views per training clip (mirror, temporal jitter)")
     p.add_argument("--finetune", action="store_true", help="train the backbone too (end to end)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -59,7 +62,7 @@ def run_train(a) -> int:
                       hidden=a.hidden, layers=a.layers,
                       bidirectional=a.bidirectional, dropout=a.dropout, epochs=a.epochs,
                       batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed, folds=a.folds,
-                      val_fraction=a.val_fraction, augment=a.augment, finetune=a.finetune,
+                      val_fraction=a.val_fraction, inner_folds=a.inner_folds, augment=a.augment, finetune=a.finetune,
                       precision=a.precision, cache_dir=a.cache_dir,
                       classes=a.classes.split(",") if a.classes else None)
     m = train(a.data, a.out, cfg)

@@ -12,7 +12,7 @@ import copy
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     folds: int = 0              # 0 or 1: one group-wise hold-out split; k > 1: group k-fold
     val_fraction: float = 0.2
+    inner_folds: int = 1        # epochs chosen on 1 inner group split, or averaged over k inner folds
     augment: int = 1            # views per training clip: 1 = plain only; more adds mirror/jitter
     finetune: bool = False      # train the backbone too (end to end)
     backbone_lr: float = 1e-5
@@ -151,6 +152,29 @@ def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: n
             "proba": best["proba"] if best else None}
 
 
+def choose_epochs(model: CRNN, inputs: dict, data: Dataset, train_idx: np.ndarray, views_of,
+                  cfg: TrainConfig, seed: int, name: str, progress: bool) -> dict:
+    """The epoch count for training on ``train_idx``, chosen inside it: early stopping on one inner
+    group split, or (``cfg.inner_folds`` = k > 1) the minimum of the validation loss averaged over k
+    inner group folds, each trained for the full ``cfg.epochs`` (steadier on small datasets)."""
+    part = data.subset(train_idx)
+    if cfg.inner_folds <= 1:
+        inner_tr, inner_va = group_split(part, cfg.val_fraction, seed)
+        return fit(model, inputs, views_of(train_idx[inner_tr]), [(int(i), 0) for i in train_idx[inner_va]],
+                   data.labels, cfg, cfg.epochs, seed, f"{name}: choosing epochs", progress)
+    full = replace(cfg, patience=cfg.epochs + 1)
+    runs = []
+    for k, (inner_tr, inner_va) in enumerate(group_kfold(part, cfg.inner_folds, seed)):
+        runs.append(fit(model, inputs, views_of(train_idx[inner_tr]), [(int(i), 0) for i in train_idx[inner_va]],
+                        data.labels, full, cfg.epochs, seed, f"{name}: choosing epochs {k + 1}/{cfg.inner_folds}",
+                        progress)["history"])
+    history = [{key: float(np.mean([r[e][key] if r[e][key] is not None else np.nan for r in runs]))
+                for key in ("train_loss", "val_loss", "val_accuracy", "val_roc_auc")} | {"epoch": e + 1}
+               for e in range(cfg.epochs)]
+    best = int(np.nanargmin([h["val_loss"] for h in history])) + 1
+    return {"history": history, "best_epoch": best}
+
+
 def trainable_state(model: CRNN, cfg: TrainConfig) -> dict:
     """The part of the state dict that training changes (all of it when fine-tuning)."""
     sd = model.state_dict()
@@ -193,10 +217,8 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
             continue  # finished before an interruption
         # The epoch count is chosen on an inner group split of the training part, so the clips a
         # fold is scored on never shape the model scored on them (no early stopping on them).
-        inner_tr, inner_va = group_split(good.subset(tr), cfg.val_fraction, cfg.seed + f)
         name = f"fold {f + 1}/{len(splits)}"
-        sel = fit(model, inputs, views_of(tr[inner_tr]), [(int(i), 0) for i in tr[inner_va]], labels, cfg,
-                  cfg.epochs, cfg.seed + f, f"{name}: choosing epochs", progress)
+        sel = choose_epochs(model, inputs, good, tr, views_of, cfg, cfg.seed + f, name, progress)
         fit(model, inputs, views_of(tr), [], labels, cfg, sel["best_epoch"], cfg.seed + f, f"{name}: training",
             progress)
         proba = predict_inputs(model, inputs, [(int(i), 0) for i in va], cfg)
