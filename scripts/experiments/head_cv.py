@@ -1,0 +1,83 @@
+"""The shipped head (mean and max over time, batch norm, dropout 0.3, linear) trained as `xvad train`
+trains it (AdamW lr 1e-3, weight decay 1e-3, batch 16, class-weighted, epochs chosen on an inner group
+split), on cached per-frame features ``CACHE/pooled/<name>.npy``; group 5-fold over fold seeds 0, 1, 2.
+
+Usage: python head_cv.py CACHE absdiff16_native__max before__max gap60__max distinct__max
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from xvad.data import group_kfold, group_split, load_dataset
+from xvad.metrics import classification_metrics
+
+DATA = "/work/shared/data/surv-fight"
+
+
+def describe(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x.mean(1), x.amax(1)], 1)
+
+
+def fit(x, y, tr, va, epochs, seed):
+    """Train on ``tr``; with ``va``, return the best epoch by validation loss, else the model."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    head = nn.Sequential(nn.BatchNorm1d(x.shape[1], affine=False), nn.Dropout(0.3), nn.Linear(x.shape[1], 2))
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-3)
+    counts = np.bincount(y[tr], minlength=2)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(len(tr) / (2 * counts), dtype=torch.float32))
+    best = (float("inf"), epochs)
+    for epoch in range(epochs):
+        head.train()
+        order = rng.permutation(tr)
+        for s in range(0, len(order), 16):
+            b = order[s:s + 16]
+            if len(b) > 1:
+                loss = loss_fn(head(x[b]), torch.from_numpy(y[b]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        if len(va):
+            head.eval()
+            with torch.no_grad():
+                p = head(x[va]).softmax(-1)
+            vl = float(nn.functional.nll_loss(p.clamp_min(1e-8).log(), torch.from_numpy(y[va])))
+            if vl < best[0] - 1e-4:
+                best = (vl, epoch + 1)
+    return best[1] if len(va) else head.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cache")
+    ap.add_argument("names", nargs="+")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    data = load_dataset(DATA)
+    y = data.labels
+    for name in a.names:
+        x = describe(torch.from_numpy(np.load(os.path.join(a.cache, "pooled", f"{name}.npy"))).float())
+        per_seed = []
+        for seed in (0, 1, 2):
+            acc, auc = [], []
+            for f, (tr, va) in enumerate(group_kfold(data, 5, seed)):
+                itr, iva = group_split(data.subset(tr), 0.2, seed + f)
+                epochs = fit(x, y, tr[itr], tr[iva], 60, seed + f)
+                head = fit(x, y, tr, np.array([], int), max(epochs, 1), seed + f)
+                with torch.no_grad():
+                    m = classification_metrics(y[va], head(x[va]).softmax(-1).numpy(), data.classes)
+                acc.append(m["accuracy"])
+                auc.append(m["roc_auc"])
+            per_seed.append((np.mean(acc), np.mean(auc)))
+        mean = np.mean(per_seed, 0)
+        print(f"{name:28s} accuracy {mean[0]:.3f}  ROC-AUC {mean[1]:.3f}  per seed "
+              + ", ".join(f"{p[0]:.3f}/{p[1]:.3f}" for p in per_seed), flush=True)
+
+
+if __name__ == "__main__":
+    main()
