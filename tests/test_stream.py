@@ -60,10 +60,10 @@ def videos(tmp_path_factory):
 
 def naive_scores(model, path, fps, window, stride):
     """The reference: every window's frames through the whole model, window by window."""
-    frames, previous, times = read_frame_pairs(path, fps=fps)
+    frames, partners, times = read_frame_pairs(path, fps=fps)
     cfg = model.config
-    if cfg["input"] == "motion":   # by hand: 4 |frame - the decoded frame before it|, clipped
-        frames = np.clip(4 * np.abs(frames.astype(int) - previous.astype(int)), 0, 255).astype(np.uint8)
+    if cfg["input"] == "motion":   # by hand: 4 |frame - the decoded frame after it|, clipped
+        frames = np.clip(4 * np.abs(frames.astype(int) - partners.astype(int)), 0, 255).astype(np.uint8)
     x = preprocess(frames, cfg["size"], cfg["mean"], cfg["std"], cfg["crop"])
     out = []
     with torch.no_grad():

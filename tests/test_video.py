@@ -266,19 +266,21 @@ def test_read_clip_uses_model_config(videos):
 # -- frame pairs and motion input ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["mp4", "mkv", "ts"])
-def test_frame_pairs_give_the_decoded_frame_before(videos, kind):
-    frames, previous, times = read_frame_pairs(videos[kind], frames=7)
+def test_frame_pairs_give_the_next_decoded_frame(videos, kind):
+    frames, partners, times = read_frame_pairs(videos[kind], frames=7)
     assert indices(frames) == [0, 5, 10, 15, 19, 24, 29]
-    assert indices(previous) == [0, 4, 9, 14, 18, 23, 28]   # the first frame has none: itself
+    assert indices(partners) == [1, 6, 11, 16, 20, 25, 28]   # the last frame has none after it: the one before
     np.testing.assert_allclose(times, read_frames(videos[kind], frames=7)[1])
-    frames, previous, _ = read_frame_pairs(videos[kind], fps=4, start=1.0, frames=4)   # seeks past frame 0
-    assert indices(frames) == [10, 12, 15, 17] and indices(previous) == [9, 11, 14, 16]   # ties: earlier
+    frames, partners, _ = read_frame_pairs(videos[kind], fps=4, start=1.0, frames=4)   # seeks past frame 0
+    assert indices(frames) == [10, 12, 15, 17] and indices(partners) == [11, 13, 16, 18]   # ties: earlier
+    frames, partners, _ = read_frame_pairs(videos[kind], start=2.5, duration=0.3)     # a window: 25, 26, 27
+    assert indices(frames) == [25, 26, 27] and indices(partners) == [26, 27, 28]
 
 
 def test_frame_pairs_on_variable_frame_rate(videos):
-    frames, previous, times = read_frame_pairs(videos["vfr_mkv"], fps=2)
+    frames, partners, times = read_frame_pairs(videos["vfr_mkv"], fps=2)
     # ticks 0, 0.5, 1.0: nearest frames at 0, 500 and 1000 ms are frames 0, 5 and 8
-    assert indices(frames) == [0, 5, 8] and indices(previous) == [0, 4, 7]
+    assert indices(frames) == [0, 5, 8] and indices(partners) == [1, 6, 9]
 
 
 def test_motion_images_by_hand():
@@ -287,7 +289,7 @@ def test_motion_images_by_hand():
     np.testing.assert_array_equal(motion_images(a, b)[:, 0, 0], [[80, 200, 0], [255, 255, 252]])
     assert motion_images(a, b).dtype == np.uint8
     motion = {"input": "motion"}
-    np.testing.assert_array_equal(model_images(a, None, motion), np.zeros_like(a))   # no frame before: no motion
+    np.testing.assert_array_equal(model_images(a, None, motion), np.zeros_like(a))   # no partner: no motion
     assert model_images(a, b, {"input": "rgb"}) is a and model_images(a, b, {}) is a
 
 
@@ -297,10 +299,10 @@ def test_read_input_for_rgb_and_motion_models(videos):
     rgb2, motion, times2 = read_input(videos["mp4"], {"input": "motion"}, frames=5)
     np.testing.assert_array_equal(rgb2, rgb)
     np.testing.assert_array_equal(times2, times)
-    before, _ = read_frames(videos["mp4"])
-    expected = np.clip(4 * np.abs(rgb.astype(int) - before[[0, 6, 14, 21, 28]].astype(int)), 0, 255)
+    every, _ = read_frames(videos["mp4"])
+    expected = np.clip(4 * np.abs(rgb.astype(int) - every[[1, 8, 16, 23, 28]].astype(int)), 0, 255)
     np.testing.assert_array_equal(motion, expected)
-    assert motion[0].max() == 0 and motion[1:].mean() > 5   # frame 0 has nothing before it
+    assert all(m.mean() > 5 for m in motion)   # every frame differs from its neighbour in this video
 
 
 # -- bad input ------------------------------------------------------------------------------------

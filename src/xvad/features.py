@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .models import CRNN
-from .video import VideoError, preprocess_as, probe, read_input
+from .video import MOTION_RULE, VideoError, preprocess_as, probe, read_input
 
 # Config entries that change what the backbone sees or computes.
 FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std", "input")
@@ -92,6 +92,8 @@ class FeatureCache:
         os.makedirs(root, exist_ok=True)
         cfg = {k: model.config.get(k) for k in FEATURE_KEYS}
         cfg["precision"] = model.precision
+        if cfg["input"] == "motion":
+            cfg["motion"] = MOTION_RULE
         self.fingerprint = json.dumps(cfg, sort_keys=True)
 
     def path(self, clip: str, view: View) -> str:

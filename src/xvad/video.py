@@ -25,6 +25,7 @@ __all__ = ["CROPS", "INPUTS", "VideoError", "VideoInfo", "VideoWarning", "iter_f
 CROPS = ("center", "full", "pad")
 INPUTS = ("rgb", "motion")                              # what a model's backbone looks at, see model_images
 MOTION_GAIN = 4                                         # frame differences are small: scale them into view
+MOTION_RULE = f"|next-this|x{MOTION_GAIN}"              # recorded in feature caches: change it, recompute them
 _EPS = 1e-6                                             # seconds; absorbs float noise in timestamps
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})  # FFmpeg opens .txt files as "ANSI art" video
 _NET_TIMEOUT = 30.0                                     # seconds, for rtsp/http sources
@@ -99,8 +100,8 @@ def read_frames(path: str, frames: int | None = None, fps: float | None = None, 
 
 def read_frame_pairs(path: str, frames: int | None = None, fps: float | None = None, start: float = 0.0,
                      duration: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`read_frames` plus, for each frame, the decoded frame just before it in the video (the
-    frame itself for the very first one): ``(frames, previous, times)``, for motion input."""
+    """:func:`read_frames` plus, for each frame, its partner for motion input: the frame decoded just
+    after it in the video (the one before it for the last frame): ``(frames, partners, times)``."""
     return _read(path, frames, fps, start, duration, pairs=True)
 
 
@@ -112,28 +113,29 @@ def read_input(path: str, config: dict, frames: int | None = None, fps: float | 
     :func:`motion_images`, while a person is shown the RGB frames.
     """
     if config.get("input", "rgb") == "motion":
-        rgb, previous, times = read_frame_pairs(path, frames, fps, start, duration)
-        return rgb, motion_images(rgb, previous), times
+        rgb, partners, times = read_frame_pairs(path, frames, fps, start, duration)
+        return rgb, motion_images(rgb, partners), times
     rgb, times = read_frames(path, frames, fps, start, duration)
     return rgb, rgb, times
 
 
-def motion_images(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """``clip(4 * |I(t) - I(t-1)|, 0, 255)`` per pixel and channel, uint8 [T, H, W, 3].
+def motion_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
+    """``clip(4 * |I(t+1) - I(t)|, 0, 255)`` per pixel and channel, uint8 [T, H, W, 3], where I(t+1) is
+    each frame's partner (see :func:`read_frame_pairs`).
 
     The difference of two consecutive decoded frames keeps what moved (fists, falling bodies) and
     drops the static scene, which a frozen ImageNet backbone otherwise describes first.
     """
-    diff = np.abs(frames.astype(np.int16) - previous.astype(np.int16)) * MOTION_GAIN
+    diff = np.abs(frames.astype(np.int16) - partners.astype(np.int16)) * MOTION_GAIN
     return np.minimum(diff, 255).astype(np.uint8)
 
 
-def model_images(frame: np.ndarray, previous: np.ndarray | None, config: dict) -> np.ndarray:
-    """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given the
-    decoded frame before it (``None``: none known, which for motion input means no motion)."""
+def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) -> np.ndarray:
+    """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given
+    its partner frame (``None``: none known, which for motion input means no motion)."""
     if config.get("input", "rgb") != "motion":
         return frame
-    return motion_images(frame, frame if previous is None else previous)
+    return motion_images(frame, frame if partner is None else partner)
 
 
 def _read(path: str, frames: int | None, fps: float | None, start: float, duration: float | None,
@@ -153,11 +155,10 @@ def _read(path: str, frames: int | None, fps: float | None, start: float, durati
             stream = _video_stream(container, path)
             est = _estimates(container, stream)
             stats = _Decoded()
-            # a pair needs the frame before ``start`` too: start decoding a little earlier
-            decoded = _decode_from(container, stream, stats, max(0.0, start - 1.0) if pairs else start)
+            decoded = _decode_from(container, stream, stats, start)
             rgb: Any = _RGB(stream)
             if pairs:
-                decoded, rgb = _with_previous(decoded), _PairRGB(rgb)
+                decoded, rgb = with_partners(decoded), _PairRGB(rgb)
             if targets is None:
                 picked = _window(decoded, rgb, start, end)
             else:
@@ -381,7 +382,7 @@ class _RGB:
 
 
 class _PairRGB:
-    """`_RGB` for the (frame, frame before it) pairs of `_with_previous`."""
+    """`_RGB` for the (frame, partner) pairs of `with_partners`."""
 
     def __init__(self, rgb: _RGB) -> None:
         self.rgb = rgb
@@ -390,12 +391,17 @@ class _PairRGB:
         return self.rgb(pair[0]), self.rgb(pair[1])
 
 
-def _with_previous(decoded: Iterator[tuple[Any, float]]) -> Iterator[tuple[tuple[Any, Any], float]]:
-    """(frame, t) -> ((frame, the frame decoded before it), t); the first frame is paired with itself."""
-    before = None
-    for frame, t in decoded:
-        yield (frame, frame if before is None else before), t
-        before = frame
+def with_partners(items: Iterable[tuple[Any, float]]) -> Iterator[tuple[tuple[Any, Any], float]]:
+    """(frame, t) -> ((frame, partner), t): the partner is the next frame, or for the last frame the
+    one before it (itself when there is only one). Needs one frame of look-ahead."""
+    before = current = None
+    for item in items:
+        if current is not None:
+            yield (current[0], item[0]), current[1]
+            before = current
+        current = item
+    if current is not None:
+        yield (current[0], before[0] if before is not None else current[0]), current[1]
 
 
 # -- decoding ---------------------------------------------------------------------------------------

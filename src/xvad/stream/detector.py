@@ -204,8 +204,8 @@ class Detector:
         cfg = self.model.config
         size, mean, std, crop = int(cfg["size"]), cfg["mean"], cfg["std"], cfg.get("crop", "center")
 
-        def transform(image: np.ndarray, previous: np.ndarray | None) -> torch.Tensor:
-            return preprocess(model_images(image, previous, cfg)[None], size, mean, std, crop)[0]
+        def transform(image: np.ndarray, partner: np.ndarray | None) -> torch.Tensor:
+            return preprocess(model_images(image, partner, cfg)[None], size, mean, std, crop)[0]
 
         # live: a short queue, so that when processing falls behind the wait stays short (the
         # oldest frames are dropped); a file: room for two batches, so the backbone never waits

@@ -270,8 +270,9 @@ class ReaderStats:
 class Reader:
     """Decodes ``spec`` in a thread and fills ``queue`` with `Frame` / `Disconnect` / `Gap` / `End`.
 
-    ``transform(rgb, previous) -> tensor`` preprocesses each sampled frame in the reader thread, given
-    the decoded frame before it when ``pairs`` is set (for motion input; else ``None``); with
+    ``transform(rgb, partner) -> tensor`` preprocesses each sampled frame in the reader thread, given
+    its motion partner when ``pairs`` is set (the next decoded frame, see
+    :func:`xvad.video.with_partners`; else ``None``); with
     ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
     ``realtime`` paces a file at its own timestamps (to simulate a camera).
     """
@@ -419,16 +420,42 @@ class Reader:
         origin = _origin(stream) if self.spec.kind == "file" else None
         base: float | None = 0.0 if segment == 0 else None   # source time of this segment's origin
         previous: float | None = None
-        before: Any = None                     # the frame decoded before this one, for pairs
         step = 1.0 / float(self.source_fps) if self.source_fps else 0.04
         pace_start: float | None = None
+        # pairs: each frame is held until the next one (its motion partner) is decoded
+        held: tuple[Any, float, float] | None = None     # (frame, time in segment, arrival)
+        before: Any = None                                # the frame decoded before the held one
+
+        def deliver(item: tuple[Any, Any], pt: float, now: float) -> bool:
+            """Sample and emit; False if stopped while pacing."""
+            nonlocal pace_start
+            for picked, spt in sampler.push(item, pt):
+                time_s = base + spt
+                if self.realtime:
+                    if pace_start is None:
+                        pace_start = now - spt
+                    if self.stop_event.wait(max(0.0, pace_start + spt - time.perf_counter())):
+                        return False
+                self._emit(picked, time_s, rgb, now if not self.realtime else time.perf_counter())
+            return True
+
+        def flush() -> None:
+            """The held frame has no next one: its partner is the frame before it."""
+            nonlocal held
+            if held is not None:
+                frame, pt, now = held
+                held = None
+                deliver((frame, before if before is not None else frame), pt, now)
+
         packets = container.demux(stream)
         while not self.stop_event.is_set():
             try:
                 packet = next(packets)
             except StopIteration:
+                flush()
                 return "ended"
             except (av.FFmpegError, OSError) as exc:
+                flush()
                 if self.spec.kind == "file":
                     return "read error"       # a truncated file: what decoded is all there is
                 return f"read error: {_short(exc)}"
@@ -447,6 +474,7 @@ class Reader:
                                              (self.spec.kind != "file" and t > previous + _JUMP_AHEAD)):
                     # timestamps jumped back (a restarted or wrapped stream) or, live, far ahead (a
                     # clock reset: do not fill the jump with copies of one frame): a new segment
+                    flush()
                     origin, base, previous, before = t, None, None, None
                     sampler.reset()
                 previous = t
@@ -458,29 +486,30 @@ class Reader:
                     after = self._last_time + 1.0 / (self.fps or self.source_fps or 25.0) \
                         if self._last_time is not None else 0.0
                     base = max(after, now - self._t0)
-                item = (frame, before) if self.pairs else (frame, None)
-                before = frame
-                for picked, pt in sampler.push(item, t - origin):
-                    time_s = base + pt
-                    if self.realtime:
-                        if pace_start is None:
-                            pace_start = now - pt
-                        due = pace_start + pt
-                        if self.stop_event.wait(max(0.0, due - time.perf_counter())):
-                            return "stopped"
-                    self._emit(picked, time_s, rgb, now if not self.realtime else time.perf_counter())
+                if not self.pairs:
+                    ok = deliver((frame, None), t - origin, now)
+                elif held is None:
+                    ok = True
+                else:
+                    ok = deliver((held[0], frame), held[1], held[2])
+                    before = held[0]
+                if self.pairs:
+                    held = (frame, t - origin, now)
+                if not ok:
+                    return "stopped"
         return "stopped"
 
     def _emit(self, picked: tuple[Any, Any], time_s: float, rgb: _RGB, arrival: float) -> None:
+        """Queue one sampled frame (with its motion partner, if any)."""
         if self._pending_gap is not None:
             began, attempts, reason, _ = self._pending_gap
             self._pending_gap = None
             self._put(Gap(self._last_time, time_s, time.monotonic() - began, attempts, True, reason))
-        frame, before = picked
+        frame, partner = picked
         image = rgb(frame)
         if self.size is None:
             self.size = image.shape[:2]
-        tensor = self.transform(image, None if before is None else rgb(before))
+        tensor = self.transform(image, None if partner is None else rgb(partner))
         item = Frame(self._index, time_s, tensor, image if self.keep_images else None, arrival)
         self._index += 1
         self._last_time = time_s
