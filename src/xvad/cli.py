@@ -30,7 +30,7 @@ def add_train(sub) -> None:
     p.add_argument("--crop", default="center", choices=["center", "full", "pad"])
     p.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"], help="over each feature map")
     p.add_argument("--input", default="rgb", choices=["rgb", "motion"],
-                   help="what the backbone sees: the frames, or 4x|difference| with the previous decoded frame")
+                   help="what the backbone sees: the frames, or 4x|difference| with the next decoded frame")
     p.add_argument("--temporal", default="gru", choices=["gru", "pool"],
                    help="over time: the GRU + MLP head, or mean and max pooling + a linear layer")
     p.add_argument("--hidden", type=int, default=256, help="GRU hidden size")

@@ -34,7 +34,7 @@ def meaning(config: dict) -> list[str]:
     ]
     if motion:
         text.append("This model does not look at the pictures themselves but at what changed between each "
-                    "frame and the one just before it. The maps are drawn on the frames a person would see, "
+                    "frame and the one just after it. The maps are drawn on the frames a person would see, "
                     "but they point at movement: a still person in a bright region did not move the score.")
     if config.get("temporal") == "pool":
         text.append("Frame importance says how much each frame contributed to the score (Grad-CAM's gradient "
