@@ -37,7 +37,9 @@ def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None =
             info = probe(path)
             duration = max(info.duration - start, 0.0) if info.duration else None
         rgb, images, ts = read_input(path, cfg, frames=n, start=start, duration=duration)
-    return preprocess_as(images, cfg), shown_frames(rgb, cfg), ts
+    clip = preprocess_as(images, cfg)
+    shown = display_frames(clip, cfg["mean"], cfg["std"]) if images is rgb else shown_frames(rgb, cfg)
+    return clip, shown, ts
 
 
 def shown_frames(rgb: np.ndarray, config: dict) -> np.ndarray:
