@@ -180,7 +180,8 @@ def model_card(model: CRNN) -> list[tuple[str, str]]:
                            f"(id {getattr(model, 'checkpoint_id', 'n/a')})"),
             ("xvad version", __version__),
             ("architecture", architecture(cfg)),
-            ("input", f"{cfg['frames']} {'motion images' if cfg.get('input') == 'motion' else 'frames'} at {cfg['size']} px, "
+            ("input", f"{cfg['frames']} {'motion images' if cfg.get('input') == 'motion' else 'frames'} "
+                      f"at {cfg['size']} px, "
                       f"{'%g fps' % cfg['fps'] if cfg.get('fps') else 'spread over the clip'}, crop {cfg.get('crop')}"),
             ("classes", ", ".join(cfg["classes"]))]
     if metrics:
