@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from xvad.video import (CROPS, VideoError, VideoInfo, VideoWarning, iter_frames, model_images, motion_images,
-                        preprocess, probe, read_clip, read_frame_pairs, read_frames, read_input)
+from xvad.video import (CROPS, Partners, VideoError, VideoInfo, VideoWarning, iter_frames, model_images,
+                        motion_images, preprocess, probe, read_clip, read_frame_pairs, read_frames, read_input,
+                        with_partners)
 
 pytestmark = pytest.mark.filterwarnings("error::xvad.video.VideoWarning")   # healthy files must not warn
 
@@ -281,6 +282,19 @@ def test_frame_pairs_on_variable_frame_rate(videos):
     frames, partners, times = read_frame_pairs(videos["vfr_mkv"], fps=2)
     # ticks 0, 0.5, 1.0: nearest frames at 0, 500 and 1000 ms are frames 0, 5 and 8
     assert indices(frames) == [0, 5, 8] and indices(partners) == [1, 6, 9]
+
+
+def test_partners_pair_each_frame_with_the_next_and_the_last_with_the_one_before():
+    partners = Partners()
+    assert partners.push(("a", 0.0, "x")) is None               # waits for the next frame
+    assert partners.push(("b", 0.1, "y")) == (("a", "b"), 0.0, "x")
+    assert partners.push(("c", 0.2, "z")) == (("b", "c"), 0.1, "y")
+    assert partners.end() == (("c", "b"), 0.2, "z")              # nothing after c
+    assert partners.end() is None                                # and it starts over
+    partners.push(("d", 0.0))
+    assert partners.end() == (("d", "d"), 0.0)                   # a lone frame is its own partner
+    assert list(with_partners([("a", 0.0), ("b", 0.1)])) == [(("a", "b"), 0.0), (("b", "a"), 0.1)]
+    assert list(with_partners([])) == []
 
 
 def test_motion_images_by_hand():

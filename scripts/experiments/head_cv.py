@@ -3,6 +3,7 @@ trains it (AdamW lr 1e-3, weight decay 1e-3, batch 16, class-weighted, epochs ch
 split), on cached per-frame features ``CACHE/pooled/<name>.npy``; group 5-fold over fold seeds 0, 1, 2.
 
 Usage: python head_cv.py CACHE absdiff16_native__max before__max gap60__max distinct__max
+A name ``a+b`` concatenates the per-frame features of ``a`` and ``b`` (two streams, one head).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def main() -> None:
     data = load_dataset(DATA)
     y = data.labels
     for name in a.names:
-        x = describe(torch.from_numpy(np.load(os.path.join(a.cache, "pooled", f"{name}.npy"))).float())
+        parts = [np.load(os.path.join(a.cache, "pooled", f"{n}.npy")).astype(np.float32) for n in name.split("+")]
+        x = describe(torch.from_numpy(np.concatenate(parts, -1)))
         per_seed = []
         for seed in (0, 1, 2):
             acc, auc = [], []

@@ -391,17 +391,43 @@ class _PairRGB:
         return self.rgb(pair[0]), self.rgb(pair[1])
 
 
+class Partners:
+    """Pairs each frame with its motion partner, one frame at a time: the next frame, or for the last
+    one the frame before it (itself when it is alone). Items are ``(frame, *rest)``; a pair comes out
+    as ``((frame, partner), *rest)``, one item late. Both the file and the stream readers use it."""
+
+    def __init__(self) -> None:
+        self.before: tuple | None = None
+        self.current: tuple | None = None
+
+    def push(self, item: tuple) -> tuple | None:
+        """Take the next frame; return the pair it completes (None for the first frame)."""
+        done = None
+        if self.current is not None:
+            done = ((self.current[0], item[0]), *self.current[1:])
+            self.before = self.current
+        self.current = item
+        return done
+
+    def end(self) -> tuple | None:
+        """No frame follows: return the held frame paired with the one before it, and start over."""
+        last, before = self.current, self.before
+        self.current = self.before = None
+        if last is None:
+            return None
+        return ((last[0], (before or last)[0]), *last[1:])
+
+
 def with_partners(items: Iterable[tuple[Any, float]]) -> Iterator[tuple[tuple[Any, Any], float]]:
-    """(frame, t) -> ((frame, partner), t): the partner is the next frame, or for the last frame the
-    one before it (itself when there is only one). Needs one frame of look-ahead."""
-    before = current = None
+    """(frame, t) -> ((frame, partner), t) by the `Partners` rule; needs one frame of look-ahead."""
+    partners = Partners()
     for item in items:
-        if current is not None:
-            yield (current[0], item[0]), current[1]
-            before = current
-        current = item
-    if current is not None:
-        yield (current[0], before[0] if before is not None else current[0]), current[1]
+        done = partners.push(item)
+        if done is not None:
+            yield done
+    last = partners.end()
+    if last is not None:
+        yield last
 
 
 # -- decoding ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import av
 import numpy as np
 
-from ..video import VideoError, _errors, _origin, _RGB, _video_stream
+from ..video import Partners, VideoError, _errors, _origin, _RGB, _video_stream
 from .errors import StreamError
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "hls")
@@ -272,7 +272,7 @@ class Reader:
 
     ``transform(rgb, partner) -> tensor`` preprocesses each sampled frame in the reader thread, given
     its motion partner when ``pairs`` is set (the next decoded frame, see
-    :func:`xvad.video.with_partners`; else ``None``); with
+    :class:`xvad.video.Partners`; else ``None``); with
     ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
     ``realtime`` paces a file at its own timestamps (to simulate a camera).
     """
@@ -423,8 +423,7 @@ class Reader:
         step = 1.0 / float(self.source_fps) if self.source_fps else 0.04
         pace_start: float | None = None
         # pairs: each frame is held until the next one (its motion partner) is decoded
-        held: tuple[Any, float, float] | None = None     # (frame, time in segment, arrival)
-        before: Any = None                                # the frame decoded before the held one
+        partners = Partners() if self.pairs else None
 
         def deliver(item: tuple[Any, Any], pt: float, now: float) -> bool:
             """Sample and emit; False if stopped while pacing."""
@@ -440,12 +439,10 @@ class Reader:
             return True
 
         def flush() -> None:
-            """The held frame has no next one: its partner is the frame before it."""
-            nonlocal held
-            if held is not None:
-                frame, pt, now = held
-                held = None
-                deliver((frame, before if before is not None else frame), pt, now)
+            """The held frame has no next one: deliver it with the frame before it."""
+            last = partners.end() if partners is not None else None
+            if last is not None:
+                deliver(*last)
 
         packets = container.demux(stream)
         while not self.stop_event.is_set():
@@ -475,7 +472,7 @@ class Reader:
                     # timestamps jumped back (a restarted or wrapped stream) or, live, far ahead (a
                     # clock reset: do not fill the jump with copies of one frame): a new segment
                     flush()
-                    origin, base, previous, before = t, None, None, None
+                    origin, base, previous = t, None, None
                     sampler.reset()
                 previous = t
                 self.stats.decoded += 1
@@ -486,15 +483,11 @@ class Reader:
                     after = self._last_time + 1.0 / (self.fps or self.source_fps or 25.0) \
                         if self._last_time is not None else 0.0
                     base = max(after, now - self._t0)
-                if not self.pairs:
+                if partners is None:
                     ok = deliver((frame, None), t - origin, now)
-                elif held is None:
-                    ok = True
                 else:
-                    ok = deliver((held[0], frame), held[1], held[2])
-                    before = held[0]
-                if self.pairs:
-                    held = (frame, t - origin, now)
+                    done = partners.push((frame, t - origin, now))
+                    ok = done is None or deliver(*done)
                 if not ok:
                     return "stopped"
         return "stopped"
