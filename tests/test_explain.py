@@ -93,6 +93,29 @@ def test_gradcam_matches_captum_layergradcam(model64, clips64, target):
     np.testing.assert_allclose(ours.raw, ref, rtol=1e-5, atol=1e-6 * ref.max())
 
 
+def test_two_stream_maps_add_the_streams_up_and_match_captum():
+    """motion+flow: a frame's two images share the pixel grid, so its Grad-CAM is relu of the sum of
+    the two images' CAMs (Captum, per image, without its relu), and saliency is the largest gradient
+    over all six input channels."""
+    torch.manual_seed(3)
+    model = CRNN("tiny", size=S, frames=T, input="motion+flow", temporal="pool", precision="fp32").double().eval()
+    with torch.no_grad():
+        for head in model.head:
+            head[-1].weight.normal_()
+    x = torch.randn(B, T, 6, S, S, dtype=torch.float64)
+    ours = explain(model, x, "gradcam", target=1, normalize="none")
+    ref = captum_attr.LayerGradCam(model, model.backbone.body[7]).attribute(
+        x, target=1, relu_attributions=False).detach()            # [B*T*2, 1, h, w], frame-major
+    ref = ref.reshape(B, T, 2, *ref.shape[-2:]).sum(2).clamp(min=0).numpy()
+    assert ref.max() > 0 and ours.raw.shape == ref.shape
+    np.testing.assert_allclose(ours.raw, ref, rtol=1e-5, atol=1e-6 * ref.max())
+    sal = explain(model, x, "saliency", target=1, normalize="none")
+    grads = captum_attr.Saliency(model).attribute(x, target=1, abs=True)
+    np.testing.assert_allclose(sal.raw, grads.amax(2).numpy(), rtol=1e-5, atol=1e-8)
+    with pytest.raises(ExplainError, match=r"\[T, 6, H, W\]"):
+        explain(model, x[:, :, :3], "gradcam")
+
+
 def test_gradcam_named_layer_matches_captum(model64, clips64):
     layer = model64.backbone.body[3]  # conv2 (before its ReLU), 16 x 16
     ours = explain(model64, clips64, "gradcam", target=1, layer="backbone.body.3", normalize="none")

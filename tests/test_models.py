@@ -84,9 +84,35 @@ def test_pool_head_trains_in_batches_and_checks_options():
     logits = m(torch.randn(3, 4, 3, 32, 32))
     logits.sum().backward()
     assert m.head[-1].weight.grad is not None and m.backbone.training is False
-    for bad in (dict(temporal="lstm"), dict(input="flow"), dict(pooling="median")):
+    for bad in (dict(temporal="lstm"), dict(input="depth"), dict(input="motion+motion"), dict(pooling="median")):
         with pytest.raises(ValueError, match=next(iter(bad))):
             CRNN("tiny", size=32, **bad)
+
+
+def test_two_streams_share_the_backbone_and_average_probabilities():
+    """motion+flow: each frame's two images go through the one backbone; each stream has its own pool
+    head, and the clip's probabilities are the mean of the two heads' (checked by hand)."""
+    torch.manual_seed(0)
+    m = CRNN("tiny", size=32, frames=4, input="motion+flow", temporal="pool", precision="fp32").eval()
+    single = CRNN("tiny", size=32, frames=4, temporal="pool", precision="fp32").eval()
+    single.backbone.load_state_dict(m.backbone.state_dict())
+    x = torch.randn(2, 4, 6, 32, 32)
+    feats = m.features(x)
+    d = single.feature_dim
+    assert m.streams == 2 and feats.shape == (2, 4, 2 * d)
+    torch.testing.assert_close(feats[..., :d], single.features(x[:, :, :3]))     # stream 1: channels 0-2
+    torch.testing.assert_close(feats[..., d:], single.features(x[:, :, 3:]))     # stream 2: channels 3-5
+    with torch.no_grad():
+        for head in m.head:
+            head[-1].weight.normal_()
+    probs = []
+    for k, head in enumerate(m.head):
+        f = feats[..., k * d:(k + 1) * d]
+        probs.append(head(torch.cat([f.mean(1), f.amax(1)], 1)).softmax(-1))
+    torch.testing.assert_close(m(x).softmax(-1), (probs[0] + probs[1]) / 2)
+    assert not torch.allclose(probs[0], probs[1])
+    with pytest.raises(ValueError, match=r"\[B, T, 6, H, W\]"):
+        m(torch.randn(1, 4, 3, 32, 32))
 
 
 def test_time_distributed_is_one_backbone_call_and_matches_per_frame_loop():

@@ -23,7 +23,7 @@ from xvad.stream import AlertPolicy, Detector, StreamError, WindowResult, alert_
 from xvad.stream.cli import add_detect, main as detect_main, run_detect
 from xvad.stream.source import FrameQueue, Frame, Sampler, parse_source
 from xvad.synthetic import make_clip, write_video
-from xvad.video import VideoError, preprocess, read_frame_pairs, read_frames
+from xvad.video import VideoError, model_images, preprocess, read_frame_pairs, read_frames
 
 
 
@@ -64,6 +64,8 @@ def naive_scores(model, path, fps, window, stride):
     cfg = model.config
     if cfg["input"] == "motion":   # by hand: 4 |frame - the decoded frame after it|, clipped
         frames = np.clip(4 * np.abs(frames.astype(int) - partners.astype(int)), 0, 255).astype(np.uint8)
+    elif cfg["input"] != "rgb":    # flow streams: the images of the whole file's pairs at once
+        frames = model_images(frames, partners, cfg)
     x = preprocess(frames, cfg["size"], cfg["mean"], cfg["std"], cfg["crop"])
     out = []
     with torch.no_grad():
@@ -88,7 +90,8 @@ def test_ring_buffer_scores_equal_naive_rerun(videos, stride, batch):
     assert all(r.start_frame == r.frame_index - 7 for r in results)
 
 
-@pytest.mark.parametrize("options", [dict(input="motion"), dict(input="motion", temporal="pool", pooling="max")])
+@pytest.mark.parametrize("options", [dict(input="motion"), dict(input="motion", temporal="pool", pooling="max"),
+                                     dict(input="motion+flow", temporal="pool", pooling="max")])
 def test_motion_and_pooled_models_score_like_the_naive_rerun(videos, options):
     model = tiny_model(**options)
     results = list(Detector(model, fps=8, stride=2, batch=5).run(videos["16fps"]))

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from xvad.video import (CROPS, Partners, VideoError, VideoInfo, VideoWarning, iter_frames, model_images,
+from xvad.video import (CROPS, Partners, VideoError, VideoInfo, VideoWarning, flip_images, flow_images,
+                        input_streams, iter_frames, model_images,
                         motion_images, preprocess, probe, read_clip, read_frame_pairs, read_frames, read_input,
                         with_partners)
 
@@ -295,6 +296,60 @@ def test_partners_pair_each_frame_with_the_next_and_the_last_with_the_one_before
     assert partners.end() == (("d", "d"), 0.0)                   # a lone frame is its own partner
     assert list(with_partners([("a", 0.0), ("b", 0.1)])) == [(("a", "b"), 0.0), (("b", "a"), 0.1)]
     assert list(with_partners([])) == []
+
+
+def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random texture, uint8 [h, w, 3], that optical flow can follow."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (h // 8 + 1, w // 8 + 1, 3))
+    big = np.kron(small, np.ones((8, 8, 1)))[:h, :w]
+    k = np.ones(7) / 7   # soften the block edges
+    big = np.apply_along_axis(lambda r: np.convolve(r, k, "same"), 0, big)
+    big = np.apply_along_axis(lambda r: np.convolve(r, k, "same"), 1, big)
+    return big.astype(np.uint8)
+
+
+@pytest.mark.parametrize("width,scale", [(320, 1), (640, 2)])
+def test_flow_images_recover_a_known_shift(width, scale):
+    """The partner is the frame moved 3 px right and 2 px up (at 320 px wide; twice that at 640):
+    R = 128 + 8·3, G = 128 − 8·2, B = 16·√13 away from the borders."""
+    frame = textured(width * 3 // 4, width)
+    partner = np.roll(frame, (-2 * scale, 3 * scale), axis=(0, 1))
+    image = flow_images(frame[None], partner[None])[0]
+    h, w = image.shape[:2]
+    inner = image[h // 4: 3 * h // 4, w // 4: 3 * w // 4].reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(np.median(inner, 0), [152, 112, 16 * 13 ** 0.5], atol=2.5)
+    assert image.shape == frame.shape and image.dtype == np.uint8
+    # mirrored frames move left: flip_images gives the same picture from the unmirrored flow
+    mirrored = flow_images(frame[None, :, ::-1], partner[None, :, ::-1])[0]
+    flipped = flip_images(image[None], {"input": "flow"})[0]
+    assert np.median(mirrored[h // 4: 3 * h // 4, w // 4: 3 * w // 4, 0]) == pytest.approx(104, abs=2.5)
+    np.testing.assert_allclose(np.median(flipped[h // 4: 3 * h // 4, w // 4: 3 * w // 4].reshape(-1, 3), 0),
+                               np.median(mirrored[h // 4: 3 * h // 4, w // 4: 3 * w // 4].reshape(-1, 3), 0),
+                               atol=2.5)
+    still = flow_images(frame[None], frame[None])[0]     # no motion: (128, 128, 0) everywhere
+    assert np.abs(still.astype(int) - [128, 128, 0]).max() <= 1
+
+
+def test_streams_stack_on_the_channel_axis():
+    a, b = textured(48, 64, 1)[None], textured(48, 64, 2)[None]
+    images = model_images(a, b, {"input": "flow+motion+rgb"})
+    assert images.shape == (1, 48, 64, 9)
+    np.testing.assert_array_equal(images[..., :3], flow_images(a, b))
+    np.testing.assert_array_equal(images[..., 3:6], motion_images(a, b))
+    np.testing.assert_array_equal(images[..., 6:], a)
+    flipped = flip_images(images, {"input": "flow+motion+rgb"})
+    np.testing.assert_array_equal(flipped[..., 3:], images[:, :, ::-1, 3:])     # only flow's dx changes sign
+    np.testing.assert_array_equal(flipped[..., 1:3], images[:, :, ::-1, 1:3])
+    x = preprocess(images, 32, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    assert x.shape == (1, 9, 32, 32)
+    for k in range(3):   # every stream is cropped and normalised as if on its own
+        torch.testing.assert_close(x[:, 3 * k: 3 * k + 3],
+                                   preprocess(images[..., 3 * k: 3 * k + 3], 32, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
+    assert input_streams("motion+flow") == ["motion", "flow"]
+    for bad in ("depth", "motion+motion", "", "motion+"):
+        with pytest.raises(ValueError, match="input must be one of rgb, motion, flow"):
+            input_streams(bad)
 
 
 def test_motion_images_by_hand():

@@ -3,7 +3,10 @@ trains it (AdamW lr 1e-3, weight decay 1e-3, batch 16, class-weighted, epochs ch
 split), on cached per-frame features ``CACHE/pooled/<name>.npy``; group 5-fold over fold seeds 0, 1, 2.
 
 Usage: python head_cv.py CACHE absdiff16_native__max before__max gap60__max distinct__max
-A name ``a+b`` concatenates the per-frame features of ``a`` and ``b`` (two streams, one head).
+A name ``a+b`` concatenates the per-frame features of ``a`` and ``b`` (two streams, one head); ``a|b``
+trains one head per stream and averages their probabilities (late fusion); ``a&b`` does the same in one
+model trained on the averaged probability (one epoch count for both); ``a^b`` as ``a&b`` but each head
+trained on its own loss.
 """
 from __future__ import annotations
 
@@ -24,14 +27,32 @@ def describe(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x.mean(1), x.amax(1)], 1)
 
 
-def fit(x, y, tr, va, epochs, seed):
+class Heads(nn.Module):
+    """One shipped head per stream; the clip's probabilities are the mean of the streams'."""
+
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+        self.heads = nn.ModuleList(nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Dropout(0.3), nn.Linear(d, 2))
+                                   for d in dims)
+
+    def streams(self, x: torch.Tensor) -> torch.Tensor:
+        """[K, B, 2] log-probabilities, one row per stream."""
+        return torch.stack([h(part).log_softmax(-1) for h, part in zip(self.heads, x.split(self.dims, 1))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # log of the mean probability
+        logp = self.streams(x)
+        return torch.logsumexp(logp, 0) - np.log(len(logp))
+
+
+def fit(x, y, tr, va, epochs, seed, dims=None, per_stream=False):
     """Train on ``tr``; with ``va``, return the best epoch by validation loss, else the model."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    head = nn.Sequential(nn.BatchNorm1d(x.shape[1], affine=False), nn.Dropout(0.3), nn.Linear(x.shape[1], 2))
+    head = Heads(dims or [x.shape[1]])
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-3)
     counts = np.bincount(y[tr], minlength=2)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(len(tr) / (2 * counts), dtype=torch.float32))
+    loss_fn = nn.NLLLoss(weight=torch.tensor(len(tr) / (2 * counts), dtype=torch.float32))
     best = (float("inf"), epochs)
     for epoch in range(epochs):
         head.train()
@@ -39,18 +60,26 @@ def fit(x, y, tr, va, epochs, seed):
         for s in range(0, len(order), 16):
             b = order[s:s + 16]
             if len(b) > 1:
-                loss = loss_fn(head(x[b]), torch.from_numpy(y[b]))
+                if per_stream:   # each head on its own loss
+                    loss = torch.stack([loss_fn(lp, torch.from_numpy(y[b])) for lp in head.streams(x[b])]).mean()
+                else:
+                    loss = loss_fn(head(x[b]), torch.from_numpy(y[b]))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
         if len(va):
             head.eval()
             with torch.no_grad():
-                p = head(x[va]).softmax(-1)
-            vl = float(nn.functional.nll_loss(p.clamp_min(1e-8).log(), torch.from_numpy(y[va])))
+                vl = float(nn.functional.nll_loss(head(x[va]), torch.from_numpy(y[va])))
             if vl < best[0] - 1e-4:
                 best = (vl, epoch + 1)
     return best[1] if len(va) else head.eval()
+
+
+def load(cache: str, name: str) -> torch.Tensor:
+    """Clip descriptors of ``a+b``: the per-frame features of a and b side by side."""
+    parts = [np.load(os.path.join(cache, "pooled", f"{n}.npy")).astype(np.float32) for n in name.split("+")]
+    return describe(torch.from_numpy(np.concatenate(parts, -1)))
 
 
 def main() -> None:
@@ -62,17 +91,24 @@ def main() -> None:
     data = load_dataset(DATA)
     y = data.labels
     for name in a.names:
-        parts = [np.load(os.path.join(a.cache, "pooled", f"{n}.npy")).astype(np.float32) for n in name.split("+")]
-        x = describe(torch.from_numpy(np.concatenate(parts, -1)))
+        per_stream = "^" in name
+        if "&" in name or per_stream:   # one model, one head per stream
+            parts = [load(a.cache, stream) for stream in name.replace("^", "&").split("&")]
+            streams, dims = [torch.cat(parts, 1)], [p.shape[1] for p in parts]
+        else:
+            streams, dims = [load(a.cache, stream) for stream in name.split("|")], None
         per_seed = []
         for seed in (0, 1, 2):
             acc, auc = [], []
             for f, (tr, va) in enumerate(group_kfold(data, 5, seed)):
                 itr, iva = group_split(data.subset(tr), 0.2, seed + f)
-                epochs = fit(x, y, tr[itr], tr[iva], 60, seed + f)
-                head = fit(x, y, tr, np.array([], int), max(epochs, 1), seed + f)
-                with torch.no_grad():
-                    m = classification_metrics(y[va], head(x[va]).softmax(-1).numpy(), data.classes)
+                probs = []
+                for x in streams:
+                    epochs = fit(x, y, tr[itr], tr[iva], 60, seed + f, dims, per_stream)
+                    head = fit(x, y, tr, np.array([], int), max(epochs, 1), seed + f, dims, per_stream)
+                    with torch.no_grad():
+                        probs.append(head(x[va]).exp().numpy())
+                m = classification_metrics(y[va], np.mean(probs, 0), data.classes)
                 acc.append(m["accuracy"])
                 auc.append(m["roc_auc"])
             per_seed.append((np.mean(acc), np.mean(auc)))

@@ -15,6 +15,16 @@ def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _input(value: str) -> str:
+    from .video import input_streams
+
+    try:
+        input_streams(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a CNN + RNN clip classifier on a folder or CSV of videos",
                        description="Train on DATA/<class>/*.mp4 (or a CSV path,label[,group]); an optional "
@@ -29,8 +39,9 @@ def add_train(sub) -> None:
     p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of uniformly over the clip")
     p.add_argument("--crop", default="center", choices=["center", "full", "pad"])
     p.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"], help="over each feature map")
-    p.add_argument("--input", default="rgb", choices=["rgb", "motion"],
-                   help="what the backbone sees: the frames, or 4x|difference| with the next decoded frame")
+    p.add_argument("--input", default="rgb", type=_input, metavar="{rgb,motion,flow,motion+flow,...}",
+                   help="what the backbone sees: the frames, 4x|difference| with the next decoded frame, their "
+                        "optical flow, or several of these joined by + (one stream and head each)")
     p.add_argument("--temporal", default="gru", choices=["gru", "pool"],
                    help="over time: the GRU + MLP head, or mean and max pooling + a linear layer")
     p.add_argument("--hidden", type=int, default=256, help="GRU hidden size")

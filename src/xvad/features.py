@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .models import CRNN
-from .video import MOTION_RULE, VideoError, preprocess_as, probe, read_input
+from .video import FLOW_RULE, MOTION_RULE, VideoError, flip_images, input_streams, preprocess_as, probe, read_input
 
 # Config entries that change what the backbone sees or computes.
 FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std", "input")
@@ -63,8 +63,8 @@ def content_hash(path: str) -> str:
 
 
 def load_frames(path: str, config: dict, view: View = View()) -> np.ndarray:
-    """Decode the uint8 images ``[T, H, W, 3]`` the backbone of a model with ``config`` sees for
-    ``view`` of a clip (frames, or frame differences for motion input)."""
+    """Decode the uint8 images ``[T, H, W, 3 * streams]`` the backbone of a model with ``config`` sees
+    for ``view`` of a clip (frames, frame differences, optical flow, see ``xvad.video.model_images``)."""
     start, duration = 0.0, None
     if view.jitter:
         info = probe(path)
@@ -75,12 +75,12 @@ def load_frames(path: str, config: dict, view: View = View()) -> np.ndarray:
     _, frames, _ = read_input(path, config, frames=config["frames"], fps=config.get("fps"), start=start,
                               duration=duration)
     if view.flip:
-        frames = np.ascontiguousarray(frames[:, :, ::-1])
+        frames = flip_images(frames, config)
     return frames
 
 
 def clip_tensor(path: str, config: dict, view: View = View()) -> torch.Tensor:
-    """The preprocessed ``[T, 3, size, size]`` tensor for ``view`` of a clip."""
+    """The preprocessed ``[T, 3 * streams, size, size]`` tensor for ``view`` of a clip."""
     return preprocess_as(load_frames(path, config, view), config)
 
 
@@ -92,8 +92,11 @@ class FeatureCache:
         os.makedirs(root, exist_ok=True)
         cfg = {k: model.config.get(k) for k in FEATURE_KEYS}
         cfg["precision"] = model.precision
-        if cfg["input"] == "motion":
+        streams = input_streams(cfg["input"])
+        if "motion" in streams:
             cfg["motion"] = MOTION_RULE
+        if "flow" in streams:
+            cfg["flow"] = FLOW_RULE
         self.fingerprint = json.dumps(cfg, sort_keys=True)
 
     def path(self, clip: str, view: View) -> str:

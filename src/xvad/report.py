@@ -19,23 +19,37 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path
 from .models import CRNN
+from .video import input_streams
 
 METHODS = ("gradcam", "saliency")
+SEEN = {"rgb": "frame", "motion": "frame differences", "flow": "optical flow"}   # what the backbone sees
+SHOWN = {"rgb": "frames", "motion": "motion images", "flow": "optical-flow images"}
 
 
 def meaning(config: dict) -> list[str]:
     """What the pictures mean, in plain words, for a model with ``config``."""
-    motion = config.get("input") == "motion"
+    streams = input_streams(config.get("input", "rgb"))
     text = [
         "Grad-CAM (red = strong) shows the regions of each frame whose features pushed the score of the "
         "reported class up, at the resolution of the network's last convolutional layer (coarse by design). "
         "The white contours enclose the top 10 % of that map over the whole window.",
         "Saliency shows the pixels whose small changes would change the score the most. It is finer but noisier.",
     ]
-    if motion:
-        text.append("This model does not look at the pictures themselves but at what changed between each "
-                    "frame and the one just after it. The maps are drawn on the frames a person would see, "
-                    "but they point at movement: a still person in a bright region did not move the score.")
+    if "motion" in streams and "flow" in streams:
+        text.append("This model does not look at the pictures themselves but at movement, in two ways: what "
+                    "changed between each frame and the one just after it, and where each part of the picture "
+                    "went (optical flow). Each map adds up both. The maps are drawn on the frames a person "
+                    "would see, but they point at movement: a still person in a bright region did not move "
+                    "the score.")
+    elif "motion" in streams or "flow" in streams:
+        how = ("what changed between each frame and the one just after it" if "motion" in streams
+               else "where each part of the picture went between each frame and the one just after it "
+                    "(optical flow)")
+        text.append(f"This model does not look at the pictures themselves but at {how}. The maps are drawn "
+                    "on the frames a person would see, but they point at movement: a still person in a "
+                    "bright region did not move the score.")
+    if "rgb" in streams and len(streams) > 1:
+        text.append("It also looks at the frames themselves, so the maps can point at still parts of the scene.")
     if config.get("temporal") == "pool":
         text.append("Frame importance says how much each frame contributed to the score (Grad-CAM's gradient "
                     "x activation summed over the frame). The model averages the frames and also keeps, for "
@@ -53,7 +67,7 @@ def meaning(config: dict) -> list[str]:
 
 def architecture(config: dict) -> str:
     """One line: what the network is."""
-    seen = "frame differences" if config.get("input") == "motion" else "frame"
+    seen = " and ".join(SEEN[s] for s in input_streams(config.get("input", "rgb")))
     over = (f"mean and max over {config['frames']} frames, linear head" if config.get("temporal") == "pool"
             else f"GRU({config['hidden']}) over {config['frames']} frames, MLP head")
     return f"{config['backbone']} per {seen} ({config['weights']} weights), {config['pooling']}-pooled, {over}"
@@ -180,7 +194,7 @@ def model_card(model: CRNN) -> list[tuple[str, str]]:
                            f"(id {getattr(model, 'checkpoint_id', 'n/a')})"),
             ("xvad version", __version__),
             ("architecture", architecture(cfg)),
-            ("input", f"{cfg['frames']} {'motion images' if cfg.get('input') == 'motion' else 'frames'} "
+            ("input", f"{cfg['frames']} {' + '.join(SHOWN[s] for s in input_streams(cfg.get('input', 'rgb')))} "
                       f"at {cfg['size']} px, "
                       f"{'%g fps' % cfg['fps'] if cfg.get('fps') else 'spread over the clip'}, crop {cfg.get('crop')}"),
             ("classes", ", ".join(cfg["classes"]))]

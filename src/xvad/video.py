@@ -19,13 +19,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CROPS", "INPUTS", "VideoError", "VideoInfo", "VideoWarning", "iter_frames", "model_images",
-           "motion_images", "preprocess", "probe", "read_clip", "read_frame_pairs", "read_frames", "read_input"]
+__all__ = ["CROPS", "INPUTS", "VideoError", "VideoInfo", "VideoWarning", "flip_images", "flow_images",
+           "input_streams", "iter_frames", "model_images", "motion_images", "preprocess", "probe", "read_clip",
+           "read_frame_pairs", "read_frames", "read_input"]
 
 CROPS = ("center", "full", "pad")
-INPUTS = ("rgb", "motion")                              # what a model's backbone looks at, see model_images
+INPUTS = ("rgb", "motion", "flow")                      # what a model's backbone looks at, see model_images
 MOTION_GAIN = 4                                         # frame differences are small: scale them into view
 MOTION_RULE = f"|next-this|x{MOTION_GAIN}"              # recorded in feature caches: change it, recompute them
+FLOW_WIDTH = 320                                        # optical flow is computed on grey frames this wide
+FLOW_GAIN = 8                                           # grey levels per pixel of displacement
+FLOW_RULE = f"DIS-medium@{FLOW_WIDTH}px,x{FLOW_GAIN}"    # recorded in feature caches, like MOTION_RULE
 _EPS = 1e-6                                             # seconds; absorbs float noise in timestamps
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})  # FFmpeg opens .txt files as "ANSI art" video
 _NET_TIMEOUT = 30.0                                     # seconds, for rtsp/http sources
@@ -105,16 +109,31 @@ def read_frame_pairs(path: str, frames: int | None = None, fps: float | None = N
     return _read(path, frames, fps, start, duration, pairs=True)
 
 
+def input_streams(input: str) -> list[str]:
+    """The image streams of a model's ``input``: one of `INPUTS`, or several joined by "+"
+    ("motion+flow" -> ["motion", "flow"]). Each stream goes through the backbone on its own."""
+    streams = str(input).split("+")
+    if any(s not in INPUTS for s in streams) or len(set(streams)) != len(streams):
+        raise ValueError(f"input must be one of {', '.join(INPUTS)}, or several joined by '+' "
+                         f"(e.g. motion+flow), not {input!r}")
+    return streams
+
+
+def needs_partner(config: dict) -> bool:
+    """Whether a model with ``config`` needs each frame's partner (for motion or flow images)."""
+    return any(s != "rgb" for s in input_streams(config.get("input", "rgb")))
+
+
 def read_input(path: str, config: dict, frames: int | None = None, fps: float | None = None,
                start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frames a model with ``config`` is given: ``(rgb frames, backbone images, times)``.
 
-    The two image arrays are the same for an RGB model; a motion model's backbone sees
-    :func:`motion_images`, while a person is shown the RGB frames.
+    The two image arrays are the same for an RGB model; other models see :func:`model_images`
+    (uint8 ``[T, H, W, 3 * streams]``), while a person is shown the RGB frames.
     """
-    if config.get("input", "rgb") == "motion":
+    if needs_partner(config):
         rgb, partners, times = read_frame_pairs(path, frames, fps, start, duration)
-        return rgb, motion_images(rgb, partners), times
+        return rgb, model_images(rgb, partners, config), times
     rgb, times = read_frames(path, frames, fps, start, duration)
     return rgb, rgb, times
 
@@ -130,12 +149,57 @@ def motion_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
     return np.minimum(diff, 255).astype(np.uint8)
 
 
+def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
+    """The optical flow from each frame to its partner drawn as an image, uint8 [T, H, W, 3]:
+    R = 128 + 8·dx, G = 128 + 8·dy, B = 16·|d| (clipped), with d in pixels of a 320 px wide copy.
+
+    Unlike a frame difference, flow says where things went and how fast, whatever their texture.
+    Dense DIS flow (OpenCV) on grey frames, then scaled back to the frame size.
+    """
+    import cv2   # imported here: only flow models need it
+
+    frames, partners = np.asarray(frames), np.asarray(partners)
+    lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
+    size = (FLOW_WIDTH, max(8, round(h * FLOW_WIDTH / w)))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+    def grey(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), size,
+                          interpolation=cv2.INTER_AREA)
+
+    out = np.empty(frames.shape, np.uint8)
+    flat_in, flat_partner, flat_out = (a.reshape(-1, h, w, 3) for a in (frames, partners, out))
+    for i in range(len(flat_in)):
+        d = dis.calc(grey(flat_in[i]), grey(flat_partner[i]), None)
+        image = np.dstack([128 + FLOW_GAIN * d[..., 0], 128 + FLOW_GAIN * d[..., 1],
+                           2 * FLOW_GAIN * np.hypot(d[..., 0], d[..., 1])])
+        image = np.clip(image, 0, 255).astype(np.uint8)
+        flat_out[i] = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(*lead, h, w, 3)
+
+
 def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) -> np.ndarray:
     """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given
-    its partner frame (``None``: none known, which for motion input means no motion)."""
-    if config.get("input", "rgb") != "motion":
+    its partner frame (``None``: none known, which means no motion). Several streams are stacked on
+    the channel axis, 3 channels each, in the order ``config["input"]`` names them."""
+    streams = input_streams(config.get("input", "rgb"))
+    if streams == ["rgb"]:
         return frame
-    return motion_images(frame, frame if partner is None else partner)
+    partner = frame if partner is None else partner
+    make = {"rgb": lambda: frame, "motion": lambda: motion_images(frame, partner),
+            "flow": lambda: flow_images(frame, partner)}
+    parts = [make[s]() for s in streams]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+
+def flip_images(images: np.ndarray, config: dict) -> np.ndarray:
+    """Mirror model images ``[..., H, W, 3 * streams]`` left to right, as the mirrored video would give
+    them: a flow stream's horizontal component also changes sign."""
+    out = np.ascontiguousarray(images[..., ::-1, :])
+    for k, stream in enumerate(input_streams(config.get("input", "rgb"))):
+        if stream == "flow":
+            out[..., 3 * k] = np.minimum(256 - out[..., 3 * k].astype(np.int16), 255).astype(np.uint8)
+    return out
 
 
 def _read(path: str, frames: int | None, fps: float | None, start: float, duration: float | None,
@@ -200,7 +264,8 @@ def iter_frames(path: str, fps: float | None = None) -> Iterator[tuple[np.ndarra
 
 def preprocess(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
                crop: str = "center") -> torch.Tensor:
-    """uint8 frames [T, H, W, 3] -> normalised float32 [T, 3, size, size] for the model.
+    """uint8 frames [T, H, W, 3] -> normalised float32 [T, 3, size, size] for the model (images of
+    several streams, [T, H, W, 3k], give [T, 3k, size, size]).
 
     ``crop``: "center" resizes the shorter side to ``size`` and centre-crops; "full" squeezes the whole
     frame to size x size; "pad" fits the longer side and letterboxes with the mean colour (0 after
@@ -212,13 +277,14 @@ def preprocess(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequen
         raise ValueError(f"size must be a positive integer, not {size!r}")
     size = int(size)
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    if frames.ndim != 4 or frames.shape[-1] % 3 or frames.shape[-1] == 0 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     if len(mean) != 3 or len(std) != 3:
         raise ValueError("mean and std need one value per RGB channel")
-    mean_t = torch.tensor([float(m) for m in mean], dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor([float(s) for s in std], dtype=torch.float32).view(1, 3, 1, 1)
-    out = torch.empty(len(frames), 3, size, size, dtype=torch.float32)
+    c = frames.shape[-1]   # several streams: 3 channels each, normalised alike
+    mean_t = torch.tensor([float(m) for m in mean] * (c // 3), dtype=torch.float32).view(1, c, 1, 1)
+    std_t = torch.tensor([float(s) for s in std] * (c // 3), dtype=torch.float32).view(1, c, 1, 1)
+    out = torch.empty(len(frames), c, size, size, dtype=torch.float32)
     for i, frame in enumerate(frames):   # one frame at a time: full-size float copies stay small
         x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0).float()
         out[i] = _fit(x, size, crop, mean_t, std_t)[0]
@@ -226,7 +292,7 @@ def preprocess(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequen
 
 
 def read_clip(path: str, model: Any, start: float = 0.0) -> torch.Tensor:
-    """The [T, 3, size, size] input ``model`` expects for the clip at ``path`` (from ``start`` seconds),
+    """The [T, 3 * streams, size, size] input ``model`` expects for the clip at ``path`` (from ``start`` seconds),
     with frame count, rate, input kind, size, crop and normalisation all taken from ``model.config``."""
     cfg = model.config
     _, images, _ = read_input(path, cfg, frames=int(cfg["frames"]), fps=cfg.get("fps"), start=start)

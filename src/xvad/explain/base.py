@@ -122,11 +122,13 @@ def normalisation_stats(model: nn.Module) -> tuple[list[float], list[float]]:
 
 
 def black_frame(model: nn.Module, like: torch.Tensor) -> torch.Tensor:
-    """A black frame in the model's normalised input space, ``(0 - mean) / std``, shaped like ``like``."""
+    """A black frame in the model's normalised input space, ``(0 - mean) / std``, shaped like ``like``
+    (for a motion or flow stream: no motion)."""
     mean, std = normalisation_stats(model)
     value = -torch.tensor(mean, dtype=like.dtype, device=like.device) / torch.tensor(
         std, dtype=like.dtype, device=like.device)
-    return value.view(3, 1, 1).expand(like.shape).clone()
+    value = value.repeat(like.shape[-3] // 3)   # one copy per input stream
+    return value.view(-1, 1, 1).expand(like.shape).clone()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -173,16 +175,19 @@ def auto_chunk(frames: int, height: int, width: int, budget: int = 32) -> int:
     return max(1, int(budget * 224 * 224 // max(per_clip, 1)))
 
 
-def check_clip(clip: Any) -> tuple[torch.Tensor, bool]:
-    """Return ``clip`` as a ``[B, T, 3, H, W]`` float tensor and whether it came batched."""
+def check_clip(clip: Any, model: nn.Module | None = None) -> tuple[torch.Tensor, bool]:
+    """Return ``clip`` as a ``[B, T, C, H, W]`` float tensor and whether it came batched; C is 3 per
+    input stream of ``model`` (3 for an RGB model, 6 for motion+flow)."""
+    channels = 3 * int(getattr(model, "streams", 1))
     if isinstance(clip, np.ndarray):
         clip = torch.from_numpy(clip)
     if not isinstance(clip, torch.Tensor):
-        raise ExplainError(f"clip must be a tensor shaped [T, 3, H, W] or [B, T, 3, H, W], "
+        raise ExplainError(f"clip must be a tensor shaped [T, {channels}, H, W] or [B, T, {channels}, H, W], "
                            f"got {type(clip).__name__}")
     shape = tuple(clip.shape)
-    if clip.dim() not in (4, 5) or shape[-3] != 3 or any(s == 0 for s in shape):
-        raise ExplainError(f"clip must be shaped [T, 3, H, W] or [B, T, 3, H, W], got {list(shape)}")
+    if clip.dim() not in (4, 5) or shape[-3] != channels or any(s == 0 for s in shape):
+        raise ExplainError(f"clip must be shaped [T, {channels}, H, W] or [B, T, {channels}, H, W] for this "
+                           f"model, got {list(shape)}")
     if not clip.is_floating_point():
         raise ExplainError(f"clip must be a preprocessed float tensor (normalised frames), got dtype "
                            f"{str(clip.dtype).replace('torch.', '')}")
@@ -264,7 +269,7 @@ class Explainer:
     def attribute(self, clip: Any, target: Any = None, normalize: str = "clip") -> Explanation:
         """Explain ``clip`` (``[T, 3, H, W]`` or ``[B, T, 3, H, W]``) for ``target`` (default: predicted)."""
         _choice("normalize", normalize, NORMALIZE)
-        x, batched = check_clip(clip)
+        x, batched = check_clip(clip, self.model)
         x = x.detach().to(device=model_device(self.model), dtype=model_dtype(self.model))
         wanted = self._check_target(target, x.shape[0])
         try:

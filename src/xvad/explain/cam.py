@@ -121,8 +121,11 @@ class _CAM(Explainer):
     def _cam_result(self, acts: torch.Tensor, grads: torch.Tensor, logits: torch.Tensor,
                     target: torch.Tensor, batch: int) -> _Result:
         a, g = wide(acts), wide(grads)
-        a = a.reshape(batch, -1, *a.shape[1:])  # [B, T, C, h, w]
-        g = g.reshape(batch, -1, *g.shape[1:])
+        # [B*T*streams, C, h, w] -> [B, T, streams*C, h, w]: a frame's streams share one pixel grid, so
+        # their channels count as the frame's channels and its map sums over them
+        frames = acts.shape[0] // (batch * int(getattr(self.model, "streams", 1)))
+        a = a.reshape(batch, frames, -1, *a.shape[2:])
+        g = g.reshape(batch, frames, -1, *g.shape[2:])
         return _Result(self.cam(a, g), (a * g).sum((2, 3, 4)), logits, target)
 
     def cam(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

@@ -89,7 +89,7 @@ def faithfulness(model: nn.Module, clip: Any, explanation: Explanation | None = 
     _choice("fill", fill, FILLS)
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ExplainError(f"n_steps must be an integer >= 1, not {n_steps!r}")
-    x, batched = check_clip(clip)
+    x, batched = check_clip(clip, model)
     if batched and x.shape[0] != 1:
         raise ExplainError(f"faithfulness takes one clip [T, 3, H, W]; got a batch of {x.shape[0]}")
     if explanation is None:

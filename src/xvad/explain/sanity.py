@@ -142,7 +142,7 @@ def sanity_check(model: nn.Module, clip: Any, methods: Sequence[str] = ("gradcam
 
         raise ExplainError(f"granularity must be 'block' or 'layer', not {granularity!r}")
     options = options or {}
-    x, _ = check_clip(clip)
+    x, _ = check_clip(clip, model)
 
     def maps(m: nn.Module, method: str, tgt: Any) -> Any:
         return explain(m, clip, method, target=tgt, normalize="none", **options.get(method, {}))

@@ -1,22 +1,26 @@
 """The CNN + RNN clip classifier: a CNN on every frame, a GRU over the frames, an MLP head.
 
-Two options go beyond that: ``input="motion"`` shows the CNN the difference of consecutive frames
-instead of the frames (see :func:`xvad.video.motion_images`), and ``temporal="pool"`` replaces the GRU
-by the mean and maximum of the frame features over time, standardised, then one linear layer.
+Options go beyond that: ``input="motion"`` shows the CNN the difference of consecutive frames
+instead of the frames (see :func:`xvad.video.motion_images`), ``input="flow"`` their optical flow, and
+``input="motion+flow"`` both, as two streams through the same CNN. ``temporal="pool"`` replaces the
+GRU by the mean and maximum of the frame features over time, standardised, then one linear layer
+(one per stream; the streams' probabilities are averaged).
 
 Keras' TimeDistributed is done as one reshape: ``[B, T, 3, H, W]`` -> ``[B*T, 3, H, W]``, one
-backbone call, and back to ``[B, T, D]``. One call is faster than a loop over frames and lets
+backbone call, and back to ``[B, T, D]`` (with k streams, ``[B, T, 3k, H, W]`` -> ``[B*T*k, 3, H, W]``
+-> ``[B, T, k*D]``). One call is faster than a loop over frames and lets
 explanation hooks see every frame of the clip at once.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ..video import INPUTS
+from ..video import input_streams
 from .backbones import build_backbone
 from .precision import autocast, resolve_precision
 
@@ -44,10 +48,10 @@ class CRNN(nn.Module):
                  crop: str = "center", precision: str = "auto", input: str = "rgb",
                  temporal: str = "gru") -> None:
         super().__init__()
-        for name, value, allowed in (("pooling", pooling, POOLINGS), ("input", input, INPUTS),
-                                     ("temporal", temporal, TEMPORALS)):
+        for name, value, allowed in (("pooling", pooling, POOLINGS), ("temporal", temporal, TEMPORALS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        self.streams = len(input_streams(input))
         classes = list(classes) if classes is not None else default_classes(num_classes)
         if len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
@@ -60,8 +64,9 @@ class CRNN(nn.Module):
             hidden=hidden, layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
             freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps, crop=crop,
             mean=list(info.mean), std=list(info.std), precision=precision, input=input, temporal=temporal)
-        self.feature_dim = self._pooled_dim(size)
+        self.feature_dim = self._pooled_dim(size) * self.streams   # the streams' features side by side
         self.gru: nn.GRU | None = None
+        self.head: nn.Module
         if temporal == "gru":
             self.gru = nn.GRU(self.feature_dim, hidden, num_layers=layers, batch_first=True,
                               bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
@@ -69,8 +74,10 @@ class CRNN(nn.Module):
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, hidden // 2), nn.ReLU(),
                                       nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
         else:  # mean and max over time; the batch norm standardises them (as for a logistic regression)
-            self.head = nn.Sequential(nn.BatchNorm1d(2 * self.feature_dim, affine=False), nn.Dropout(dropout),
-                                      nn.Linear(2 * self.feature_dim, num_classes))
+            d = 2 * self.feature_dim // self.streams
+            heads = [nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Dropout(dropout), nn.Linear(d, num_classes))
+                     for _ in range(self.streams)]
+            self.head = heads[0] if self.streams == 1 else nn.ModuleList(heads)
         self.freeze_backbone(freeze_backbone)
 
     # -- configuration -------------------------------------------------------------------------
@@ -86,7 +93,7 @@ class CRNN(nn.Module):
     @property
     def head_dtype(self) -> torch.dtype:
         """The dtype of the GRU and head weights (float32 unless the model was converted)."""
-        return self.head[-1].weight.dtype
+        return next(self.head.parameters()).dtype
 
     def temporal_modules(self) -> list[nn.Module]:
         """What turns frame features into logits: the GRU (if any) and the head."""
@@ -142,21 +149,28 @@ class CRNN(nn.Module):
             return self.backbone(frames)
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, H, W]`` frames -> ``[N, D]`` features in the GRU's dtype (float32 unless the model
-        was converted), whatever precision the backbone ran at."""
-        return self.pool(self.feature_maps(frames)).to(self.head_dtype)
+        """``[N, 3 * streams, H, W]`` frames -> ``[N, D]`` features in the GRU's dtype (float32 unless
+        the model was converted), whatever precision the backbone ran at."""
+        n = frames.shape[0]
+        images = frames.reshape(n * self.streams, 3, *frames.shape[2:])   # every stream's image in one call
+        return self.pool(self.feature_maps(images)).to(self.head_dtype).reshape(n, -1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` clips -> ``[B, T, D]`` features: the TimeDistributed step."""
+        """``[B, T, 3 * streams, H, W]`` clips -> ``[B, T, D]`` features: the TimeDistributed step."""
         b, t = x.shape[:2]
         return self.frame_features(x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         """``[B, T, D]`` frame features -> ``[B, classes]`` logits (GRU's last state then MLP, or
-        mean and max over time then the linear head)."""
+        mean and max over time then the linear head; with several streams, one head each and the
+        log of their mean probability)."""
         feats = feats.to(self.head_dtype)
         if self.gru is None:
-            return self.head(torch.cat([feats.mean(1), feats.amax(1)], dim=1))
+            if self.streams == 1:
+                return self.head(torch.cat([feats.mean(1), feats.amax(1)], dim=1))
+            logp = [head(torch.cat([f.mean(1), f.amax(1)], dim=1)).log_softmax(-1)
+                    for head, f in zip(self.head, feats.chunk(self.streams, dim=2))]
+            return torch.logsumexp(torch.stack(logp), 0) - math.log(self.streams)
         _, h = self.gru(feats)
         if self.gru.bidirectional:
             last = torch.cat([h[-2], h[-1]], dim=1)
@@ -165,13 +179,14 @@ class CRNN(nn.Module):
         return self.head(last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5 or x.shape[2] != 3:
-            raise ValueError(f"CRNN expects clips shaped [B, T, 3, H, W], got {list(x.shape)}")
+        if x.dim() != 5 or x.shape[2] != 3 * self.streams:
+            raise ValueError(f"this CRNN ({self.config['input']} input) expects clips shaped "
+                             f"[B, T, {3 * self.streams}, H, W], got {list(x.shape)}")
         return self.classify(self.features(x))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for ``[B, T, 3, H, W]`` (or one ``[T, 3, H, W]`` clip), in eval mode."""
+        """Class probabilities for ``[B, T, C, H, W]`` (or one ``[T, C, H, W]`` clip), in eval mode."""
         was = self.training
         self.eval()
         try:

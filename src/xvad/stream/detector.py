@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..video import VideoError, model_images, preprocess
+from ..video import VideoError, model_images, needs_partner, preprocess
 from .annotate import AnnotatedVideo, FrameInfo
 from .errors import StreamError
 from .events import EventLog
@@ -213,7 +213,7 @@ class Detector:
         reader = Reader(spec, self.fps, transform, FrameQueue(qsize), live=live,
                         keep_images=self.out is not None or self.explain_dir is not None,
                         realtime=self.realtime, reconnect=self.reconnect, timeout=self.timeout,
-                        pairs=cfg.get("input", "rgb") == "motion")
+                        pairs=needs_partner(cfg))
         reader.open()                                  # fails here, before any output exists
         try:
             events = EventLog(self.events_path, self.checkpoint)
