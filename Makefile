@@ -28,6 +28,7 @@ bench: install
 	$(PY) bench/bench_bf16_maps.py
 	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_stream.py
+	$(PY) bench/bench_inputs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -75,3 +75,18 @@ def test_report_renders_in_chromium_with_every_image_loaded(report, tmp_path):
                    capture_output=True, timeout=120)
     img = mpimg.imread(str(shot))
     assert img.shape[0] >= 1000 and img[..., :3].std() > 0.05  # a real page, not a blank one
+
+
+def test_report_on_a_two_stream_model_says_what_it_sees(tmp_path):
+    """motion+flow: the page explains both streams in words and still shows the RGB frames."""
+    clip = make_clip(np.random.default_rng(4), frames=24, size=48, anomaly=True)
+    video = str(tmp_path / "clip.mp4")
+    write_video(video, clip.frames, fps=8)
+    torch.manual_seed(0)
+    model = CRNN("tiny", size=48, frames=8, fps=8.0, precision="fp32", input="motion+flow", temporal="pool").eval()
+    out = str(tmp_path / "report.html")
+    r = write_report(model, video, out, threshold=0.0, alert="1/1", stride=2)
+    html = open(out, encoding="utf-8").read()
+    assert r["alerts"] == 1 and len(embedded_images(html)) == 1 + 4 * 3 + 1
+    assert "optical flow" in html and "Each map adds up both" in html
+    assert "tiny per frame differences and optical flow" in html

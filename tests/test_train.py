@@ -5,6 +5,7 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from xvad.checkpoint import load_model
 from xvad.cli import main
@@ -35,13 +36,16 @@ def test_learns_a_separable_synthetic_task(synthetic_data, tmp_path):
     assert model.classes == ["normal", "alert"] and model.config["frames"] == 8
 
 
-def test_motion_input_with_pooled_head_learns_on_cached_features(synthetic_data, tmp_path):
-    """The planted object flickers and jumps: frame differences with a frozen backbone find it."""
-    cfg = tiny_config(tmp_path, finetune=False, input="motion", temporal="pool", epochs=40, patience=10)
+@pytest.mark.parametrize("input", ["motion", "motion+flow"])
+def test_motion_input_with_pooled_head_learns_on_cached_features(synthetic_data, tmp_path, input):
+    """The planted object flickers and jumps: frame differences (and their optical flow) with a frozen
+    backbone find it."""
+    cfg = tiny_config(tmp_path, finetune=False, input=input, temporal="pool", epochs=40, patience=10)
     m = train(synthetic_data, str(tmp_path / "run"), cfg, progress=False)
     assert m["summary"]["accuracy"] >= 0.8 and m["summary"]["roc_auc"] >= 0.85, m["summary"]
     model = load_model(str(tmp_path / "run" / "model.pt"))
-    assert model.config["input"] == "motion" and model.config["temporal"] == "pool"
+    assert model.config["input"] == input and model.config["temporal"] == "pool"
+    assert model.streams == len(input.split("+"))
 
 
 def test_epochs_chosen_on_inner_folds(synthetic_data, tmp_path):
