@@ -2,14 +2,22 @@
 # Group-wise 5-fold cross-validation on the surv-fight clips, as quoted in the README and MODEL_CARD.md.
 # Usage: scripts/crossval_surv_fight.sh [DATA] [OUT]
 # The first three runs are the shipped model's recipe on three fold splits; then
-#   python scripts/ship_model.py OUT/surv-fight-lite0-motion OUT/surv-fight-lite0-motion-s1 OUT/surv-fight-lite0-motion-s2
+#   python scripts/ship_model.py OUT/surv-fight-lite0-motionflow OUT/surv-fight-lite0-motionflow-s1 \
+#       OUT/surv-fight-lite0-motionflow-s2
 set -euo pipefail
 DATA=${1:-../shared/data/surv-fight}
 OUT=${2:-runs}
 XVAD=${XVAD:-.venv/bin/xvad}
 LITE0="--backbone efficientnet_lite0 --weights imagenet --folds 5 --frames 16 --size 224"
-# Shipped: EfficientNet-Lite0 (bundled ImageNet weights, offline) on frame differences, max-pooled,
-# mean and max over time, linear head; each training clip also seen mirrored and as a random sub-window.
+# Shipped: EfficientNet-Lite0 (bundled ImageNet weights, offline) on two streams, frame differences
+# and optical flow, max-pooled; per stream mean and max over time and a linear head, probabilities
+# averaged; each training clip also seen mirrored and as a random sub-window.
+for SEED in 0 1 2; do
+    SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")
+    $XVAD train "$DATA" $LITE0 --input motion+flow --pooling max --temporal pool --augment 3 --seed "$SEED" \
+        --out "$OUT/surv-fight-lite0-motionflow$SUFFIX"
+done
+# The model shipped before: frame differences only.
 for SEED in 0 1 2; do
     SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")
     $XVAD train "$DATA" $LITE0 --input motion --pooling max --temporal pool --augment 3 --seed "$SEED" \
