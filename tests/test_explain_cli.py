@@ -43,3 +43,18 @@ def test_explain_and_report_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 5 and all(line.startswith("xvad: error:") for line in err)
     assert "bogus" in err[0] and "bad.mp4" in err[3]
+
+
+def test_report_precision_option_is_used_and_shown(tmp_path, capsys):
+    """Scores run at --precision, maps at --map-precision (fp32 unless asked), and the page says which
+    precision made each."""
+    torch.manual_seed(0)
+    ckpt = save_model(CRNN("tiny", size=48, frames=6, precision="auto"), str(tmp_path / "auto.pt"))
+    video = str(tmp_path / "v.mp4")
+    write_video(video, make_clip(np.random.default_rng(1), frames=24, size=64).frames, fps=8)
+    out = tmp_path / "r.html"
+    assert main(["report", video, "--checkpoint", ckpt, "--precision", "fp32", "--map-precision", "fp32",
+                 "--out", str(out)]) == 0
+    assert "fp32 for the scores, fp32 for the maps" in out.read_text(encoding="utf-8")
+    assert main(["report", video, "--checkpoint", ckpt, "--precision", "bf16", "--out", str(out)]) == 0
+    assert "bf16 for the scores, fp32 for the maps" in out.read_text(encoding="utf-8")   # maps: fp32 by default

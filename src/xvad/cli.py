@@ -150,6 +150,9 @@ def add_explain(sub) -> None:
     p.add_argument("--contours", default="top", choices=["top", "otsu"],
                    help="contour threshold: the top Q %% of the clip's map, or Otsu's threshold")
     p.add_argument("--q", type=float, default=10.0, help="with --contours top: the share kept, in %%")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+                   help="backbone precision (default fp32: bf16 maps drift from fp32 ones; auto: bf16 where "
+                        "the CPU/GPU has it, faster)")
     p.add_argument("--out", required=True)
 
 
@@ -157,7 +160,7 @@ def run_explain(a) -> int:
     from .checkpoint import load_model
     from .explain_video import explain_video
 
-    model = load_model(a.checkpoint)
+    model = load_model(a.checkpoint).set_precision(a.precision)
     methods = [m.strip() for m in a.method.split(",") if m.strip()]
     target = int(a.target) if a.target is not None and a.target.isdigit() else a.target
     options = {m: {"layer": a.layer} for m in methods if a.layer and m in ("gradcam", "gradcam++", "layercam",
@@ -185,15 +188,20 @@ def add_report(sub) -> None:
     p.add_argument("--alert", default="3/5", help="k/n: an alert needs k of the last n windows above threshold")
     p.add_argument("--stride", type=int, default=2, help="score a window every N sampled frames")
     p.add_argument("--fps", type=float, default=None, help="sampling rate (default: the model's)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="backbone precision for scoring (auto: bf16 where the CPU/GPU has it)")
+    p.add_argument("--map-precision", default="fp32", choices=["auto", "fp32", "bf16"],
+                   help="backbone precision for the maps (default fp32: bf16 maps drift from fp32 ones)")
 
 
 def run_report(a) -> int:
     from .checkpoint import load_model
     from .report import write_report
 
-    model = load_model(a.checkpoint)
+    model = load_model(a.checkpoint).set_precision(a.precision)
     threshold = a.threshold if a.threshold is not None else float((model.extra or {}).get("threshold", 0.5))
-    r = write_report(model, a.video, a.out, threshold=threshold, alert=a.alert, stride=a.stride, fps=a.fps)
+    r = write_report(model, a.video, a.out, threshold=threshold, alert=a.alert, stride=a.stride, fps=a.fps,
+                     map_precision=a.map_precision)
     print(f"{os.path.basename(a.video)}: {r['windows']} windows, {r['alerts']} alert(s), "
           f"peak score {r['peak_score']:.3f}")
     print(f"wrote {os.path.abspath(a.out)}")

@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path
 from .models import CRNN
+from .models.precision import resolve_precision
 from .video import input_streams
 
 METHODS = ("gradcam", "saliency")
@@ -159,8 +160,10 @@ def frame_panels(view: AlertView, key: list[int]) -> list[dict]:
     return panels
 
 
-def review_windows(model: CRNN, video: str, results: list, fps: float, window: int, max_alerts: int) -> list[AlertView]:
-    """Explain the peak window of each alert (or, with no alert, the highest-scoring window)."""
+def review_windows(model: CRNN, video: str, results: list, fps: float, window: int, max_alerts: int,
+                   map_precision: str | None = "fp32") -> list[AlertView]:
+    """Explain the peak window of each alert (or, with no alert, the highest-scoring window); the maps
+    are computed at ``map_precision`` (None: the model's own), since bf16 maps drift from fp32 ones."""
     from .explain import explain
     from .explain_video import read_window
 
@@ -178,16 +181,21 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
         peak = max(results, key=lambda r: r.score)
         picks.append(("Highest-scoring window (no alert raised)", peak.start_time, peak.time, peak))
     views = []
-    for title, start, end, peak in picks:
-        clip, shown, ts = read_window(model, video, start=peak.start_time, frames=window, fps=fps)
-        target = peak.class_index
-        expl = {m: explain(model, clip, method=m, target=target) for m in METHODS}
-        views.append(AlertView(title, start, end, float(peak.score), peak.class_name or str(target), ts,
-                               shown, expl))
+    own = model.config["precision"]
+    try:
+        model.set_precision(map_precision or own)
+        for title, start, end, peak in picks:
+            clip, shown, ts = read_window(model, video, start=peak.start_time, frames=window, fps=fps)
+            target = peak.class_index
+            expl = {m: explain(model, clip, method=m, target=target) for m in METHODS}
+            views.append(AlertView(title, start, end, float(peak.score), peak.class_name or str(target), ts,
+                                   shown, expl))
+    finally:
+        model.set_precision(own)
     return views
 
 
-def model_card(model: CRNN) -> list[tuple[str, str]]:
+def model_card(model: CRNN, map_precision: str | None = None) -> list[tuple[str, str]]:
     cfg, extra = model.config, getattr(model, "extra", {}) or {}
     metrics = extra.get("metrics") or {}
     rows = [("checkpoint", f"{os.path.basename(getattr(model, 'checkpoint_path', '') or 'in memory')} "
@@ -197,7 +205,9 @@ def model_card(model: CRNN) -> list[tuple[str, str]]:
             ("input", f"{cfg['frames']} {' + '.join(SHOWN[s] for s in input_streams(cfg.get('input', 'rgb')))} "
                       f"at {cfg['size']} px, "
                       f"{'%g fps' % cfg['fps'] if cfg.get('fps') else 'spread over the clip'}, crop {cfg.get('crop')}"),
-            ("classes", ", ".join(cfg["classes"]))]
+            ("classes", ", ".join(cfg["classes"])),
+            ("precision", f"{model.precision} for the scores, "
+                          f"{resolve_precision(map_precision or model.config['precision'], model.device)} for the maps")]
     if metrics:
         rows.append(("validation", ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))))
     if extra.get("card"):
@@ -219,7 +229,7 @@ figcaption{font-size:.8em;color:#444}img.plot{max-width:100%}
 
 
 def render_html(video: str, model: CRNN, results: list, views: list[AlertView], threshold: float,
-                alert_spec: str, events: list[dict], files: dict[str, str]) -> str:
+                alert_spec: str, events: list[dict], files: dict[str, str], map_precision: str | None = None) -> str:
     esc = html.escape
     times = [r.time for r in results]
     spans = [(v.start, v.end if v.end is not None else times[-1]) for v in views if v.title.startswith("Alert")]
@@ -259,7 +269,7 @@ def render_html(video: str, model: CRNN, results: list, views: list[AlertView], 
     out.append("<h2>What the pictures mean</h2><div class='note'>" + "".join(f"<p>{esc(t)}</p>" for t in meaning(model.config))
                + "</div>")
     out.append("<h2>The model</h2><table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
-                                                   for k, v in model_card(model)) + "</table>")
+                                                   for k, v in model_card(model, map_precision)) + "</table>")
     out.append("<h2>Events</h2>")
     if events:
         out.append("<table><tr><th>event</th><th>time (s)</th><th>frame</th><th>score</th><th>class</th></tr>")
@@ -286,8 +296,9 @@ def alert_events(results: list) -> list[dict]:
 
 def write_report(model: CRNN, video: str, out_html: str, threshold: float = 0.5, alert: str = "3/5",
                  stride: int = 2, fps: float | None = None, max_alerts: int = 5, events: str | None = None,
-                 results: list | None = None) -> dict:
-    """Score ``video`` as a stream, explain its alerts and write the report; returns a summary."""
+                 results: list | None = None, map_precision: str | None = "fp32") -> dict:
+    """Score ``video`` as a stream, explain its alerts and write the report; returns a summary.
+    Scores use the model's precision, maps ``map_precision`` (default fp32: the maps are evidence)."""
     from .stream import Detector
 
     det = Detector(model, fps=fps, stride=stride, threshold=threshold, alert=alert, events=events)
@@ -296,11 +307,12 @@ def write_report(model: CRNN, video: str, out_html: str, threshold: float = 0.5,
     if not results:
         from .video import VideoError
         raise VideoError(f"{video}: too short for one window of {det.window} frames at {det.fps:g} fps")
-    views = review_windows(model, video, results, det.fps, det.window, max_alerts)
+    views = review_windows(model, video, results, det.fps, det.window, max_alerts, map_precision)
     files = {"video": os.path.abspath(video), "checkpoint": getattr(model, "checkpoint_path", "in memory")}
     if events:
         files["events"] = os.path.abspath(events)
-    page = render_html(video, model, results, views, threshold, f"{det.k}/{det.n}", alert_events(results), files)
+    page = render_html(video, model, results, views, threshold, f"{det.k}/{det.n}", alert_events(results), files,
+                       map_precision)
     with atomic_path(out_html) as part, open(part, "w", encoding="utf-8") as f:
         f.write(page)
     return {"report": out_html, "windows": len(results), "alerts": sum(v.title.startswith("Alert") for v in views),
