@@ -359,6 +359,8 @@ def test_motion_images_by_hand():
     assert motion_images(a, b).dtype == np.uint8
     motion = {"input": "motion"}
     np.testing.assert_array_equal(model_images(a, None, motion), np.zeros_like(a))   # no partner: no motion
+    other_size = np.zeros((2, 2, 1, 3), np.uint8)                                    # a stream that changed size
+    np.testing.assert_array_equal(model_images(a, other_size, motion), np.zeros_like(a))
     assert model_images(a, b, {"input": "rgb"}) is a and model_images(a, b, {}) is a
 
 

@@ -180,12 +180,13 @@ def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
 
 def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) -> np.ndarray:
     """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given
-    its partner frame (``None``: none known, which means no motion). Several streams are stacked on
+    its partner frame (``None``, or a frame of another size: no motion). Several streams are stacked on
     the channel axis, 3 channels each, in the order ``config["input"]`` names them."""
     streams = input_streams(config.get("input", "rgb"))
     if streams == ["rgb"]:
         return frame
-    partner = frame if partner is None else partner
+    if partner is None or partner.shape != frame.shape:   # none, or the stream changed size: no motion
+        partner = frame
     make = {"rgb": lambda: frame, "motion": lambda: motion_images(frame, partner),
             "flow": lambda: flow_images(frame, partner)}
     parts = [make[s]() for s in streams]
