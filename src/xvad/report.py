@@ -203,6 +203,7 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
 def model_card(model: CRNN, map_precision: str | None = None) -> list[tuple[str, str]]:
     cfg, extra = model.config, getattr(model, "extra", {}) or {}
     metrics = extra.get("metrics") or {}
+    maps = resolve_precision(map_precision or cfg["precision"], model.device)
     rows = [("checkpoint", f"{os.path.basename(getattr(model, 'checkpoint_path', '') or 'in memory')} "
                            f"(id {getattr(model, 'checkpoint_id', 'n/a')})"),
             ("xvad version", __version__),
@@ -211,8 +212,7 @@ def model_card(model: CRNN, map_precision: str | None = None) -> list[tuple[str,
                       f"at {cfg['size']} px, "
                       f"{'%g fps' % cfg['fps'] if cfg.get('fps') else 'spread over the clip'}, crop {cfg.get('crop')}"),
             ("classes", ", ".join(cfg["classes"])),
-            ("precision", f"{model.precision} for the scores, "
-                          f"{resolve_precision(map_precision or model.config['precision'], model.device)} for the maps")]
+            ("precision", f"{model.precision} for the scores, {maps} for the maps")]
     if metrics:
         rows.append(("validation", ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))))
     if extra.get("card"):

@@ -279,7 +279,8 @@ def preprocess(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequen
     size = int(size)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] % 3 or frames.shape[-1] == 0 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        raise ValueError(f"expected uint8 frames [T, H, W, 3] (or 3 per stream), "
+                         f"got {frames.dtype} {list(frames.shape)}")
     if len(mean) != 3 or len(std) != 3:
         raise ValueError("mean and std need one value per RGB channel")
     c = frames.shape[-1]   # several streams: 3 channels each, normalised alike
