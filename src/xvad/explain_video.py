@@ -44,7 +44,7 @@ def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None =
 
 def shown_frames(rgb: np.ndarray, config: dict) -> np.ndarray:
     """uint8 RGB frames ``[T, H, W, 3]`` -> what a person is shown: the same crop and size as the
-    model input, so that maps line up with them (for motion input: the frames, not their differences)."""
+    model input, so that maps line up with them (for motion or flow input: the frames themselves)."""
     return display_frames(preprocess_as(rgb, config), config["mean"], config["std"])
 
 

@@ -73,9 +73,9 @@ def meaning(config: dict) -> list[str]:
 
 def architecture(config: dict) -> str:
     """One line: what the network is."""
-    seen = " and ".join(SEEN[s] for s in input_streams(config.get("input", "rgb")))
-    heads = ("linear head" if len(input_streams(config.get("input", "rgb"))) == 1
-             else "a linear head per stream, probabilities averaged")
+    streams = input_streams(config.get("input", "rgb"))
+    seen = " and ".join(SEEN[s] for s in streams)
+    heads = "linear head" if len(streams) == 1 else "a linear head per stream, probabilities averaged"
     over = (f"mean and max over {config['frames']} frames, {heads}" if config.get("temporal") == "pool"
             else f"GRU({config['hidden']}) over {config['frames']} frames, MLP head")
     return f"{config['backbone']} per {seen} ({config['weights']} weights), {config['pooling']}-pooled, {over}"

@@ -37,7 +37,7 @@ class TrainConfig:
     fps: float | None = None
     crop: str = "center"
     pooling: str = "avg"
-    input: str = "rgb"          # "motion": the backbone sees differences of consecutive frames
+    input: str = "rgb"          # "motion", "flow" or a mix such as "motion+flow" (see xvad.video.model_images)
     temporal: str = "gru"       # "pool": mean and max over time + a linear layer instead of the GRU
     hidden: int = 256
     layers: int = 1
