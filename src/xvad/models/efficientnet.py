@@ -60,12 +60,14 @@ class MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0; ``forward_features`` returns the 1280-channel map before pooling."""
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, stages: list[tuple[int, int, int, int, int]] = STAGES) -> None:
+        """``stages``: (expand, kernel, first stride, repeats, channels) per stage; another layout
+        gives the family's larger members (Lite1, Lite2 keep the stem and the 1280-channel head)."""
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **BN)
         blocks, cin = [], 32
-        for expand, kernel, stride, repeats, cout in STAGES:
+        for expand, kernel, stride, repeats, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
                 cin = cout
