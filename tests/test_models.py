@@ -111,6 +111,11 @@ def test_two_streams_share_the_backbone_and_average_probabilities():
         probs.append(head(torch.cat([f.mean(1), f.amax(1)], 1)).softmax(-1))
     torch.testing.assert_close(m(x).softmax(-1), (probs[0] + probs[1]) / 2)
     assert not torch.allclose(probs[0], probs[1])
+    torch.testing.assert_close(m.stream_proba(x), torch.stack(probs, 1))          # each stream's own
+    torch.testing.assert_close(m.stream_proba(x[0]), torch.stack(probs, 1)[0])    # one clip
+    torch.testing.assert_close(single.stream_proba(x[:, :, :3]), single.predict_proba(x[:, :, :3])[:, None])
+    with pytest.raises(ValueError, match="mixes its streams"):
+        CRNN("tiny", size=32, frames=4, input="motion+flow", temporal="gru").stream_proba(x)
     with pytest.raises(ValueError, match=r"\[B, T, 6, H, W\]"):
         m(torch.randn(1, 4, 3, 32, 32))
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from xvad.models import CRNN
-from xvad.report import key_frames, write_report
+from xvad.report import key_frames, stream_votes, write_report
 from xvad.synthetic import make_clip, write_video
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -90,3 +90,15 @@ def test_report_on_a_two_stream_model_says_what_it_sees(tmp_path):
     assert r["alerts"] == 1 and len(embedded_images(html)) == 1 + 4 * 3 + 1
     assert "optical flow" in html and "Each map adds up both" in html
     assert "tiny per frame differences and optical flow" in html
+    v = r["views"][0]   # each stream's own probability; their mean is the peak score the stream detector gave
+    assert [name for name, _ in v.votes] == ["motion", "flow"]
+    assert np.mean([p for _, p in v.votes]) == pytest.approx(v.peak_score, abs=1e-5)
+    assert "Each stream&#x27;s own probability of" in html   # html-escaped apostrophe
+
+
+def test_stream_votes_say_when_one_stream_carries_the_alert():
+    split = stream_votes([("motion", 0.99), ("flow", 0.21)], "fight")
+    assert split == ("Each stream's own probability of fight in the peak window: motion images 0.99, "
+                     "optical-flow images 0.21. The peak window score is their mean. They disagree: only the motion images lean towards fight, "
+                     "so weigh this alert with care.")
+    assert stream_votes([("motion", 0.8), ("flow", 0.7)], "fight").endswith("They agree.")

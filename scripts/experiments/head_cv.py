@@ -21,6 +21,7 @@ from xvad.data import group_kfold, group_split, load_dataset
 from xvad.metrics import classification_metrics
 
 DATA = "/work/shared/data/surv-fight"
+EPS = 1e-5   # the batch norm's variance floor (--bn-eps)
 
 
 def describe(x: torch.Tensor) -> torch.Tensor:
@@ -30,11 +31,11 @@ def describe(x: torch.Tensor) -> torch.Tensor:
 class Heads(nn.Module):
     """One shipped head per stream; the clip's probabilities are the mean of the streams'."""
 
-    def __init__(self, dims: list[int]) -> None:
+    def __init__(self, dims: list[int], eps: float = 1e-5) -> None:
         super().__init__()
         self.dims = dims
-        self.heads = nn.ModuleList(nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Dropout(0.3), nn.Linear(d, 2))
-                                   for d in dims)
+        self.heads = nn.ModuleList(nn.Sequential(nn.BatchNorm1d(d, eps=eps, affine=False), nn.Dropout(0.3),
+                                                 nn.Linear(d, 2)) for d in dims)
 
     def streams(self, x: torch.Tensor) -> torch.Tensor:
         """[K, B, 2] log-probabilities, one row per stream."""
@@ -49,7 +50,7 @@ def fit(x, y, tr, va, epochs, seed, dims=None, per_stream=False):
     """Train on ``tr``; with ``va``, return the best epoch by validation loss, else the model."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    head = Heads(dims or [x.shape[1]])
+    head = Heads(dims or [x.shape[1]], EPS)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-3)
     counts = np.bincount(y[tr], minlength=2)
     loss_fn = nn.NLLLoss(weight=torch.tensor(len(tr) / (2 * counts), dtype=torch.float32))
@@ -88,7 +89,12 @@ def main() -> None:
     ap.add_argument("names", nargs="+")
     ap.add_argument("--heads", type=int, default=1,
                     help="average this many final heads, trained from different seeds (an ensemble)")
+    ap.add_argument("--bn-eps", type=float, default=1e-5,
+                    help="variance floor of the heads' batch norm: features nearly constant in training "
+                         "are scaled by at most 1/sqrt(eps)")
     a = ap.parse_args()
+    global EPS
+    EPS = a.bn_eps
     torch.set_num_threads(1)
     data = load_dataset(DATA)
     y = data.labels

@@ -92,6 +92,7 @@ class AlertView:
     window_times: np.ndarray
     frames: np.ndarray
     explanations: dict
+    votes: list[tuple[str, float]]   # each stream's own probability of the class, at the scoring precision
 
 
 def _png(fig) -> str:
@@ -167,6 +168,19 @@ def frame_panels(view: AlertView, key: list[int]) -> list[dict]:
     return panels
 
 
+def stream_votes(votes: list[tuple[str, float]], class_name: str) -> str:
+    """One sentence on what each stream's head said about a window, whose score is their mean."""
+    said = ", ".join(f"{SHOWN[name]} {p:.2f}" for name, p in votes)
+    above = [SHOWN[name] for name, p in votes if p > 0.5]
+    if 0 < len(above) < len(votes):
+        verdict = (f"They disagree: only the {' and '.join(above)} lean towards {class_name}, "
+                   "so weigh this alert with care.")
+    else:
+        verdict = "They agree."
+    return (f"Each stream's own probability of {class_name} in the peak window: {said}. The peak window score is "
+            f"their mean. {verdict}")
+
+
 def review_windows(model: CRNN, video: str, results: list, fps: float, window: int, max_alerts: int,
                    map_precision: str | None = "fp32") -> list[AlertView]:
     """Explain the peak window of each alert (or, with no alert, the highest-scoring window); the maps
@@ -187,7 +201,7 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
     if not picks and results:
         peak = max(results, key=lambda r: r.score)
         picks.append(("Highest-scoring window (no alert raised)", peak.start_time, peak.time, peak))
-    views = []
+    views, clips = [], []
     own = model.config["precision"]
     try:
         model.set_precision(map_precision or own)
@@ -196,9 +210,14 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
             target = peak.class_index
             expl = {m: explain(model, clip, method=m, target=target) for m in METHODS}
             views.append(AlertView(title, start, end, float(peak.score), peak.class_name or str(target), ts,
-                                   shown, expl))
+                                   shown, expl, []))
+            clips.append((clip, target))
     finally:
         model.set_precision(own)
+    names = input_streams(model.config.get("input", "rgb"))
+    if len(names) > 1 and model.gru is None:   # a GRU mixes the streams: none has a vote of its own
+        for view, (clip, target) in zip(views, clips):   # at the precision that scored the alert
+            view.votes = list(zip(names, model.stream_proba(clip)[:, target].tolist()))
     return views
 
 
@@ -261,7 +280,10 @@ def render_html(video: str, model: CRNN, results: list, views: list[AlertView], 
         out.append(f"<h2>{esc(v.title)}: from {v.start:.1f} s, {end}</h2>")
         out.append(f"<p>Class <b>{esc(v.class_name)}</b>, peak window score <b>{v.peak_score:.3f}</b> "
                    f"(explained window {v.window_times[0]:.1f}-{v.window_times[-1]:.1f} s, score {gc.score:.3f}). "
-                   "Key frames, the ones that counted most:</p><div class='frames'>")
+                   "Key frames, the ones that counted most:</p>")
+        if v.votes:
+            out.append(f"<p>{esc(stream_votes(v.votes, v.class_name))}</p>")
+        out.append("<div class='frames'>")
         for p in frame_panels(v, key):
             cap = f"{p['time']:.2f} s (frame {p['index']} of the window), importance {p['importance']:.3g}"
             out.append(f"<figure><img alt='frame at {p['time']:.2f} s' src='data:image/png;base64,{p['frame']}'>"

@@ -168,9 +168,8 @@ class CRNN(nn.Module):
         if self.gru is None:
             if self.streams == 1:
                 return self.head(torch.cat([feats.mean(1), feats.amax(1)], dim=1))
-            logp = [head(torch.cat([f.mean(1), f.amax(1)], dim=1)).log_softmax(-1)
-                    for head, f in zip(self.head, feats.chunk(self.streams, dim=2))]
-            return torch.logsumexp(torch.stack(logp), 0) - math.log(self.streams)
+            logp = self._stream_log_proba(feats)
+            return torch.logsumexp(logp, 1) - math.log(self.streams)
         _, h = self.gru(feats)
         if self.gru.bidirectional:
             last = torch.cat([h[-2], h[-1]], dim=1)
@@ -178,10 +177,19 @@ class CRNN(nn.Module):
             last = h[-1]
         return self.head(last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _stream_log_proba(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` features of a multi-stream pooled model -> ``[B, streams, classes]``: each
+        stream's head on the mean and max over time of that stream's features, as log-probabilities."""
+        return torch.stack([head(torch.cat([f.mean(1), f.amax(1)], dim=1)).log_softmax(-1)
+                            for head, f in zip(self.head, feats.chunk(self.streams, dim=2))], dim=1)
+
+    def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or x.shape[2] != 3 * self.streams:
             raise ValueError(f"this CRNN ({self.config['input']} input) expects clips shaped "
                              f"[B, T, {3 * self.streams}, H, W], got {list(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         return self.classify(self.features(x))
 
     @torch.no_grad()
@@ -192,6 +200,27 @@ class CRNN(nn.Module):
         try:
             single = x.dim() == 4
             p = self(x[None] if single else x).softmax(-1)
+            return p[0] if single else p
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def stream_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Each stream's own class probabilities, ``[B, streams, classes]`` (``[streams, classes]`` for
+        one clip), in eval mode. With ``temporal="pool"`` the clip's probabilities are their mean, so a
+        reviewer can see which stream drove a score and whether the streams agree. A GRU mixes the
+        streams before its head, so a multi-stream GRU model has no per-stream probabilities."""
+        if self.streams == 1:
+            return self.predict_proba(x).unsqueeze(-2)
+        if self.gru is not None:
+            raise ValueError("a GRU model mixes its streams before the head: no per-stream probabilities")
+        single = x.dim() == 4
+        x = x[None] if single else x
+        self._check(x)
+        was = self.training
+        self.eval()
+        try:
+            p = self._stream_log_proba(self.features(x)).exp()
             return p[0] if single else p
         finally:
             self.train(was)
