@@ -27,3 +27,5 @@ def test_demo_writes_report_videos_and_events(tmp_path):
     assert lines[0]["type"] == "start" and lines[-1]["type"] == "stop"
     assert r["rows"][0]["windows"] == (40 - 16) // 2 + 1
     assert os.path.getsize(out / "report.html") > 10_000
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Each stream&#x27;s own probability of fight in the peak window: motion images" in html   # two streams

@@ -231,3 +231,21 @@ def test_bf16_close_to_fp32_on_tiny_model():
 def test_float64_model_runs_end_to_end():
     m = CRNN("tiny", size=32, precision="fp32").double()
     assert m(torch.randn(1, 3, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_norm_eps_floors_the_pooled_heads_scaling(tmp_path):
+    """A feature constant in training (running variance 0) is divided by sqrt(norm_eps), not by
+    sqrt(1e-5); the floor travels with the checkpoint."""
+    from xvad.checkpoint import load_model, save_model
+
+    m = CRNN("tiny", size=32, frames=4, temporal="pool", precision="fp32", norm_eps=0.1).eval()
+    bn = m.head[0]
+    with torch.no_grad():
+        bn.running_mean.zero_()
+        bn.running_var.zero_()
+    z = torch.full((1, bn.num_features), 2.0)
+    torch.testing.assert_close(bn(z), z / 0.1 ** 0.5)
+    assert load_model(save_model(m, str(tmp_path / "m.pt"))).head[0].eps == 0.1
+    assert CRNN("tiny", size=32, temporal="pool").head[0].eps == 1e-5   # batch norm's own default
+    with pytest.raises(ValueError, match="norm_eps"):
+        CRNN("tiny", size=32, norm_eps=0)

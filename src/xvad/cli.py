@@ -48,6 +48,9 @@ def add_train(sub) -> None:
     p.add_argument("--layers", type=int, default=1, help="GRU layers")
     p.add_argument("--bidirectional", action="store_true")
     p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--norm-eps", type=float, default=1e-5,
+                   help="with --temporal pool: variance floor of the head's batch norm (each feature is "
+                        "divided by at least its square root)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -71,7 +74,7 @@ def run_train(a) -> int:
     cfg = TrainConfig(backbone=a.backbone, weights=a.weights, frames=a.frames, size=a.size, fps=a.fps,
                       crop=a.crop, pooling=a.pooling, input=a.input, temporal=a.temporal,
                       hidden=a.hidden, layers=a.layers,
-                      bidirectional=a.bidirectional, dropout=a.dropout, epochs=a.epochs,
+                      bidirectional=a.bidirectional, dropout=a.dropout, norm_eps=a.norm_eps, epochs=a.epochs,
                       batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed, folds=a.folds,
                       val_fraction=a.val_fraction, inner_folds=a.inner_folds, augment=a.augment, finetune=a.finetune,
                       precision=a.precision, cache_dir=a.cache_dir,

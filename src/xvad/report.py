@@ -273,13 +273,16 @@ def render_html(video: str, model: CRNN, results: list, views: list[AlertView], 
            f"{timeline_plot(times, [r.score for r in results], threshold, spans)}'>",
            f"<p class='sub'>An alert starts when {alert_spec.split('/')[0]} of the last {alert_spec.split('/')[1]} "
            f"window scores pass {threshold:.2f}, and ends when fewer do. Shaded: alert intervals.</p>"]
+    maps = resolve_precision(map_precision or model.config["precision"], model.device)
+    rescored = f" when re-scored in {maps}, the maps' precision" if maps != model.precision else ""
     for v in views:
         gc = v.explanations["gradcam"]
         key = key_frames(gc.frame_importance)
         end = f"to {v.end:.1f} s" if v.end is not None else "on until the end of the video"
         out.append(f"<h2>{esc(v.title)}: from {v.start:.1f} s, {end}</h2>")
         out.append(f"<p>Class <b>{esc(v.class_name)}</b>, peak window score <b>{v.peak_score:.3f}</b> "
-                   f"(explained window {v.window_times[0]:.1f}-{v.window_times[-1]:.1f} s, score {gc.score:.3f}). "
+                   f"(explained window {v.window_times[0]:.1f}-{v.window_times[-1]:.1f} s, score {gc.score:.3f}"
+                   f"{rescored}). "
                    "Key frames, the ones that counted most:</p>")
         if v.votes:
             out.append(f"<p>{esc(stream_votes(v.votes, v.class_name))}</p>")

@@ -43,6 +43,7 @@ class TrainConfig:
     layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.3
+    norm_eps: float = 1e-5      # variance floor of the pooled head's batch norm (see CRNN)
     epochs: int = 60
     batch_size: int = 16
     lr: float = 1e-3
@@ -63,7 +64,7 @@ class TrainConfig:
         return dict(backbone=self.backbone, weights=self.weights, frames=self.frames, size=self.size,
                     fps=self.fps, crop=self.crop, pooling=self.pooling, input=self.input,
                     temporal=self.temporal, hidden=self.hidden,
-                    layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout,
+                    layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout, norm_eps=self.norm_eps,
                     freeze_backbone=not self.finetune, precision=self.precision)
 
 

@@ -38,7 +38,9 @@ class CRNN(nn.Module):
     ``frames``, ``size``, ``fps``, ``crop`` and ``input`` describe the clips the model expects; they
     travel with the model (and its checkpoint) so that readers prepare input the same way.
     ``fps=None`` samples ``frames`` uniformly over a clip; a number samples at that rate.
-    ``temporal="pool"`` swaps the GRU and MLP for pooling over time and a linear layer.
+    ``temporal="pool"`` swaps the GRU and MLP for pooling over time and a linear layer, after a batch
+    norm that divides each feature by at least ``sqrt(norm_eps)`` (a floor for features nearly
+    constant in training).
     """
 
     def __init__(self, backbone: str = "vgg19", num_classes: int = 2, weights: str | None = None,
@@ -46,8 +48,10 @@ class CRNN(nn.Module):
                  dropout: float = 0.3, freeze_backbone: bool = True, classes: Sequence[str] | None = None,
                  frames: int = 16, size: int = 224, fps: float | None = None,
                  crop: str = "center", precision: str = "auto", input: str = "rgb",
-                 temporal: str = "gru") -> None:
+                 temporal: str = "gru", norm_eps: float = 1e-5) -> None:
         super().__init__()
+        if not norm_eps > 0:
+            raise ValueError(f"norm_eps must be positive, not {norm_eps!r}")
         for name, value, allowed in (("pooling", pooling, POOLINGS), ("temporal", temporal, TEMPORALS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -63,7 +67,8 @@ class CRNN(nn.Module):
             backbone=backbone, weights=weights_id(weights), num_classes=num_classes, classes=classes,
             hidden=hidden, layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
             freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps, crop=crop,
-            mean=list(info.mean), std=list(info.std), precision=precision, input=input, temporal=temporal)
+            mean=list(info.mean), std=list(info.std), precision=precision, input=input, temporal=temporal,
+            norm_eps=norm_eps)
         self.feature_dim = self._pooled_dim(size) * self.streams   # the streams' features side by side
         self.gru: nn.GRU | None = None
         self.head: nn.Module
@@ -75,7 +80,7 @@ class CRNN(nn.Module):
                                       nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
         else:  # mean and max over time; the batch norm standardises them (as for a logistic regression)
             d = 2 * self.feature_dim // self.streams
-            heads = [nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Dropout(dropout), nn.Linear(d, num_classes))
+            heads = [nn.Sequential(nn.BatchNorm1d(d, eps=norm_eps, affine=False), nn.Dropout(dropout), nn.Linear(d, num_classes))
                      for _ in range(self.streams)]
             self.head = heads[0] if self.streams == 1 else nn.ModuleList(heads)
         self.freeze_backbone(freeze_backbone)
