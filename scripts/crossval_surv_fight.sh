@@ -24,13 +24,15 @@ for SEED in 0 1 2; do
         --out "$OUT/surv-fight-lite0-motion$SUFFIX"
 done
 # Variants of the shipped recipe (MODEL_CARD.md): the frames as a third stream; a variance floor of
-# 0.1 in the heads' batch norm.
+# 0.1 in the heads' batch norm; the standardised features clamped to +-3.
 for SEED in 0 1 2; do
     SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")
     $XVAD train "$DATA" $LITE0 --input motion+flow+rgb --pooling max --temporal pool --augment 3 --seed "$SEED" \
         --out "$OUT/surv-fight-lite0-mfr$SUFFIX"
     $XVAD train "$DATA" $LITE0 --input motion+flow --pooling max --temporal pool --augment 3 --norm-eps 0.1 \
         --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-floor$SUFFIX"
+    $XVAD train "$DATA" $LITE0 --input motion+flow --pooling max --temporal pool --augment 3 --norm-clamp 3 \
+        --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-clamp$SUFFIX"
 done
 # The paper's layout on the same backbone: frames, average-pooled, GRU(128) + MLP.
 $XVAD train "$DATA" $LITE0 --hidden 128 --out "$OUT/surv-fight-lite0"

@@ -249,3 +249,23 @@ def test_norm_eps_floors_the_pooled_heads_scaling(tmp_path):
     assert CRNN("tiny", size=32, temporal="pool").head[0].eps == 1e-5   # batch norm's own default
     with pytest.raises(ValueError, match="norm_eps"):
         CRNN("tiny", size=32, norm_eps=0)
+
+
+def test_norm_clamp_bounds_each_standardised_feature(tmp_path):
+    """norm_clamp=3: (x - mean) / sd, then clamped to [-3, 3] (by hand); the bound travels with the
+    checkpoint, and the head's state dict keeps the keys of a plain batch norm."""
+    from xvad.checkpoint import load_model, save_model
+
+    m = CRNN("tiny", size=32, frames=4, temporal="pool", precision="fp32", norm_clamp=3.0).eval()
+    bn = m.head[0]
+    with torch.no_grad():
+        bn.running_mean.fill_(1.0)
+        bn.running_var.fill_(4.0)
+    z = torch.tensor([[21.0, -19.0, 3.0] + [1.0] * (bn.num_features - 3)])
+    expected = ((z - 1.0) / (4.0 + 1e-5) ** 0.5).clamp(-3, 3)
+    torch.testing.assert_close(bn(z), expected)
+    assert bn(z)[0, :3].tolist() == pytest.approx([3.0, -3.0, 1.0], abs=1e-5)
+    assert load_model(save_model(m, str(tmp_path / "m.pt"))).head[0].bound == 3.0
+    assert set(bn.state_dict()) == set(torch.nn.BatchNorm1d(4, affine=False).state_dict())
+    with pytest.raises(ValueError, match="norm_clamp"):
+        CRNN("tiny", size=32, norm_clamp=-1)

@@ -22,6 +22,7 @@ from xvad.metrics import classification_metrics
 
 DATA = "/work/shared/data/surv-fight"
 EPS = 1e-5   # the batch norm's variance floor (--bn-eps)
+CLAMP = float("inf")   # bound on the standardised features (--clamp)
 
 
 def describe(x: torch.Tensor) -> torch.Tensor:
@@ -38,8 +39,9 @@ class Heads(nn.Module):
                                                  nn.Linear(d, 2)) for d in dims)
 
     def streams(self, x: torch.Tensor) -> torch.Tensor:
-        """[K, B, 2] log-probabilities, one row per stream."""
-        return torch.stack([h(part).log_softmax(-1) for h, part in zip(self.heads, x.split(self.dims, 1))])
+        """[K, B, 2] log-probabilities, one row per stream (standardised features clamped to ±CLAMP)."""
+        return torch.stack([h[2](h[1](h[0](part).clamp(-CLAMP, CLAMP))).log_softmax(-1)
+                            for h, part in zip(self.heads, x.split(self.dims, 1))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # log of the mean probability
         logp = self.streams(x)
@@ -92,9 +94,11 @@ def main() -> None:
     ap.add_argument("--bn-eps", type=float, default=1e-5,
                     help="variance floor of the heads' batch norm: features nearly constant in training "
                          "are scaled by at most 1/sqrt(eps)")
+    ap.add_argument("--clamp", type=float, default=float("inf"),
+                    help="clamp the standardised features to ±this before the linear layer")
     a = ap.parse_args()
-    global EPS
-    EPS = a.bn_eps
+    global EPS, CLAMP
+    EPS, CLAMP = a.bn_eps, a.clamp
     torch.set_num_threads(1)
     data = load_dataset(DATA)
     y = data.labels

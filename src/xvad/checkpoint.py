@@ -89,7 +89,7 @@ def model_from_config(config: dict) -> CRNN:
     from their pretrained source when the checkpoint left them out)."""
     keys = ("backbone", "num_classes", "hidden", "layers", "bidirectional", "pooling", "dropout",
             "freeze_backbone", "classes", "frames", "size", "fps", "precision", "crop", "input", "temporal",
-            "norm_eps")
+            "norm_eps", "norm_clamp")
     kwargs = {k: config[k] for k in keys if k in config}
     weights = None if config.get("backbone_in_checkpoint", True) else config["weights"]
     model = CRNN(weights=weights, **kwargs)

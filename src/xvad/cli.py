@@ -51,6 +51,9 @@ def add_train(sub) -> None:
     p.add_argument("--norm-eps", type=float, default=1e-5,
                    help="with --temporal pool: variance floor of the head's batch norm (each feature is "
                         "divided by at least its square root)")
+    p.add_argument("--norm-clamp", type=float, default=None,
+                   help="with --temporal pool: clamp the standardised features to +-this, so that one "
+                        "feature far outside its training range moves the score by a bounded amount")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -74,7 +77,8 @@ def run_train(a) -> int:
     cfg = TrainConfig(backbone=a.backbone, weights=a.weights, frames=a.frames, size=a.size, fps=a.fps,
                       crop=a.crop, pooling=a.pooling, input=a.input, temporal=a.temporal,
                       hidden=a.hidden, layers=a.layers,
-                      bidirectional=a.bidirectional, dropout=a.dropout, norm_eps=a.norm_eps, epochs=a.epochs,
+                      bidirectional=a.bidirectional, dropout=a.dropout, norm_eps=a.norm_eps,
+                      norm_clamp=a.norm_clamp, epochs=a.epochs,
                       batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed, folds=a.folds,
                       val_fraction=a.val_fraction, inner_folds=a.inner_folds, augment=a.augment, finetune=a.finetune,
                       precision=a.precision, cache_dir=a.cache_dir,

@@ -44,6 +44,7 @@ class TrainConfig:
     bidirectional: bool = False
     dropout: float = 0.3
     norm_eps: float = 1e-5      # variance floor of the pooled head's batch norm (see CRNN)
+    norm_clamp: float | None = None   # bound on the standardised features (see CRNN)
     epochs: int = 60
     batch_size: int = 16
     lr: float = 1e-3
@@ -65,6 +66,7 @@ class TrainConfig:
                     fps=self.fps, crop=self.crop, pooling=self.pooling, input=self.input,
                     temporal=self.temporal, hidden=self.hidden,
                     layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout, norm_eps=self.norm_eps,
+                    norm_clamp=self.norm_clamp,
                     freeze_backbone=not self.finetune, precision=self.precision)
 
 

@@ -32,6 +32,20 @@ def default_classes(num_classes: int) -> list[str]:
     return ["normal", "alert"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
 
 
+class Standardise(nn.BatchNorm1d):
+    """Batch norm without learned scale or shift, its output clamped to ``[-bound, bound]`` if a bound is
+    given: a feature far outside its training range (unfamiliar footage) then moves the score by a
+    bounded amount, and the same whether the backbone ran in bf16 or fp32."""
+
+    def __init__(self, features: int, eps: float = 1e-5, bound: float | None = None) -> None:
+        super().__init__(features, eps=eps, affine=False)
+        self.bound = bound
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return y if self.bound is None else y.clamp(-self.bound, self.bound)
+
+
 class CRNN(nn.Module):
     """VGG19 (or another backbone) per frame -> GRU -> MLP; ``forward`` gives ``[B, classes]`` logits.
 
@@ -40,7 +54,7 @@ class CRNN(nn.Module):
     ``fps=None`` samples ``frames`` uniformly over a clip; a number samples at that rate.
     ``temporal="pool"`` swaps the GRU and MLP for pooling over time and a linear layer, after a batch
     norm that divides each feature by at least ``sqrt(norm_eps)`` (a floor for features nearly
-    constant in training).
+    constant in training) and, with ``norm_clamp``, bounds the result (see :class:`Standardise`).
     """
 
     def __init__(self, backbone: str = "vgg19", num_classes: int = 2, weights: str | None = None,
@@ -48,10 +62,12 @@ class CRNN(nn.Module):
                  dropout: float = 0.3, freeze_backbone: bool = True, classes: Sequence[str] | None = None,
                  frames: int = 16, size: int = 224, fps: float | None = None,
                  crop: str = "center", precision: str = "auto", input: str = "rgb",
-                 temporal: str = "gru", norm_eps: float = 1e-5) -> None:
+                 temporal: str = "gru", norm_eps: float = 1e-5, norm_clamp: float | None = None) -> None:
         super().__init__()
         if not norm_eps > 0:
             raise ValueError(f"norm_eps must be positive, not {norm_eps!r}")
+        if norm_clamp is not None and not norm_clamp > 0:
+            raise ValueError(f"norm_clamp must be positive or None, not {norm_clamp!r}")
         for name, value, allowed in (("pooling", pooling, POOLINGS), ("temporal", temporal, TEMPORALS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -68,7 +84,7 @@ class CRNN(nn.Module):
             hidden=hidden, layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
             freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps, crop=crop,
             mean=list(info.mean), std=list(info.std), precision=precision, input=input, temporal=temporal,
-            norm_eps=norm_eps)
+            norm_eps=norm_eps, norm_clamp=norm_clamp)
         self.feature_dim = self._pooled_dim(size) * self.streams   # the streams' features side by side
         self.gru: nn.GRU | None = None
         self.head: nn.Module
@@ -80,7 +96,7 @@ class CRNN(nn.Module):
                                       nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
         else:  # mean and max over time; the batch norm standardises them (as for a logistic regression)
             d = 2 * self.feature_dim // self.streams
-            heads = [nn.Sequential(nn.BatchNorm1d(d, eps=norm_eps, affine=False), nn.Dropout(dropout), nn.Linear(d, num_classes))
+            heads = [nn.Sequential(Standardise(d, norm_eps, norm_clamp), nn.Dropout(dropout), nn.Linear(d, num_classes))
                      for _ in range(self.streams)]
             self.head = heads[0] if self.streams == 1 else nn.ModuleList(heads)
         self.freeze_backbone(freeze_backbone)
