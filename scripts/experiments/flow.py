@@ -14,7 +14,6 @@ Usage: python flow.py DATA CACHE
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -22,9 +21,9 @@ import cv2
 import numpy as np
 import torch
 
-from xvad.data import load_dataset
-from xvad.models import CRNN
 from xvad.video import preprocess_as, read_frames
+
+from common import frozen_lite0, next_index, sampled_index, start
 
 WIDTH = 320
 
@@ -64,15 +63,9 @@ def flow_stats(flow: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("cache")
-    a = ap.parse_args()
-    torch.set_num_threads(2)
+    a, data = start()
     cv2.setNumThreads(2)
-    data = load_dataset(a.data)
-    model = CRNN("efficientnet_lite0", weights="imagenet", pooling="max", temporal="pool",
-                 classes=data.classes).set_precision("bf16").eval()
+    model = frozen_lite0(data.classes)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     n = len(data)
     out = {k: np.zeros((n, 16, 1280), np.float16) for k in ("flowxy", "flowhsv")}
@@ -80,8 +73,8 @@ def main() -> None:
     t0, t_flow = time.time(), 0.0
     for i, sample in enumerate(data.samples):
         frames, _ = read_frames(sample.path)
-        idx = np.floor(np.linspace(0, len(frames) - 1, 16) + 0.5).astype(int)
-        nxt = np.where(idx + 1 < len(frames), idx + 1, np.maximum(idx - 1, 0))
+        idx = sampled_index(len(frames))
+        nxt = next_index(idx, len(frames))
         xy, hsv = [], []
         t1 = time.time()
         for k, (s, e) in enumerate(zip(idx, nxt)):

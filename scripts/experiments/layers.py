@@ -16,41 +16,26 @@ Usage: python layers.py DATA CACHE [--sizes 160 320]
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
 import torch
 
-from xvad.data import load_dataset
-from xvad.models import CRNN
 from xvad.models.efficientnet import STAGES
-from xvad.video import flow_images, motion_images, preprocess_as, read_frames
+from xvad.video import flow_images, motion_images, preprocess_as
+
+from common import frozen_lite0, parser, sampled_pairs, start
 
 STAGE_ENDS = np.cumsum([repeats for *_, repeats, _ in STAGES]) - 1
 MID = STAGE_ENDS[3:]   # stages 4 to 7
 
 
-def sampled_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A clip's 16 uniformly sampled frames and the frame decoded just after each (before, for the
-    last frame): the pairs the shipped model sees."""
-    frames, _ = read_frames(path)
-    idx = np.floor(np.linspace(0, len(frames) - 1, 16) + 0.5).astype(int)
-    nxt = np.where(idx + 1 < len(frames), idx + 1, np.maximum(idx - 1, 0))
-    return frames[idx], frames[nxt]
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("cache")
+    ap = parser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[320])
-    a = ap.parse_args()
-    torch.set_num_threads(2)
-    data = load_dataset(a.data)
-    model = CRNN("efficientnet_lite0", weights="imagenet", pooling="max", temporal="pool",
-                 classes=data.classes).set_precision("bf16").eval()
+    a, data = start(ap)
+    model = frozen_lite0(data.classes)
     blocks = model.backbone.body.net._blocks
     caught: list[torch.Tensor] = []
     for i in MID:

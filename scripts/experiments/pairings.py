@@ -11,15 +11,15 @@ Usage: python pairings.py DATA CACHE before gap60 distinct
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
 import torch
 
-from xvad.data import load_dataset
 from xvad.models import CRNN
 from xvad.video import motion_images, preprocess_as, read_frames
+
+from common import parser, sampled_index, start
 
 
 def partner(frames: np.ndarray, times: np.ndarray, k: int, rule: str) -> int:
@@ -38,13 +38,9 @@ def partner(frames: np.ndarray, times: np.ndarray, k: int, rule: str) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("cache")
+    ap = parser()
     ap.add_argument("rules", nargs="+")
-    a = ap.parse_args()
-    torch.set_num_threads(2)
-    data = load_dataset(a.data)
+    a, data = start(ap)
     model = CRNN("efficientnet_lite0", weights="imagenet", input="motion", pooling="max", temporal="pool",
                  classes=data.classes).eval()
     out = {r: np.zeros((len(data), 16, 1280), np.float16) for r in a.rules}
@@ -53,7 +49,7 @@ def main() -> None:
         frames, times = read_frames(sample.path)
         step = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean((1, 2, 3))
         copies.append(float((step < 0.5).mean()))
-        idx = np.floor(np.linspace(0, len(frames) - 1, 16) + 0.5).astype(int)
+        idx = sampled_index(len(frames))
         for rule in a.rules:
             prev = [partner(frames, times, k, rule) for k in idx]
             x = preprocess_as(motion_images(frames[idx], frames[prev]), model.config)

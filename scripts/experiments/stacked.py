@@ -8,32 +8,25 @@ Usage: python stacked.py DATA CACHE
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
 import torch
 
-from xvad.data import load_dataset
-from xvad.models import CRNN
 from xvad.video import preprocess_as, read_frames
+
+from common import frozen_lite0, sampled_index, start
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("cache")
-    a = ap.parse_args()
-    torch.set_num_threads(2)
-    data = load_dataset(a.data)
-    model = CRNN("efficientnet_lite0", weights="imagenet", pooling="max", temporal="pool",
-                 classes=data.classes).set_precision("bf16").eval()
+    a, data = start()
+    model = frozen_lite0(data.classes)
     out = np.zeros((len(data), 16, 1280), np.float16)
     for i, sample in enumerate(data.samples):
         frames, _ = read_frames(sample.path)
         grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         n = len(grey)
-        idx = np.floor(np.linspace(0, n - 1, 16) + 0.5).astype(int)
+        idx = sampled_index(n)
         steps = [np.abs(grey[np.minimum(idx + k + 1, n - 1)] - grey[np.minimum(idx + k, n - 1)]) for k in range(3)]
         images = np.clip(np.stack(steps, -1) * 4, 0, 255).astype(np.uint8)
         with torch.no_grad():

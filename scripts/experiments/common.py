@@ -1,0 +1,50 @@
+"""What the feature-extraction scripts share: their ``DATA CACHE`` arguments, the frozen Lite0 they
+run, and the frames they sample (16, uniformly, each with the frame decoded just after it)."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from xvad.data import Dataset, load_dataset
+from xvad.models import CRNN
+from xvad.video import read_frames
+
+
+def parser() -> argparse.ArgumentParser:
+    """An argument parser that starts with ``DATA CACHE``; scripts add their own arguments after."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("cache")
+    return ap
+
+
+def start(ap: argparse.ArgumentParser | None = None) -> tuple[argparse.Namespace, Dataset]:
+    """Parse the arguments (``DATA CACHE`` alone by default), run on 2 threads, load the dataset."""
+    a = (ap or parser()).parse_args()
+    torch.set_num_threads(2)
+    return a, load_dataset(a.data)
+
+
+def frozen_lite0(classes: list[str]) -> CRNN:
+    """Frozen EfficientNet-Lite0 (ImageNet) in bf16 whose ``frame_features`` max-pool the last map."""
+    return CRNN("efficientnet_lite0", weights="imagenet", pooling="max", temporal="pool",
+                classes=classes).set_precision("bf16").eval()
+
+
+def sampled_index(n: int, k: int = 16) -> np.ndarray:
+    """``k`` frame indices spread uniformly over ``n`` frames."""
+    return np.floor(np.linspace(0, n - 1, k) + 0.5).astype(int)
+
+
+def next_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """The frame decoded just after each of ``idx`` (just before, for the last frame)."""
+    return np.where(idx + 1 < n, idx + 1, np.maximum(idx - 1, 0))
+
+
+def sampled_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's 16 sampled frames and the frame decoded just after each: what the shipped model sees."""
+    frames, _ = read_frames(path)
+    idx = sampled_index(len(frames))
+    return frames[idx], frames[next_index(idx, len(frames))]
