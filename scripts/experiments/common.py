@@ -27,10 +27,11 @@ def start(ap: argparse.ArgumentParser | None = None) -> tuple[argparse.Namespace
     return a, load_dataset(a.data)
 
 
-def frozen_lite0(classes: list[str]) -> CRNN:
-    """Frozen EfficientNet-Lite0 (ImageNet) in bf16 whose ``frame_features`` max-pool the last map."""
+def frozen_lite0(classes: list[str], precision: str = "bf16") -> CRNN:
+    """Frozen EfficientNet-Lite0 (ImageNet; bf16 unless told) whose ``frame_features`` max-pool the
+    last map."""
     return CRNN("efficientnet_lite0", weights="imagenet", pooling="max", temporal="pool",
-                classes=classes).set_precision("bf16").eval()
+                classes=classes).set_precision(precision).eval()
 
 
 def sampled_index(n: int, k: int = 16) -> np.ndarray:

@@ -96,39 +96,62 @@ def main() -> None:
                          "are scaled by at most 1/sqrt(eps)")
     ap.add_argument("--clamp", type=float, default=float("inf"),
                     help="clamp the standardised features to ±this before the linear layer")
+    ap.add_argument("--other", default=None, metavar="TAG",
+                    help="also score each held-out clip on the features named with TAG before __max "
+                         "(e.g. _fp32: the backbone in fp32) and report how far p(fight) moves")
+    ap.add_argument("--train-on-both", action="store_true",
+                    help="with --other: train on both versions of each training clip")
     a = ap.parse_args()
     global EPS, CLAMP
     EPS, CLAMP = a.bn_eps, a.clamp
     torch.set_num_threads(1)
     data = load_dataset(DATA)
     y = data.labels
+    n = len(y)
     for name in a.names:
         per_stream = "^" in name
-        if "&" in name or per_stream:   # one model, one head per stream
-            parts = [load(a.cache, stream) for stream in name.replace("^", "&").split("&")]
-            streams, dims = [torch.cat(parts, 1)], [p.shape[1] for p in parts]
-        else:
-            streams, dims = [load(a.cache, stream) for stream in name.split("|")], None
-        per_seed = []
+
+        def features(tag: str = "") -> tuple[list[torch.Tensor], list[int] | None]:
+            named = name.replace("__max", f"{tag}__max")
+            if "&" in named or per_stream:   # one model, one head per stream
+                parts = [load(a.cache, stream) for stream in named.replace("^", "&").split("&")]
+                return [torch.cat(parts, 1)], [p.shape[1] for p in parts]
+            return [load(a.cache, stream) for stream in named.split("|")], None
+
+        streams, dims = features()
+        others = features(a.other)[0] if a.other else [None] * len(streams)
+        both = a.other and a.train_on_both
+        yy = np.concatenate([y, y]) if both else y
+        per_seed, moved = [], []
         for seed in (0, 1, 2):
             acc, auc = [], []
             for f, (tr, va) in enumerate(group_kfold(data, 5, seed)):
                 itr, iva = group_split(data.subset(tr), 0.2, seed + f)
-                probs = []
-                for x in streams:
-                    epochs = fit(x, y, tr[itr], tr[iva], 60, seed + f, dims, per_stream)
+                fit_tr, fit_itr = (np.concatenate([tr, tr + n]), np.concatenate([tr[itr], tr[itr] + n])) if both \
+                    else (tr, tr[itr])
+                probs, other_probs = [], []
+                for x, other in zip(streams, others):
+                    xx = torch.cat([x, other]) if both else x
+                    epochs = fit(xx, yy, fit_itr, tr[iva], 60, seed + f, dims, per_stream)
                     for k in range(a.heads):
-                        head = fit(x, y, tr, np.array([], int), max(epochs, 1), seed + f + 1000 * k, dims,
+                        head = fit(xx, yy, fit_tr, np.array([], int), max(epochs, 1), seed + f + 1000 * k, dims,
                                    per_stream)
                         with torch.no_grad():
                             probs.append(head(x[va]).exp().numpy())
-                m = classification_metrics(y[va], np.mean(probs, 0), data.classes)
+                            if other is not None:
+                                other_probs.append(head(other[va]).exp().numpy())
+                p = np.mean(probs, 0)
+                m = classification_metrics(y[va], p, data.classes)
                 acc.append(m["accuracy"])
                 auc.append(m["roc_auc"])
+                if other_probs:
+                    moved.extend(np.abs(p[:, 1] - np.mean(other_probs, 0)[:, 1]))
             per_seed.append((np.mean(acc), np.mean(auc)))
         mean = np.mean(per_seed, 0)
+        tail = (f"; p(fight) with {a.other} features moves by {np.mean(moved):.3f} on average, "
+                f"{np.max(moved):.3f} at most" if moved else "")
         print(f"{name:28s} accuracy {mean[0]:.3f}  ROC-AUC {mean[1]:.3f}  per seed "
-              + ", ".join(f"{p[0]:.3f}/{p[1]:.3f}" for p in per_seed), flush=True)
+              + ", ".join(f"{p[0]:.3f}/{p[1]:.3f}" for p in per_seed) + tail, flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ bf16). Writes into ``CACHE/pooled/`` for `head_cv.py`:
                                                 224 (``--sizes``, default 320: a 10x10 grid in which
                                                 small, distant fights cover more cells)
 
-Usage: python layers.py DATA CACHE [--sizes 160 320]
+With ``--precision fp32`` the backbone runs in fp32 and every name gains ``_fp32`` before ``__max``
+(e.g. ``flow_fp32__max.npy``), to measure how much bf16 moves the features and the heads' scores.
+
+Usage: python layers.py DATA CACHE [--sizes 160 320] [--precision fp32]
 """
 from __future__ import annotations
 
@@ -33,9 +36,11 @@ MID = STAGE_ENDS[3:]   # stages 4 to 7
 
 def main() -> None:
     ap = parser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[320])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[320])
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     a, data = start(ap)
-    model = frozen_lite0(data.classes)
+    model = frozen_lite0(data.classes, a.precision)
+    tag = "" if a.precision == "bf16" else f"_{a.precision}"
     blocks = model.backbone.body.net._blocks
     caught: list[torch.Tensor] = []
     for i in MID:
@@ -59,7 +64,7 @@ def main() -> None:
             print(f"{i + 1}/{n} clips, {time.time() - t0:.0f}s", flush=True)
     os.makedirs(os.path.join(a.cache, "pooled"), exist_ok=True)
     for k, x in out.items():
-        np.save(os.path.join(a.cache, "pooled", f"{k}__max.npy"), x)
+        np.save(os.path.join(a.cache, "pooled", f"{k}{tag}__max.npy"), x)
     print(f"done in {time.time() - t0:.0f}s")
 
 
