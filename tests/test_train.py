@@ -120,3 +120,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                  "--weights", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("xvad: error:") for e in err)
+
+
+def test_predict_gives_each_streams_probabilities(tmp_path):
+    """A motion+flow model: "streams" holds each head's own probabilities and "scores" is their mean,
+    which is what the model's own forward pass gives (predict_proba on the same clip)."""
+    import torch
+
+    from xvad.evaluate import score_video
+    from xvad.features import clip_tensor
+    from xvad.models import CRNN
+    from xvad.synthetic import make_clip, write_video
+
+    video = str(tmp_path / "clip.mp4")
+    write_video(video, make_clip(np.random.default_rng(5), frames=16, size=32, anomaly=True).frames, fps=8)
+    torch.manual_seed(0)
+    model = CRNN("tiny", size=32, frames=8, precision="fp32", input="motion+flow", temporal="pool").eval()
+    with torch.no_grad():
+        for head in model.head:
+            head[-1].weight.normal_()
+    r = score_video(model, video)
+    direct = model.predict_proba(clip_tensor(video, model.config)).numpy()
+    assert set(r["streams"]) == {"motion", "flow"}
+    assert [r["scores"][c] for c in model.classes] == pytest.approx(direct.tolist(), abs=1e-5)
+    mean = [(r["streams"]["motion"][c] + r["streams"]["flow"][c]) / 2 for c in model.classes]
+    assert mean == pytest.approx(direct.tolist(), abs=1e-5)
+    assert r["streams"]["motion"] != pytest.approx(r["streams"]["flow"], abs=1e-3)   # two real heads
+    assert "streams" not in score_video(CRNN("tiny", size=32, frames=8, precision="fp32").eval(), video)

@@ -13,16 +13,28 @@ from .data import load_dataset
 from .features import clip_tensor
 from .metrics import classification_metrics
 from .models import CRNN
-from .video import VideoError
+from .video import VideoError, input_streams
 
 
 @torch.no_grad()
 def score_video(model: CRNN, path: str) -> dict:
-    """Class probabilities for one video, sampled as the model expects."""
-    proba = model.predict_proba(clip_tensor(path, model.config).to(model.device)).float().cpu().numpy()
+    """Class probabilities for one video, sampled as the model expects; for a model with one pooled
+    head per stream, also each stream's own (``"streams"``), whose mean is ``"scores"``."""
+    clip = clip_tensor(path, model.config).to(model.device)
+    names = input_streams(model.config.get("input", "rgb"))
+    per_stream = None
+    if len(names) > 1 and model.gru is None:
+        per_stream = model.stream_proba(clip).float().cpu().numpy()
+        proba = per_stream.mean(0)   # the model's probabilities: the mean of its streams'
+    else:
+        proba = model.predict_proba(clip).float().cpu().numpy()
     k = int(proba.argmax())
-    return {"video": path, "predicted": model.classes[k], "score": float(proba[k]),
-            "scores": {c: round(float(p), 6) for c, p in zip(model.classes, proba)}}
+    out = {"video": path, "predicted": model.classes[k], "score": float(proba[k]),
+           "scores": {c: round(float(p), 6) for c, p in zip(model.classes, proba)}}
+    if per_stream is not None:
+        out["streams"] = {name: {c: round(float(p), 6) for c, p in zip(model.classes, row)}
+                          for name, row in zip(names, per_stream)}
+    return out
 
 
 def predict(model: CRNN, paths: list[str], progress: bool = False):
