@@ -111,6 +111,7 @@ def test_two_streams_share_the_backbone_and_average_probabilities():
         probs.append(head(torch.cat([f.mean(1), f.amax(1)], 1)).softmax(-1))
     torch.testing.assert_close(m(x).softmax(-1), (probs[0] + probs[1]) / 2)
     assert not torch.allclose(probs[0], probs[1])
+    assert m.stream_heads == ["motion", "flow"] and single.stream_heads == []
     torch.testing.assert_close(m.stream_proba(x), torch.stack(probs, 1))          # each stream's own
     torch.testing.assert_close(m.stream_proba(x[0]), torch.stack(probs, 1)[0])    # one clip
     torch.testing.assert_close(single.stream_proba(x[:, :, :3]), single.predict_proba(x[:, :, :3])[:, None])

@@ -13,7 +13,7 @@ from .data import load_dataset
 from .features import clip_tensor
 from .metrics import classification_metrics
 from .models import CRNN
-from .video import VideoError, input_streams
+from .video import VideoError
 
 
 @torch.no_grad()
@@ -21,9 +21,7 @@ def score_video(model: CRNN, path: str) -> dict:
     """Class probabilities for one video, sampled as the model expects; for a model with one pooled
     head per stream, also each stream's own (``"streams"``), whose mean is ``"scores"``."""
     clip = clip_tensor(path, model.config).to(model.device)
-    names = input_streams(model.config.get("input", "rgb"))
-    per_stream = None
-    if len(names) > 1 and model.gru is None:
+    if model.stream_heads:
         per_stream = model.stream_proba(clip).float().cpu().numpy()
         proba = per_stream.mean(0)   # the model's probabilities: the mean of its streams'
     else:
@@ -31,9 +29,9 @@ def score_video(model: CRNN, path: str) -> dict:
     k = int(proba.argmax())
     out = {"video": path, "predicted": model.classes[k], "score": float(proba[k]),
            "scores": {c: round(float(p), 6) for c, p in zip(model.classes, proba)}}
-    if per_stream is not None:
+    if model.stream_heads:
         out["streams"] = {name: {c: round(float(p), 6) for c, p in zip(model.classes, row)}
-                          for name, row in zip(names, per_stream)}
+                          for name, row in zip(model.stream_heads, per_stream)}
     return out
 
 

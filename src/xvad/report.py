@@ -214,10 +214,9 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
             clips.append((clip, target))
     finally:
         model.set_precision(own)
-    names = input_streams(model.config.get("input", "rgb"))
-    if len(names) > 1 and model.gru is None:   # a GRU mixes the streams: none has a vote of its own
-        for view, (clip, target) in zip(views, clips):   # at the precision that scored the alert
-            view.votes = list(zip(names, model.stream_proba(clip)[:, target].tolist()))
+    if model.stream_heads:   # each stream's vote, at the precision that scored the alert
+        for view, (clip, target) in zip(views, clips):
+            view.votes = list(zip(model.stream_heads, model.stream_proba(clip)[:, target].tolist()))
     return views
 
 

@@ -112,6 +112,12 @@ class CRNN(nn.Module):
         return resolve_precision(self.config["precision"], self.device)
 
     @property
+    def stream_heads(self) -> list[str]:
+        """The streams that have a head of their own (several streams pooled over time), by name, in
+        :meth:`stream_proba`'s order; empty otherwise (one stream, or a GRU that mixes them)."""
+        return input_streams(self.config["input"]) if self.streams > 1 and self.gru is None else []
+
+    @property
     def head_dtype(self) -> torch.dtype:
         """The dtype of the GRU and head weights (float32 unless the model was converted)."""
         return next(self.head.parameters()).dtype
