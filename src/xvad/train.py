@@ -65,8 +65,8 @@ class TrainConfig:
         return dict(backbone=self.backbone, weights=self.weights, frames=self.frames, size=self.size,
                     fps=self.fps, crop=self.crop, pooling=self.pooling, input=self.input,
                     temporal=self.temporal, hidden=self.hidden,
-                    layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout, norm_eps=self.norm_eps,
-                    norm_clamp=self.norm_clamp,
+                    layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout,
+                    norm_eps=self.norm_eps, norm_clamp=self.norm_clamp,
                     freeze_backbone=not self.finetune, precision=self.precision)
 
 

@@ -35,7 +35,7 @@ def default_classes(num_classes: int) -> list[str]:
 class Standardise(nn.BatchNorm1d):
     """Batch norm without learned scale or shift, its output clamped to ``[-bound, bound]`` if a bound is
     given: a feature far outside its training range (unfamiliar footage) then moves the score by a
-    bounded amount, and the same whether the backbone ran in bf16 or fp32."""
+    bounded amount."""
 
     def __init__(self, features: int, eps: float = 1e-5, bound: float | None = None) -> None:
         super().__init__(features, eps=eps, affine=False)
@@ -96,8 +96,8 @@ class CRNN(nn.Module):
                                       nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
         else:  # mean and max over time; the batch norm standardises them (as for a logistic regression)
             d = 2 * self.feature_dim // self.streams
-            heads = [nn.Sequential(Standardise(d, norm_eps, norm_clamp), nn.Dropout(dropout), nn.Linear(d, num_classes))
-                     for _ in range(self.streams)]
+            heads = [nn.Sequential(Standardise(d, norm_eps, norm_clamp), nn.Dropout(dropout),
+                                   nn.Linear(d, num_classes)) for _ in range(self.streams)]
             self.head = heads[0] if self.streams == 1 else nn.ModuleList(heads)
         self.freeze_backbone(freeze_backbone)
 
