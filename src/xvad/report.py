@@ -220,10 +220,15 @@ def review_windows(model: CRNN, video: str, results: list, fps: float, window: i
     return views
 
 
+def maps_precision(model: CRNN, map_precision: str | None) -> str:
+    """The precision the maps are drawn at ("fp32" or "bf16"): ``map_precision``, else the model's own."""
+    return resolve_precision(map_precision or model.config["precision"], model.device)
+
+
 def model_card(model: CRNN, map_precision: str | None = None) -> list[tuple[str, str]]:
     cfg, extra = model.config, getattr(model, "extra", {}) or {}
     metrics = extra.get("metrics") or {}
-    maps = resolve_precision(map_precision or cfg["precision"], model.device)
+    maps = maps_precision(model, map_precision)
     rows = [("checkpoint", f"{os.path.basename(getattr(model, 'checkpoint_path', '') or 'in memory')} "
                            f"(id {getattr(model, 'checkpoint_id', 'n/a')})"),
             ("xvad version", __version__),
@@ -272,7 +277,7 @@ def render_html(video: str, model: CRNN, results: list, views: list[AlertView], 
            f"{timeline_plot(times, [r.score for r in results], threshold, spans)}'>",
            f"<p class='sub'>An alert starts when {alert_spec.split('/')[0]} of the last {alert_spec.split('/')[1]} "
            f"window scores pass {threshold:.2f}, and ends when fewer do. Shaded: alert intervals.</p>"]
-    maps = resolve_precision(map_precision or model.config["precision"], model.device)
+    maps = maps_precision(model, map_precision)
     rescored = f" when re-scored in {maps}, the maps' precision" if maps != model.precision else ""
     for v in views:
         gc = v.explanations["gradcam"]
