@@ -15,13 +15,10 @@ import torch
 from . import __version__
 from .atomic import atomic_path
 from .models import CRNN
+from .errors import CheckpointError
 
 FORMAT = "xvad-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated, foreign or does not match its config."""
 
 
 def atomic_save(obj: Any, path: str) -> None:

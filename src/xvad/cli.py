@@ -264,12 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import USER_ERRORS
+    from .errors import XvadError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except USER_ERRORS as exc:
+    except XvadError as exc:
         print(f"xvad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

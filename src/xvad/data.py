@@ -11,13 +11,10 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from .errors import DatasetError
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts", ".flv", ".wmv"}
 _NORMAL_NAME = re.compile(r"^(normal|neutral|negative|neg|background|none|no[_\- ]?|non[_\- ]?)", re.I)
-
-
-class DatasetError(ValueError):
-    """A dataset folder or CSV cannot be used as given."""
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,46 @@
-"""The errors xvad reports to a user as one line (the CLI prints them without a traceback)."""
+"""Every error xvad reports to a user: one base, :class:`XvadError`, and one class per kind of input.
+
+The command line turns any ``XvadError`` into a single line naming the file or option and the
+problem (no traceback) and exits non-zero. This module imports nothing of the package, so any
+module can raise these without an import cycle.
+"""
 from __future__ import annotations
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-    from .data import DatasetError
-    from .models.backbones import WeightsError
-    from .stream.errors import StreamError
-    from .video import VideoError
-
-    errors: list[type[BaseException]] = [CheckpointError, DatasetError, StreamError, WeightsError, VideoError]
-    try:
-        from .explain import ExplainError
-        errors.append(ExplainError)
-    except ImportError:
-        pass
-    return tuple(errors)
+__all__ = ["CheckpointError", "ConfigError", "DatasetError", "ExplainError", "StreamError", "VideoError",
+           "VideoWarning", "WeightsError", "XvadError"]
 
 
-USER_ERRORS = _user_errors()
+class XvadError(Exception):
+    """An error meant for the user: its message is one line naming what is wrong and where."""
+
+
+class VideoError(XvadError):
+    """A video cannot be read: missing, not a video, no video stream, unsupported codec or no decodable frames."""
+
+
+class VideoWarning(UserWarning):
+    """A video was only partly readable (truncated or damaged); the frames that did decode are returned."""
+
+
+class CheckpointError(XvadError, RuntimeError):
+    """A checkpoint file is missing, truncated, foreign or inconsistent."""
+
+
+class WeightsError(XvadError, RuntimeError):
+    """Backbone weights cannot be found, downloaded or verified."""
+
+
+class DatasetError(XvadError, ValueError):
+    """A dataset folder or CSV cannot be used as given."""
+
+
+class ConfigError(XvadError, ValueError):
+    """A setting (command-line option or configuration field) has a value that cannot work."""
+
+
+class ExplainError(XvadError, ValueError):
+    """An explanation cannot be computed as asked (unknown method, layer or target)."""
+
+
+class StreamError(XvadError, RuntimeError):
+    """A stream cannot be used as asked (bad option, source lost for good)."""

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .models import CRNN
-from .video import preprocess_as, probe, read_input
+from .video import load_clip, preprocess_as, probe
 
 
 def display_frames(clip: torch.Tensor, mean, std) -> np.ndarray:
@@ -28,18 +28,15 @@ def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None =
     without one they are spread uniformly over ``[start, start + duration)`` (default: to the end).
     """
     cfg = model.config
-    n = frames or cfg["frames"]
-    fps = fps or cfg.get("fps")
-    if fps:
-        rgb, images, ts = read_input(path, cfg, frames=n, fps=fps, start=start)
-    else:
-        if duration is None and start > 0:
-            info = probe(path)
-            duration = max(info.duration - start, 0.0) if info.duration else None
-        rgb, images, ts = read_input(path, cfg, frames=n, start=start, duration=duration)
-    clip = preprocess_as(images, cfg)
-    shown = display_frames(clip, cfg["mean"], cfg["std"]) if images is rgb else shown_frames(rgb, cfg)
-    return clip, shown, ts
+    if fps or cfg.get("fps"):
+        duration = None                      # frames at a rate fix the span
+    elif duration is None and start > 0:     # uniformly over the rest of the video
+        info = probe(path)
+        duration = max(info.duration - start, 0.0) if info.duration else None
+    clip = load_clip(path, cfg, start=start, duration=duration, frames=frames, fps=fps)
+    x = clip.tensor()
+    shown = display_frames(x, cfg["mean"], cfg["std"]) if clip.images is clip.rgb else shown_frames(clip.rgb, cfg)
+    return x, shown, clip.times
 
 
 def shown_frames(rgb: np.ndarray, config: dict) -> np.ndarray:

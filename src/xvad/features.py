@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,21 +16,10 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .models import CRNN
-from .video import FLOW_RULE, MOTION_RULE, VideoError, flip_images, input_streams, preprocess_as, probe, read_input
+from .video import FLOW_RULE, MOTION_RULE, VideoError, View, input_streams, load_clip
 
 # Config entries that change what the backbone sees or computes.
 FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std", "input")
-
-
-@dataclass(frozen=True)
-class View:
-    """One view of a clip: the plain clip, or an augmented copy (mirror, temporal jitter)."""
-    flip: bool = False
-    jitter: int = 0  # 0: sample the whole clip; k > 0: a random sub-window drawn with seed k
-
-    @property
-    def name(self) -> str:
-        return ("flip" if self.flip else "") + (f"jitter{self.jitter}" if self.jitter else "") or "plain"
 
 
 def make_views(n: int) -> list[View]:
@@ -63,25 +51,14 @@ def content_hash(path: str) -> str:
 
 
 def load_frames(path: str, config: dict, view: View = View()) -> np.ndarray:
-    """Decode the uint8 images ``[T, H, W, 3 * streams]`` the backbone of a model with ``config`` sees
-    for ``view`` of a clip (frames, frame differences, optical flow, see ``xvad.video.model_images``)."""
-    start, duration = 0.0, None
-    if view.jitter:
-        info = probe(path)
-        if info.duration:
-            rng = np.random.default_rng(view.jitter)
-            duration = info.duration * rng.uniform(0.75, 0.95)
-            start = rng.uniform(0, info.duration - duration)
-    _, frames, _ = read_input(path, config, frames=config["frames"], fps=config.get("fps"), start=start,
-                              duration=duration)
-    if view.flip:
-        frames = flip_images(frames, config)
-    return frames
+    """The uint8 images ``[T, H, W, 3 * streams]`` the backbone of a model with ``config`` sees for
+    ``view`` of a clip (see :func:`xvad.video.load_clip`)."""
+    return load_clip(path, config, view=view).images
 
 
 def clip_tensor(path: str, config: dict, view: View = View()) -> torch.Tensor:
     """The preprocessed ``[T, 3 * streams, size, size]`` tensor for ``view`` of a clip."""
-    return preprocess_as(load_frames(path, config, view), config)
+    return load_clip(path, config, view=view).tensor()
 
 
 class FeatureCache:

@@ -20,12 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import ExplainError
 
 NORMALIZE = ("clip", "frame", "none")
-
-
-class ExplainError(ValueError):
-    """Bad input to an explanation: the message is one line saying what was wrong."""
 
 
 @dataclass

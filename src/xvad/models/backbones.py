@@ -13,6 +13,7 @@ from torch import nn
 
 from .efficientnet import EfficientNetLite0, bundled_weights_path
 from .vgg import VGG, last_conv_relu
+from ..errors import WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,10 +24,6 @@ VGG_URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
     "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
 }
-
-
-class WeightsError(RuntimeError):
-    """Backbone weights could not be found, downloaded or loaded."""
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ Each sampled frame goes through the backbone once; its feature waits in a ring b
 ``xvad detect`` (:mod:`xvad.stream.cli`).
 """
 from .detector import Detector, WindowResult, window_scores
-from .errors import StreamError
+from ..errors import StreamError
 from .events import EventLog
 from .policy import AlertPolicy, alert_spans, parse_alert
-from .source import Reconnect, SourceSpec, open_source, parse_source
+from .source import Reconnect
+from ..video.decode import SourceSpec, open_source, parse_source
 
 __all__ = ["AlertPolicy", "Detector", "EventLog", "Reconnect", "SourceSpec", "StreamError", "WindowResult",
            "alert_spans", "open_source", "parse_alert", "parse_source", "window_scores"]

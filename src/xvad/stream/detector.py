@@ -1,19 +1,16 @@
-"""Real-time detection on a stream: every frame through the backbone once, windows from a ring buffer.
+"""Real-time detection on one source: a reader, the inference part, the alert lifecycle and the outputs.
 
-A reader thread decodes and samples the source (:mod:`.source`). The detector takes the frames
-that have arrived (up to ``batch`` at a time), runs the backbone on them in one call and keeps each
-frame's feature vector in a ring buffer of the last ``window`` frames. Every ``stride`` frames the
-buffered features go through the GRU and head (``model.classify``), which is cheap: the naive
-alternative re-runs the backbone over each overlapping window, ``window / stride`` times the work.
+``Detector(model).run(source)`` composes the pieces: :mod:`.source` decodes and samples the source in a
+thread; :mod:`.inference` runs the backbone on batches of frames and the head on each due window of
+the ring buffer; :mod:`.alerts` turns window scores into alerts (k of the last n windows over the
+threshold); :mod:`.outputs` writes the events file, the annotated video and the explanations.
 
 The window score is the softmax probability of the alert class (binary models: class 1) or, for
-multi-class models, of the most likely non-normal class (class 0 is "normal"), whose name is
-reported. An :class:`~.policy.AlertPolicy` (k of the last n windows over the threshold) turns
-scores into alerts; events go to a JSON-lines file (:mod:`.events`); alerts can be explained in
-the background (:mod:`.explainer`) and the frames written to an annotated video (:mod:`.annotate`).
+multi-class models, of the most likely non-normal class (class 0 is "normal"), whose name is reported.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -26,14 +23,18 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..video import VideoError, model_images, needs_partner, preprocess
-from .annotate import AnnotatedVideo, FrameInfo
-from .errors import StreamError
-from .events import EventLog
-from .policy import AlertPolicy, parse_alert
+from ..errors import StreamError, VideoError
+from ..video import frame_tensor, needs_partner
+from .alerts import AlertTracker
+from .inference import FrameFeature, Scorer, WindowBuffer, window_scores
+from .outputs import OutputOptions, Outputs
+from .policy import parse_alert
 from .source import Disconnect, End, Frame, FrameQueue, Gap, Reader, Reconnect, parse_source
 
+__all__ = ["DEFAULT_FPS", "Detector", "WindowResult", "window_scores"]
+
 DEFAULT_FPS = 8.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,38 +56,6 @@ class WindowResult:
     class_index: int = 1
     event: str | None = None
     alert_id: int | None = None
-
-
-@dataclass
-class _Entry:
-    index: int
-    time: float
-    feature: torch.Tensor
-    arrival: float
-    image: np.ndarray | None
-    tensor: torch.Tensor | None
-
-
-@dataclass
-class _Alert:
-    id: int
-    start_time: float
-    start_frame: int
-    class_name: str | None
-    class_index: int
-    peak: float
-    peak_class: str | None
-    windows: int = 1
-
-
-def window_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, C]`` logits -> (score ``[B]``, class index ``[B]``): p(class 1) for two classes, else the
-    most likely class other than 0 (normal) and its probability."""
-    p = logits.float().softmax(-1)
-    if p.shape[-1] == 2:
-        return p[:, 1], torch.ones(p.shape[0], dtype=torch.long)
-    score, idx = p[:, 1:].max(-1)
-    return score, idx + 1
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -138,13 +107,11 @@ class Detector:
             raise StreamError(f"fps must be positive, not {fps}")
         if not 0.0 <= self.threshold <= 1.0:
             raise StreamError(f"threshold must be between 0 and 1, not {threshold}")
-        self.events_path = None if events is None else os.fspath(events)
-        self.explain_dir = None if explain_dir is None else os.fspath(explain_dir)
-        self.out = None if out is None else os.fspath(out)
-        if self.out is not None and not self.out.lower().endswith((".mp4", ".m4v", ".mov")):
-            raise StreamError(f"{self.out}: the annotated video is an MP4; name it *.mp4")
+        self.outputs = OutputOptions(None if events is None else os.fspath(events),
+                                     None if out is None else os.fspath(out),
+                                     None if explain_dir is None else os.fspath(explain_dir),
+                                     explain_method, log_windows)
         self.live = live
-        self.log_windows = log_windows
         self.realtime = realtime
         if precision is not None:
             try:
@@ -157,7 +124,6 @@ class Detector:
             self.reconnect = Reconnect(float(reconnect[0]), float(reconnect[1]), float(give_up_after))
         self.timeout = float(timeout)
         self.queue_size = queue_size
-        self.explain_method = explain_method
         self.source_options = dict(source_options or {})
         self.classes = list(getattr(model, "classes", None) or cfg.get("classes") or ["normal", "alert"])
         self.checkpoint = getattr(model, "checkpoint_id", None)
@@ -202,74 +168,54 @@ class Detector:
         spec = parse_source(source, self.source_options)
         live = self.live if self.live is not None else (spec.live or self.realtime)
         cfg = self.model.config
-        size, mean, std, crop = int(cfg["size"]), cfg["mean"], cfg["std"], cfg.get("crop", "center")
-
-        def transform(image: np.ndarray, partner: np.ndarray | None) -> torch.Tensor:
-            return preprocess(model_images(image, partner, cfg)[None], size, mean, std, crop)[0]
-
         # live: a short queue, so that when processing falls behind the wait stays short (the
         # oldest frames are dropped); a file: room for two batches, so the backbone never waits
         qsize = self.queue_size or (max(2, self.batch // 4) if live else 2 * self.batch)
-        reader = Reader(spec, self.fps, transform, FrameQueue(qsize), live=live,
-                        keep_images=self.out is not None or self.explain_dir is not None,
-                        realtime=self.realtime, reconnect=self.reconnect, timeout=self.timeout,
-                        pairs=needs_partner(cfg))
+        reader = Reader(spec, self.fps, lambda image, partner: frame_tensor(image, partner, cfg), FrameQueue(qsize),
+                        live=live, keep_images=self.outputs.needs_images, realtime=self.realtime,
+                        reconnect=self.reconnect, timeout=self.timeout, pairs=needs_partner(cfg))
         reader.open()                                  # fails here, before any output exists
         try:
-            events = EventLog(self.events_path, self.checkpoint)
-        except OSError as exc:
+            outputs = Outputs(self.outputs, self.checkpoint)
+        except StreamError:
             reader.stop()
-            raise StreamError(f"{self.events_path}: cannot write the events file "
-                              f"({exc.strerror or exc})") from None
-        return self._run(spec, reader, live, events)
+            raise
+        return self._run(spec, reader, live, outputs)
 
     # -- the loop -----------------------------------------------------------------------------------
     def _reset_counters(self) -> None:
         self._running = False
         self._frames = 0
         self._windows = 0
-        self._alerts = 0
         self._gaps = 0
         self._latencies: deque[float] = deque(maxlen=10000)
-        self._started = None
+        self._started: float | None = None
         self._elapsed = 0.0
         self._reader: Reader | None = None
         self._last: WindowResult | None = None
-        self._alert: _Alert | None = None
+        self._alerts = AlertTracker(self.threshold, self.k, self.n)
         self._end_reason: str | None = None
-        self._explainer = None
-        self._shown: tuple[float, str | None, bool] | None = None   # what the video shows
-        self._shown_alerts = 0
+        self._explainer: Any = None
 
-    def _run(self, spec: Any, reader: Reader, live: bool, events: EventLog) -> Iterator[WindowResult]:
+    def _run(self, spec: Any, reader: Reader, live: bool, outputs: Outputs) -> Iterator[WindowResult]:
         self._running = True
         self._live = live
-        self._device = next(self.model.parameters()).device
         self._reader = reader
         self.source = spec.name
-        model = self.model.eval()
-        policy = AlertPolicy(self.threshold, self.k, self.n)
-        ring: deque[_Entry] = deque(maxlen=self.window)
-        self._since = 0                            # frames in the ring's segment
-        video = None
+        scorer = Scorer(self.model, self.classes)
+        buffer = WindowBuffer(self.window, self.stride)
         error: BaseException | None = None
+        log.info("%s: detection starts (%s, %g fps, window %d, stride %d)", spec.name, spec.kind, self.fps,
+                 self.window, self.stride)
         try:
-            try:
-                if self.out is not None:
-                    video = AnnotatedVideo(self.out, self.fps, self.threshold)
-                if self.explain_dir is not None:
-                    from .explainer import ExplainWorker
-                    self._explainer = ExplainWorker(model, self.explain_dir, events, self.fps, spec.name,
-                                                    self.explain_method)
-            except OSError as exc:
-                raise StreamError(f"{exc.filename or self.out or self.explain_dir}: cannot write there "
-                                  f"({exc.strerror or exc})") from None
-            events.write("start", source=spec.name, kind=spec.kind, live=live, realtime=self.realtime,
-                         fps=self.fps, source_fps=reader.source_fps, window=self.window, stride=self.stride,
-                         threshold=self.threshold, alert=f"{self.k}/{self.n}", batch=self.batch,
-                         classes=self.classes, precision=model.precision,
-                         checkpoint_path=getattr(model, "checkpoint_path", None),
-                         xvad_version=__version__, pid=os.getpid())
+            outputs.open(self.model, self.fps, self.threshold, spec.name)
+            self._explainer = outputs.explainer
+            outputs.write("start", source=spec.name, kind=spec.kind, live=live, realtime=self.realtime,
+                          fps=self.fps, source_fps=reader.source_fps, window=self.window, stride=self.stride,
+                          threshold=self.threshold, alert=f"{self.k}/{self.n}", batch=self.batch,
+                          classes=self.classes, precision=self.model.precision,
+                          checkpoint_path=getattr(self.model, "checkpoint_path", None),
+                          xvad_version=__version__, pid=os.getpid())
             self._started = time.perf_counter()
             threads = torch.get_num_threads()
             reader.start()
@@ -281,24 +227,24 @@ class Detector:
                     if torch.get_num_threads() != threads:   # a torch whose thread setting is global
                         torch.set_num_threads(threads)
                 if batch:
-                    yield from self._process(batch, ring, policy, video, events)
+                    yield from self._process(batch, scorer, buffer, outputs)
                 if marker is None:
                     if self._stop.is_set():
                         self._end_reason = self._stop_reason or "stopped"
                         break
                     continue
                 if isinstance(marker, Disconnect):
-                    self._close_alert(events, "disconnect", None)
-                    self._shown = None
-                    policy.reset()
-                    ring.clear()
-                    self._since = 0
-                    events.write("disconnect", time=marker.time, reason=marker.reason)
+                    self._close_alert(outputs, "disconnect", None)
+                    self._alerts.reset()
+                    buffer.clear()
+                    outputs.disconnected(marker.time, marker.reason)
+                    log.warning("%s: source lost (%s); reconnecting", spec.name, marker.reason)
                 elif isinstance(marker, Gap):
                     self._gaps += 1
-                    events.write("gap", began=marker.began, ended=marker.ended,
-                                 seconds=round(marker.seconds, 3), attempts=marker.attempts,
-                                 reconnected=marker.reconnected, reason=marker.reason)
+                    outputs.write("gap", began=marker.began, ended=marker.ended, seconds=round(marker.seconds, 3),
+                                  attempts=marker.attempts, reconnected=marker.reconnected, reason=marker.reason)
+                    log.info("%s: gap of %.1f s, %s", spec.name, marker.seconds,
+                             "reconnected" if marker.reconnected else "not reconnected")
                 elif isinstance(marker, End):
                     self._end_reason = marker.reason if marker.reason != "stopped" else \
                         (self._stop_reason or "stopped")
@@ -315,7 +261,7 @@ class Detector:
             self._end_reason = self._end_reason or "error"
             raise
         finally:
-            self._finish(reader, events, video, error)
+            self._finish(reader, outputs, error)
 
     def _take(self, reader: Reader) -> tuple[list[Frame], Any]:
         """Up to ``batch`` frames (live: those that have arrived, after waiting for the first), and
@@ -342,128 +288,81 @@ class Detector:
             batch.append(item)
         return batch, None
 
-    def _process(self, batch: list[Frame], ring: deque, policy: AlertPolicy, video: AnnotatedVideo | None,
-                 events: EventLog) -> list[WindowResult]:
-        model = self.model
-        x = torch.stack([f.tensor for f in batch]).to(self._device)
-        keep_tensor = self._explainer is not None
-        with torch.inference_mode():
-            feats = model.frame_features(x)
-        pending: list[tuple[int, list[_Entry]]] = []     # (position in batch, window entries)
+    def _process(self, batch: list[Frame], scorer: Scorer, buffer: WindowBuffer,
+                 outputs: Outputs) -> list[WindowResult]:
+        feats = scorer.features([f.tensor for f in batch])
+        keep_tensor = outputs.explainer is not None
+        due: list[tuple[int, list[FrameFeature]]] = []     # (position in batch, the window's frames)
         for i, (f, feat) in enumerate(zip(batch, feats)):
-            ring.append(_Entry(f.index, f.time, feat, f.arrival, f.image, f.tensor if keep_tensor else None))
-            self._since += 1
-            if self._since >= self.window and (self._since - self.window) % self.stride == 0:
-                pending.append((i, list(ring)))
+            window = buffer.push(FrameFeature(f.index, f.time, feat, f.arrival, f.image,
+                                              f.tensor if keep_tensor else None))
+            if window is not None:
+                due.append((i, window))
         self._frames += len(batch)
-        results: list[WindowResult] = []
-        if pending:
-            with torch.inference_mode():
-                logits = model.classify(torch.stack([torch.stack([e.feature for e in w]) for _, w in pending]))
-            scores, classes = window_scores(logits)
-            done = time.perf_counter()
-            for (pos, entries), score, cls in zip(pending, scores.tolist(), classes.tolist()):
-                results.append(self._decide(entries, float(score), int(cls), done, policy, events))
-        if video is not None:
-            k = 0
-            for i, f in enumerate(batch):
-                while k < len(pending) and pending[k][0] == i:
-                    r = results[k]
-                    video.add_score(r.score, r.alert_on)
-                    self._shown = (r.score, r.class_name, r.alert_on)
-                    if r.event == "start":
-                        self._shown_alerts = r.alert_id or self._shown_alerts
-                    k += 1
-                if f.image is not None:
-                    score, name, on = self._shown or (None, None, False)
-                    video.write(f.image, FrameInfo(f.index, f.time, score, name, on, self._shown_alerts))
+        scores = scorer.score([w for _, w in due])
+        done = time.perf_counter()
+        results = [self._decide(frames, s.score, s.class_index, s.class_name, done, outputs)
+                   for (_, frames), s in zip(due, scores)]
+        k = 0
+        for i, f in enumerate(batch):
+            while k < len(due) and due[k][0] == i:
+                r = results[k]
+                outputs.shown(r.score, r.class_name, r.alert_on, r.alert_id, r.event == "start")
+                k += 1
+            outputs.frame(f.index, f.time, f.image)
         return results
 
-    def _decide(self, entries: list[_Entry], score: float, cls: int, done: float, policy: AlertPolicy,
-                events: EventLog) -> WindowResult:
-        last = entries[-1]
-        name = self.classes[cls] if cls < len(self.classes) else f"class_{cls}"
-        change = policy.update(score)
+    def _decide(self, frames: list[FrameFeature], score: float, cls: int, name: str, done: float,
+                outputs: Outputs) -> WindowResult:
+        last = frames[-1]
+        tracker = self._alerts
+        change = tracker.update(score, cls, name, last.time, last.index)
         latency = done - last.arrival
         self._windows += 1
         self._latencies.append(latency)
-        result = WindowResult(last.index, last.time, score, name, policy.on, latency, entries[0].index,
-                              entries[0].time, cls)
-        if change == "start":
-            self._alerts += 1
-            self._alert = _Alert(self._alerts, last.time, last.index, name, cls, score, name)
-            result.event, result.alert_id = "start", self._alerts
-            events.write("alert_start", alert=self._alerts, time=last.time, frame=last.index,
-                         window_frames=[entries[0].index, last.index],
-                         window_times=[entries[0].time, last.time], score=score, **{"class": name},
-                         class_index=cls, passes=f"{policy.count}/{self.n}", threshold=self.threshold)
-            if self._explainer is not None:
-                self._submit_explanation(entries, cls, score, name)
-        elif self._alert is not None:
-            a = self._alert
-            result.alert_id = a.id
+        result = WindowResult(last.index, last.time, score, name, tracker.on, latency, frames[0].index,
+                              frames[0].time, cls)
+        alert = tracker.open
+        if change == "start" and alert is not None:
+            result.event, result.alert_id = "start", alert.id
+            outputs.alert_started(alert, frames, f"{tracker.policy.count}/{self.n}", self.threshold)
+            log.info("%s: alert %d starts at %.2f s (score %.3f, %s)", self.source, alert.id, last.time, score, name)
+        elif alert is not None:
+            result.alert_id = alert.id
             if change == "end":
                 result.event = "end"
-                self._close_alert(events, "scores", result)
-            else:
-                a.windows += 1
-                if score > a.peak:
-                    a.peak, a.peak_class = score, name
-        if self.log_windows:
-            events.write("window", frame=last.index, time=last.time, start_frame=entries[0].index,
-                         start_time=entries[0].time, score=round(score, 6), **{"class": name},
-                         alert=policy.on, latency=round(latency, 4))
+                self._close_alert(outputs, "scores", result)
+        outputs.window(frames, score, name, tracker.on, latency)
         self._last = result
         return result
 
-    def _submit_explanation(self, entries: list[_Entry], cls: int, score: float, name: str | None) -> None:
-        from .explainer import Job
-
-        if any(e.image is None or e.tensor is None for e in entries):
+    def _close_alert(self, outputs: Outputs, reason: str, result: WindowResult | None) -> None:
+        alert = self._alerts.close()
+        if alert is None:
             return
-        job = Job(self._alerts, np.stack([e.image for e in entries]), torch.stack([e.tensor for e in entries]),
-                  [e.time for e in entries], [e.index for e in entries], cls, score, name)
-        self._explainer.submit(job)
+        end = result or self._last
+        end_time = end.time if end is not None else alert.start_time
+        end_frame = end.frame_index if end is not None else alert.start_frame
+        outputs.alert_ended(alert, reason, end_time, end_frame, None if result is None else result.score)
+        log.info("%s: alert %d ends at %.2f s (%s; peak %.3f)", self.source, alert.id, end_time, reason, alert.peak)
 
-    def _close_alert(self, events: EventLog, reason: str, result: WindowResult | None) -> None:
-        a, self._alert = self._alert, None
-        if a is None:
-            return
-        end_time = result.time if result is not None else (self._last.time if self._last else a.start_time)
-        end_frame = result.frame_index if result is not None else (self._last.frame_index if self._last
-                                                                   else a.start_frame)
-        events.write("alert_end", alert=a.id, time=end_time, frame=end_frame, started=a.start_time,
-                     start_frame=a.start_frame, duration=round(end_time - a.start_time, 3),
-                     peak_score=a.peak, peak_class=a.peak_class, **{"class": a.class_name},
-                     windows=a.windows, reason=reason,
-                     score=None if result is None else result.score)
-
-    def _finish(self, reader: Reader, events: EventLog | None, video: AnnotatedVideo | None,
-                error: BaseException | None) -> None:
+    def _finish(self, reader: Reader, outputs: Outputs, error: BaseException | None) -> None:
         reader.stop()
         if self._started is not None:
             self._elapsed = time.perf_counter() - self._started
-        problems: list[str] = []
-        if events is not None and self._alert is not None:
-            self._close_alert(events, self._end_reason or "stopped", None)
-        out_path = None
-        if video is not None:
-            try:
-                out_path = video.close()
-            except Exception as exc:   # keep going: the events must still be closed
-                problems.append(f"annotated video: {exc}")
-        if self._explainer is not None:
-            self._explainer.close()
+        if self._alerts.open is not None:
+            self._close_alert(outputs, self._end_reason or "stopped", None)
+        out_path, _ = outputs.close()
         self._running = False
         self._summary = self._make_summary()
         if out_path:
             self._summary["out"] = out_path
-        if events is not None:
-            fields = {k: v for k, v in self._summary.items() if k != "source"}
-            if error is not None:
-                fields["error"] = " ".join(str(error).split())[:300] or type(error).__name__
-            events.write("stop", source=self.source, reason=self._end_reason or "end", **fields)
-            events.close()
+        fields = {k: v for k, v in self._summary.items() if k != "source"}
+        if error is not None:
+            fields["error"] = " ".join(str(error).split())[:300] or type(error).__name__
+        outputs.finish(source=self.source, reason=self._end_reason or "end", **fields)
+        log.info("%s: detection ends (%s): %d frames, %d windows, %d alerts", self.source,
+                 self._end_reason or "end", self._frames, self._windows, self._alerts.count)
 
     def _make_summary(self) -> dict[str, Any]:
         r = self._reader
@@ -475,8 +374,8 @@ class Detector:
             "source": getattr(self, "source", None),
             "frames": self._frames,
             "windows": self._windows,
-            "alerts": self._alerts,
-            "alert_on": self._alert is not None,
+            "alerts": self._alerts.count,
+            "alert_on": self._alerts.open is not None,
             "dropped": stats.dropped if stats else 0,
             "corrupt": stats.corrupt if stats else 0,
             "decoded": stats.decoded if stats else 0,
@@ -502,8 +401,8 @@ class Detector:
         r = self._reader
         elapsed = (time.perf_counter() - self._started) if self._running and self._started else self._elapsed
         last = self._last
-        return {"frames": self._frames, "windows": self._windows, "alerts": self._alerts,
-                "alert_on": self._alert is not None,
+        return {"frames": self._frames, "windows": self._windows, "alerts": self._alerts.count,
+                "alert_on": self._alerts.open is not None,
                 "dropped": r.stats.dropped if r else 0, "corrupt": r.stats.corrupt if r else 0,
                 "fps": self._frames / elapsed if elapsed > 0 else None,
                 "score": None if last is None else last.score,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .errors import StreamError
+from ..errors import StreamError
 
 
 def parse_alert(spec: str | tuple[int, int]) -> tuple[int, int]:

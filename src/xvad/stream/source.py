@@ -10,94 +10,23 @@ once and a :class:`Gap` marker when frames flow again (or when it gives up).
 """
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import av
 import numpy as np
 
-from ..video import Partners, VideoError, _errors, _origin, _RGB, _video_stream
-from .errors import StreamError
+from ..errors import StreamError, VideoError
+from ..video.decode import RGB, DecodeStats, SourceSpec, decode, open_source, origin, parse_source
+from ..video.sample import Nearest, Partners, ticks
 
-URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "hls")
-_EPS = 1e-6
+__all__ = ["Disconnect", "End", "Frame", "FrameQueue", "Gap", "Reader", "ReaderStats", "Reconnect", "Sampler",
+           "SourceSpec", "one_thread", "open_source", "parse_source"]
+
 _JUMP_BACK = 1.0    # seconds: a timestamp this far behind the previous one starts a new segment
 _JUMP_AHEAD = 5.0   # seconds: on a live source, so does one this far ahead
-
-
-# -- naming and opening sources --------------------------------------------------------------------
-
-@dataclass
-class SourceSpec:
-    """How to open a source: ``url`` and ``format`` for ``av.open``, its ``kind`` and the name users gave."""
-
-    name: str
-    url: str
-    kind: str                      # "file", "webcam" or "url"
-    format: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def live(self) -> bool:
-        return self.kind != "file"
-
-
-def parse_source(source: Any, options: dict[str, str] | None = None) -> SourceSpec:
-    """A file path, a webcam (``0``, ``/dev/video0``) or a URL (rtsp, http(s), udp, ...)."""
-    name = os.fspath(source) if not isinstance(source, int) else str(source)
-    name = str(name).strip()
-    if not name:
-        raise VideoError("empty source name")
-    extra = {str(k): str(v) for k, v in (options or {}).items()}
-    if name.isdigit() or name.startswith("/dev/video"):
-        if sys.platform == "darwin":
-            return SourceSpec(name, name if name.isdigit() else name[len("/dev/video"):], "webcam",
-                              "avfoundation", extra)
-        device = f"/dev/video{name}" if name.isdigit() else name
-        return SourceSpec(name, device, "webcam", "v4l2", extra)
-    if "://" in name:
-        scheme = name.split("://", 1)[0].lower()
-        opts: dict[str, str] = {"analyzeduration": "1000000"}   # start within a second, not five
-        if scheme in ("rtsp", "rtsps"):
-            opts["rtsp_transport"] = "tcp"
-        if scheme not in URL_SCHEMES and scheme != "file":
-            raise VideoError(f"{name}: unsupported URL scheme {scheme!r} "
-                             f"(use one of {', '.join(URL_SCHEMES)})")
-        if scheme == "file":
-            return SourceSpec(name, name[len("file://"):], "file", None, extra)
-        return SourceSpec(name, name, "url", None, {**opts, **extra})
-    return SourceSpec(name, name, "file", None, extra)
-
-
-def open_source(spec: SourceSpec, timeout: float = 10.0) -> tuple[Any, Any]:
-    """Open ``spec`` and return ``(container, video stream)``; a one-line `VideoError` if impossible."""
-    if spec.kind == "file" and not os.path.exists(spec.url):
-        raise VideoError(f"{spec.name}: no such file")
-    if spec.kind == "webcam" and spec.format == "v4l2" and not os.path.exists(spec.url):
-        raise VideoError(f"{spec.name}: no such camera ({spec.url} does not exist)")
-    if spec.kind == "file" and os.path.isdir(spec.url):
-        raise VideoError(f"{spec.name}: is a directory, not a video file")
-    options = dict(spec.options)
-    listening = options.get("rtsp_flags") == "listen" or options.get("listen", "0") != "0"
-    if listening:
-        # the source is a server a camera or encoder pushes to; FFmpeg waits for it itself (its
-        # default of "forever" fails to open), and PyAV's own timeout would stall the wait
-        options.setdefault("listen_timeout" if "rtsp_flags" in options else "timeout", str(int(timeout)))
-    with _errors(spec.name):
-        container = av.open(spec.url, "r", format=spec.format, options=options or None,
-                            timeout=(timeout, timeout) if spec.kind == "url" and not listening else None,
-                            metadata_errors="replace")
-        try:
-            stream = _video_stream(container, spec.name)
-        except BaseException:
-            container.close()
-            raise
-    return container, stream
 
 
 # -- what the reader puts in the queue -------------------------------------------------------------
@@ -211,31 +140,18 @@ class FrameQueue:
 # -- sampling ---------------------------------------------------------------------------------------
 
 class Sampler:
-    """Picks, for each tick ``k / fps`` (k = 0, 1, ...), the decoded frame nearest to it (ties to the
-    earlier frame), one frame of look-ahead; ``fps=None`` keeps every frame."""
+    """The frame nearest each tick ``k / fps`` (k = 0, 1, ...), by the rule clips are read with
+    (:class:`xvad.video.sample.Nearest`); ``fps=None`` keeps every frame."""
 
     def __init__(self, fps: float | None) -> None:
         self.fps = fps
         self.reset()
 
     def reset(self) -> None:
-        self._k = 0
-        self._prev: tuple[Any, float] | None = None
+        self._nearest = None if self.fps is None else Nearest(ticks(self.fps))
 
     def push(self, item: Any, t: float) -> list[tuple[Any, float]]:
-        if self.fps is None:
-            return [(item, t)]
-        out = []
-        target = self._k / self.fps
-        while target <= t + _EPS:
-            if self._prev is not None and target - self._prev[1] <= t - target:
-                out.append(self._prev)
-            else:
-                out.append((item, t))
-            self._k += 1
-            target = self._k / self.fps
-        self._prev = (item, t)
-        return out
+        return [(item, t)] if self._nearest is None else self._nearest.push(item, t)
 
 
 # -- the reader thread -------------------------------------------------------------------------------
@@ -411,19 +327,20 @@ class Reader:
             f"({attempts} attempts; last: {last_error})"))
 
     def _read_segment(self, segment: int) -> str:
-        """Decode the open container to its end; returns why it ended."""
+        """Decode the open container to its end (:func:`xvad.video.decode.decode`, as clips are read);
+        returns why it ended."""
         container, stream = self._container, self._stream
         sampler = Sampler(self.fps)
-        rgb = _RGB(stream)
+        rgb = RGB(stream)
         # a file's times count from its start (as read_frames does); a live stream joined midway
         # counts from its first decoded frame, so no made-up frames fill the wait for a keyframe
-        origin = _origin(stream) if self.spec.kind == "file" else None
+        start = origin(stream) if self.spec.kind == "file" else None
         base: float | None = 0.0 if segment == 0 else None   # source time of this segment's origin
         previous: float | None = None
-        step = 1.0 / float(self.source_fps) if self.source_fps else 0.04
         pace_start: float | None = None
         # pairs: each frame is held until the next one (its motion partner) is decoded
         partners = Partners() if self.pairs else None
+        stats, corrupt = DecodeStats(), self.stats.corrupt
 
         def deliver(item: tuple[Any, Any], pt: float, now: float) -> bool:
             """Sample and emit; False if stopped while pacing."""
@@ -444,55 +361,46 @@ class Reader:
             if last is not None:
                 deliver(*last)
 
-        packets = container.demux(stream)
-        while not self.stop_event.is_set():
-            try:
-                packet = next(packets)
-            except StopIteration:
+        for frame, t in decode(container, stream, stats, 0.0):   # t: the stream's own seconds
+            self.stats.corrupt = corrupt + stats.errors
+            if self.stop_event.is_set():
+                return "stopped"
+            if start is None:
+                start = t
+            if previous is not None and (t < previous - _JUMP_BACK or
+                                         (self.spec.kind != "file" and t > previous + _JUMP_AHEAD)):
+                # timestamps jumped back (a restarted or wrapped stream) or, live, far ahead (a
+                # clock reset: do not fill the jump with copies of one frame): a new segment
                 flush()
-                return "ended"
-            except (av.FFmpegError, OSError) as exc:
-                flush()
-                if self.spec.kind == "file":
-                    return "read error"       # a truncated file: what decoded is all there is
-                return f"read error: {_short(exc)}"
-            try:
-                frames = stream.decode(packet)
-            except (av.FFmpegError, ValueError):
-                self.stats.corrupt += 1
-                continue
-            for frame in frames:
-                t = frame.time
-                if t is None:                   # no timestamp: assume the nominal rate
-                    t = previous + step if previous is not None else 0.0
-                if origin is None:
-                    origin = t
-                if previous is not None and (t < previous - _JUMP_BACK or
-                                             (self.spec.kind != "file" and t > previous + _JUMP_AHEAD)):
-                    # timestamps jumped back (a restarted or wrapped stream) or, live, far ahead (a
-                    # clock reset: do not fill the jump with copies of one frame): a new segment
-                    flush()
-                    origin, base, previous = t, None, None
-                    sampler.reset()
-                previous = t
-                self.stats.decoded += 1
-                now = time.perf_counter()
-                if self._t0 is None:
-                    self._t0 = now
-                if base is None:                # first frame after a gap: continue the clock
-                    after = self._last_time + 1.0 / (self.fps or self.source_fps or 25.0) \
-                        if self._last_time is not None else 0.0
-                    base = max(after, now - self._t0)
-                if partners is None:
-                    ok = deliver((frame, None), t - origin, now)
-                else:
-                    done = partners.push((frame, t - origin, now))
-                    ok = done is None or deliver(*done)
-                if not ok:
-                    return "stopped"
-        return "stopped"
+                start, base, previous = t, None, None
+                sampler.reset()
+            previous = t
+            self.stats.decoded += 1
+            now = time.perf_counter()
+            if self._t0 is None:
+                self._t0 = now
+            if base is None:                # first frame after a gap: continue the clock
+                after = self._last_time + 1.0 / (self.fps or self.source_fps or 25.0) \
+                    if self._last_time is not None else 0.0
+                base = max(after, now - self._t0)
+            if partners is None:
+                ok = deliver((frame, None), t - start, now)
+            else:
+                done = partners.push((frame, t - start, now))
+                ok = done is None or deliver(*done)
+            if not ok:
+                return "stopped"
+        self.stats.corrupt = corrupt + stats.errors
+        if self.stop_event.is_set():
+            return "stopped"
+        flush()
+        if not stats.broken:
+            return "ended"
+        if self.spec.kind == "file":
+            return "read error"       # a truncated file: what decoded is all there is
+        return f"read error: {stats.error}"
 
-    def _emit(self, picked: tuple[Any, Any], time_s: float, rgb: _RGB, arrival: float) -> None:
+    def _emit(self, picked: tuple[Any, Any], time_s: float, rgb: RGB, arrival: float) -> None:
         """Queue one sampled frame (with its motion partner, if any)."""
         if self._pending_gap is not None:
             began, attempts, reason, _ = self._pending_gap
@@ -520,8 +428,3 @@ def one_thread() -> None:
         torch.set_num_threads(1)
     except Exception:
         pass
-
-
-def _short(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())[:160]

@@ -1,0 +1,104 @@
+"""Inference on streams, with no reader and no outputs: one backbone call over frames of any number of
+cameras, each camera's ring buffer of frame features, and window scores from the GRU or pooled head.
+
+Each sampled frame goes through the backbone once; its feature waits in a :class:`WindowBuffer` of the
+last ``window`` frames, and every ``stride`` frames the buffered features go through the head
+(``model.classify``), which is cheap: the naive alternative re-runs the backbone over each overlapping
+window, ``window / stride`` times the work. A service that watches many cameras keeps one buffer per
+camera and one :class:`Scorer` for all of them.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import StreamError
+
+
+@dataclass
+class FrameFeature:
+    """One sampled frame in a camera's buffer: its number and time, its backbone feature, when it
+    arrived, and (when outputs need them) its picture and model input."""
+
+    index: int
+    time: float
+    feature: torch.Tensor
+    arrival: float
+    image: np.ndarray | None = None
+    tensor: torch.Tensor | None = None
+
+
+@dataclass
+class WindowScore:
+    """The head's verdict on one window: the alert score, the class it is for and that class's name."""
+
+    score: float
+    class_index: int
+    class_name: str
+
+
+def window_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, C]`` logits -> (score ``[B]``, class index ``[B]``): p(class 1) for two classes, else the
+    most likely class other than 0 (normal) and its probability."""
+    p = logits.float().softmax(-1)
+    if p.shape[-1] == 2:
+        return p[:, 1], torch.ones(p.shape[0], dtype=torch.long)
+    score, idx = p[:, 1:].max(-1)
+    return score, idx + 1
+
+
+class WindowBuffer:
+    """One camera's last ``window`` frame features; :meth:`push` returns the window's frames each time
+    one is due (``window`` frames in, then every ``stride`` frames)."""
+
+    def __init__(self, window: int, stride: int) -> None:
+        for name, value in (("window", window), ("stride", stride)):
+            if value < 1:
+                raise StreamError(f"{name} must be at least 1, not {value}")
+        self.window, self.stride = int(window), int(stride)
+        self._ring: deque[FrameFeature] = deque(maxlen=self.window)
+        self._since = 0                   # frames since the buffer was last cleared
+
+    def push(self, frame: FrameFeature) -> list[FrameFeature] | None:
+        self._ring.append(frame)
+        self._since += 1
+        if self._since >= self.window and (self._since - self.window) % self.stride == 0:
+            return list(self._ring)
+        return None
+
+    def clear(self) -> None:
+        """Forget the buffered frames (after a gap: a window never spans one)."""
+        self._ring.clear()
+        self._since = 0
+
+
+class Scorer:
+    """The shared model: backbone features for a batch of frame tensors, and scores for windows."""
+
+    def __init__(self, model: Any, classes: Sequence[str] | None = None) -> None:
+        self.model = model.eval()
+        cfg = getattr(model, "config", {}) or {}
+        self.classes = list(classes or getattr(model, "classes", None) or cfg.get("classes") or ["normal", "alert"])
+        self.device = next(model.parameters()).device
+
+    def features(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[B, D]`` backbone features of B frame tensors (from one camera or many) in one call."""
+        with torch.inference_mode():
+            return self.model.frame_features(torch.stack(list(tensors)).to(self.device))
+
+    def score(self, windows: Sequence[Sequence[FrameFeature]]) -> list[WindowScore]:
+        """One score per window of buffered features, all windows in one head call."""
+        if not windows:
+            return []
+        with torch.inference_mode():
+            logits = self.model.classify(torch.stack([torch.stack([f.feature for f in w]) for w in windows]))
+        scores, classes = window_scores(logits)
+        return [WindowScore(float(s), int(c), self.name(int(c))) for s, c in zip(scores.tolist(), classes.tolist())]
+
+    def name(self, index: int) -> str:
+        return self.classes[index] if index < len(self.classes) else f"class_{index}"

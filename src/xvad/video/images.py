@@ -1,0 +1,93 @@
+"""What a model's backbone looks at for each frame: the frame itself, its motion image (the difference
+with the next decoded frame) or its optical flow, or several of these stacked as streams."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError
+
+INPUTS = ("rgb", "motion", "flow")                      # what a model's backbone looks at, see model_images
+MOTION_GAIN = 4                                         # frame differences are small: scale them into view
+MOTION_RULE = f"|next-this|x{MOTION_GAIN}"              # recorded in feature caches: change it, recompute them
+FLOW_WIDTH = 320                                        # optical flow is computed on grey frames this wide
+FLOW_GAIN = 8                                           # grey levels per pixel of displacement
+FLOW_RULE = f"DIS-medium@{FLOW_WIDTH}px,x{FLOW_GAIN}"    # recorded in feature caches, like MOTION_RULE
+
+
+def input_streams(input: str) -> list[str]:
+    """The image streams of a model's ``input``: one of `INPUTS`, or several joined by "+"
+    ("motion+flow" -> ["motion", "flow"]). Each stream goes through the backbone on its own."""
+    streams = str(input).split("+")
+    if any(s not in INPUTS for s in streams) or len(set(streams)) != len(streams):
+        raise ConfigError(f"input must be one of {', '.join(INPUTS)}, or several joined by '+' "
+                         f"(e.g. motion+flow), not {input!r}")
+    return streams
+
+
+def needs_partner(config: dict) -> bool:
+    """Whether a model with ``config`` needs each frame's partner (for motion or flow images)."""
+    return any(s != "rgb" for s in input_streams(config.get("input", "rgb")))
+
+
+def motion_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
+    """``clip(4 * |I(t+1) - I(t)|, 0, 255)`` per pixel and channel, uint8 [T, H, W, 3], where I(t+1) is
+    each frame's partner (see :func:`read_frame_pairs`).
+
+    The difference of two consecutive decoded frames keeps what moved (fists, falling bodies) and
+    drops the static scene, which a frozen ImageNet backbone otherwise describes first.
+    """
+    diff = np.abs(frames.astype(np.int16) - partners.astype(np.int16)) * MOTION_GAIN
+    return np.minimum(diff, 255).astype(np.uint8)
+
+
+def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
+    """The optical flow from each frame to its partner drawn as an image, uint8 [T, H, W, 3]:
+    R = 128 + 8·dx, G = 128 + 8·dy, B = 16·|d| (clipped), with d in pixels of a 320 px wide copy.
+
+    Unlike a frame difference, flow says where things went and how fast, whatever their texture.
+    Dense DIS flow (OpenCV) on grey frames, then scaled back to the frame size.
+    """
+    frames, partners = np.asarray(frames), np.asarray(partners)
+    lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
+    size = (FLOW_WIDTH, max(8, round(h * FLOW_WIDTH / w)))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+    def grey(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), size,
+                          interpolation=cv2.INTER_AREA)
+
+    out = np.empty(frames.shape, np.uint8)
+    flat_in, flat_partner, flat_out = (a.reshape(-1, h, w, 3) for a in (frames, partners, out))
+    for i in range(len(flat_in)):
+        d = dis.calc(grey(flat_in[i]), grey(flat_partner[i]), None)
+        image = np.dstack([128 + FLOW_GAIN * d[..., 0], 128 + FLOW_GAIN * d[..., 1],
+                           2 * FLOW_GAIN * np.hypot(d[..., 0], d[..., 1])])
+        image = np.clip(image, 0, 255).astype(np.uint8)
+        flat_out[i] = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(*lead, h, w, 3)
+
+
+def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) -> np.ndarray:
+    """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given
+    its partner frame (``None``, or a frame of another size: no motion). Several streams are stacked on
+    the channel axis, 3 channels each, in the order ``config["input"]`` names them."""
+    streams = input_streams(config.get("input", "rgb"))
+    if streams == ["rgb"]:
+        return frame
+    if partner is None or partner.shape != frame.shape:   # none, or the stream changed size: no motion
+        partner = frame
+    make = {"rgb": lambda: frame, "motion": lambda: motion_images(frame, partner),
+            "flow": lambda: flow_images(frame, partner)}
+    parts = [make[s]() for s in streams]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+
+def flip_images(images: np.ndarray, config: dict) -> np.ndarray:
+    """Mirror model images ``[..., H, W, 3 * streams]`` left to right, as the mirrored video would give
+    them: a flow stream's horizontal component also changes sign."""
+    out = np.ascontiguousarray(images[..., ::-1, :])
+    for k, stream in enumerate(input_streams(config.get("input", "rgb"))):
+        if stream == "flow":
+            out[..., 3 * k] = np.minimum(256 - out[..., 3 * k].astype(np.int16), 255).astype(np.uint8)
+    return out

@@ -1,0 +1,98 @@
+"""One pipeline: a file read as a clip (``xvad.video.load_clip``) and the same file read as a stream
+(``xvad.stream``) give the same frames, the same model inputs and the same window scores."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import xvad
+from xvad.models import CRNN
+from xvad.stream import Detector
+from xvad.stream.source import End, Frame, FrameQueue, Reader
+from xvad.synthetic import make_clip, write_video
+from xvad.video import frame_tensor, load_clip, parse_source, read_frame_pairs
+
+from conftest import SURV_FIGHT
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("pipeline") / "clip.mp4")
+    write_video(path, make_clip(3, frames=60, size=48).frames, fps=15)   # sampled at 8 fps: uneven ticks
+    return path
+
+
+def stream_frames(path: str, config: dict, fps: float) -> list[Frame]:
+    """Every frame the stream reader delivers for ``path``, with its picture and model input."""
+    reader = Reader(parse_source(path), fps, lambda image, partner: frame_tensor(image, partner, config),
+                    FrameQueue(1000), live=False, keep_images=True, pairs=True)
+    reader.start()
+    frames = []
+    while True:
+        item = reader.queue.get(timeout=30)
+        if isinstance(item, End):
+            break
+        if isinstance(item, Frame):
+            frames.append(item)
+    reader.stop()
+    return frames
+
+
+def real_clip() -> str:
+    path = os.path.join(SURV_FIGHT, "fight", "fi001.mp4")
+    if not os.path.isfile(path):
+        pytest.skip("../shared/data/surv-fight (real footage) is absent")
+    return path
+
+
+@pytest.mark.parametrize("which", ["synthetic", "real"])
+def test_file_and_stream_give_the_same_frames_and_inputs(clip_file, which):
+    path = clip_file if which == "synthetic" else real_clip()
+    config = dict(CRNN("tiny", input="motion+flow", size=32, frames=8).config)
+    rgb, partners, times = read_frame_pairs(path, fps=8)
+    got = stream_frames(path, config, fps=8)
+    assert len(got) == len(rgb) > 8
+    np.testing.assert_array_equal(np.stack([f.image for f in got]), rgb)
+    np.testing.assert_allclose([f.time for f in got], times, atol=1e-9)
+    clip = load_clip(path, config, fps=8, frames=len(rgb))
+    np.testing.assert_array_equal(clip.rgb, rgb)
+    torch.testing.assert_close(torch.stack([f.tensor for f in got]), clip.tensor(), atol=0, rtol=0)
+
+
+def test_stream_window_scores_equal_clip_scores(clip_file):
+    """Each window the detector scores equals the model run on the clip loaded from the window's start."""
+    torch.manual_seed(0)
+    model = CRNN("tiny", input="motion", temporal="pool", pooling="max", size=32, frames=8, fps=8.0).eval()
+    with torch.no_grad():
+        for p in (p for m in model.temporal_modules() for p in m.parameters()):
+            p.mul_(8.0)
+    results = list(Detector(model.set_precision("fp32"), stride=2, batch=3).run(clip_file))
+    assert len(results) >= 5
+    want = []
+    with torch.no_grad():
+        for r in results:
+            start = (r.frame_index - 7) / 8.0          # the tick of the window's first frame
+            x = load_clip(clip_file, model.config, start=start).tensor()
+            want.append(float(model(x[None]).softmax(-1)[0, 1]))
+    got = np.array([r.score for r in results])
+    assert np.std(want) > 0.005                          # the comparison means something: scores vary
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_shipped_model_scores_a_real_stream_like_the_clip_reader():
+    path = real_clip()
+    model = xvad.load_model().set_precision("fp32")
+    results = list(Detector(model, stride=4).run(path))
+    fps, n = model.config["fps"], model.config["frames"]
+    assert results
+    for r in results[:3]:
+        x = load_clip(path, model.config, start=(r.frame_index - n + 1) / fps).tensor()
+        with torch.no_grad():
+            want = float(model.predict_proba(x[None])[0, 1])
+        assert abs(r.score - want) < 1e-4, (r.frame_index, r.score, want)
