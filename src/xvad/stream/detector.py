@@ -34,7 +34,12 @@ from .source import Disconnect, End, Frame, FrameQueue, Gap, Reader, Reconnect, 
 __all__ = ["DEFAULT_FPS", "Detector", "WindowResult", "window_scores"]
 
 DEFAULT_FPS = 8.0
-log = logging.getLogger(__name__)
+
+
+def camera_log(name: str) -> logging.Logger:
+    """The logger of one camera (``xvad.camera.<name>``), so that each camera's lines can be told apart
+    and silenced or raised on their own."""
+    return logging.getLogger("xvad.camera." + "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:80])
 
 
 @dataclass
@@ -91,7 +96,7 @@ class Detector:
                  log_windows: bool = False, precision: str | None = None, realtime: bool = False,
                  reconnect: tuple[float, float] | None = (0.5, 10.0), give_up_after: float = 300.0,
                  timeout: float = 10.0, queue_size: int | None = None, explain_method: str = "gradcam",
-                 source_options: dict[str, str] | None = None) -> None:
+                 source_options: dict[str, str] | None = None, name: str | None = None) -> None:
         cfg = getattr(model, "config", {}) or {}
         self.model = model
         self.fps = float(fps if fps is not None else (cfg.get("fps") or DEFAULT_FPS))
@@ -125,6 +130,8 @@ class Detector:
         self.timeout = float(timeout)
         self.queue_size = queue_size
         self.source_options = dict(source_options or {})
+        self.name = name
+        self.log = camera_log(name or "detector")
         self.classes = list(getattr(model, "classes", None) or cfg.get("classes") or ["normal", "alert"])
         self.checkpoint = getattr(model, "checkpoint_id", None)
         self._stop = threading.Event()
@@ -205,7 +212,9 @@ class Detector:
         scorer = Scorer(self.model, self.classes)
         buffer = WindowBuffer(self.window, self.stride)
         error: BaseException | None = None
-        log.info("%s: detection starts (%s, %g fps, window %d, stride %d)", spec.name, spec.kind, self.fps,
+        self.log = camera_log(self.name or spec.name)
+        reader.log = self.log
+        self.log.info("%s: detection starts (%s, %g fps, window %d, stride %d)", spec.name, spec.kind, self.fps,
                  self.window, self.stride)
         try:
             outputs.open(self.model, self.fps, self.threshold, spec.name)
@@ -238,12 +247,12 @@ class Detector:
                     self._alerts.reset()
                     buffer.clear()
                     outputs.disconnected(marker.time, marker.reason)
-                    log.warning("%s: source lost (%s); reconnecting", spec.name, marker.reason)
+                    self.log.warning("%s: source lost (%s); reconnecting", spec.name, marker.reason)
                 elif isinstance(marker, Gap):
                     self._gaps += 1
                     outputs.write("gap", began=marker.began, ended=marker.ended, seconds=round(marker.seconds, 3),
                                   attempts=marker.attempts, reconnected=marker.reconnected, reason=marker.reason)
-                    log.info("%s: gap of %.1f s, %s", spec.name, marker.seconds,
+                    self.log.info("%s: gap of %.1f s, %s", spec.name, marker.seconds,
                              "reconnected" if marker.reconnected else "not reconnected")
                 elif isinstance(marker, End):
                     self._end_reason = marker.reason if marker.reason != "stopped" else \
@@ -326,7 +335,7 @@ class Detector:
         if change == "start" and alert is not None:
             result.event, result.alert_id = "start", alert.id
             outputs.alert_started(alert, frames, f"{tracker.policy.count}/{self.n}", self.threshold)
-            log.info("%s: alert %d starts at %.2f s (score %.3f, %s)", self.source, alert.id, last.time, score, name)
+            self.log.info("%s: alert %d starts at %.2f s (score %.3f, %s)", self.source, alert.id, last.time, score, name)
         elif alert is not None:
             result.alert_id = alert.id
             if change == "end":
@@ -344,7 +353,7 @@ class Detector:
         end_time = end.time if end is not None else alert.start_time
         end_frame = end.frame_index if end is not None else alert.start_frame
         outputs.alert_ended(alert, reason, end_time, end_frame, None if result is None else result.score)
-        log.info("%s: alert %d ends at %.2f s (%s; peak %.3f)", self.source, alert.id, end_time, reason, alert.peak)
+        self.log.info("%s: alert %d ends at %.2f s (%s; peak %.3f)", self.source, alert.id, end_time, reason, alert.peak)
 
     def _finish(self, reader: Reader, outputs: Outputs, error: BaseException | None) -> None:
         reader.stop()
@@ -361,7 +370,7 @@ class Detector:
         if error is not None:
             fields["error"] = " ".join(str(error).split())[:300] or type(error).__name__
         outputs.finish(source=self.source, reason=self._end_reason or "end", **fields)
-        log.info("%s: detection ends (%s): %d frames, %d windows, %d alerts", self.source,
+        self.log.info("%s: detection ends (%s): %d frames, %d windows, %d alerts", self.source,
                  self._end_reason or "end", self._frames, self._windows, self._alerts.count)
 
     def _make_summary(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ once and a :class:`Gap` marker when frames flow again (or when it gives up).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -208,6 +209,7 @@ class Reader:
         self.reconnect = reconnect or Reconnect()
         self.timeout = timeout
         self.stats = ReaderStats()
+        self.log = logging.getLogger(__name__)   # the detector gives each camera its own
         self.stop_event = threading.Event()
         self.state = "idle"            # idle, reading, reconnecting, ended
         self.source_fps: float | None = None
@@ -313,8 +315,10 @@ class Reader:
                 self.open()
             except VideoError as exc:
                 last_error = str(exc)
+                self.log.info("%s: reopening failed (attempt %d): %s", self.spec.name, attempts, exc)
                 continue
             self.stats.reconnects += 1
+            self.log.info("%s: reconnected after %d attempt(s)", self.spec.name, attempts)
             self._pending_gap = (began, attempts, reason, delay)
             return None
         seconds = time.monotonic() - began
