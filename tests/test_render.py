@@ -11,10 +11,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from xvad.jsonio import json_safe, write_json
 from xvad.render import (Region, atomic_path, blend, clip_contours, colorize, contact_sheet,
                          draw_boxes, draw_polygons, draw_text, explanation_record, find_regions,
-                         frame_subsample, importance_strip, json_safe, label, overlay_frames,
-                         point_in_polygon, polygon_area, resize_maps, save_json, save_maps,
+                         frame_subsample, importance_strip, label, overlay_frames,
+                         point_in_polygon, polygon_area, resize_maps, save_maps,
                          threshold, write_explanation_outputs, write_video)
 
 
@@ -341,7 +342,7 @@ def test_save_maps_and_json_round_trip(tmp_path):
         assert np.array_equal(z["gradcam_raw"], e.raw)
     payload = {"a": np.float32(0.5), "b": np.arange(3), "c": float("nan"), "d": (1, 2),
                "e": {1: np.bool_(True)}, "f": object}
-    q = save_json(str(tmp_path / "x.json"), payload)
+    q = write_json(str(tmp_path / "x.json"), payload)
     back = json.load(open(q))
     assert back["a"] == 0.5 and back["b"] == [0, 1, 2] and back["c"] is None
     assert back["d"] == [1, 2] and back["e"] == {"1": True} and isinstance(back["f"], str)
