@@ -18,6 +18,7 @@ import numpy as np
 from ..atomic import atomic_path
 
 from .contours import Region, clip_contours
+from .image import resize_images, resize_maps
 
 Colour = tuple[int, int, int]
 
@@ -29,41 +30,6 @@ HIGHLIGHT: Colour = (255, 170, 0)
 # ----------------------------------------------------------------------------------------------
 # arrays
 # ----------------------------------------------------------------------------------------------
-
-def _resize_axis(a: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """Linear resampling of one axis to ``n`` samples with pixel centres aligned (half-pixel)."""
-    m = a.shape[axis]
-    if m == n:
-        return a
-    pos = (np.arange(n, dtype=np.float64) + 0.5) * (m / n) - 0.5
-    pos = np.clip(pos, 0, m - 1)
-    i0 = np.floor(pos).astype(np.int64)
-    i1 = np.minimum(i0 + 1, m - 1)
-    t = (pos - i0).astype(np.float32)
-    shape = [1] * a.ndim
-    shape[axis] = n
-    t = t.reshape(shape)
-    a0, a1 = np.take(a, i0, axis=axis), np.take(a, i1, axis=axis)
-    return a0 * (1 - t) + a1 * t
-
-
-def resize_maps(maps: Any, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of map(s) ``[..., H, W]`` to ``size = (height, width)``; float32."""
-    a = np.asarray(maps, dtype=np.float32)
-    a = _resize_axis(a, int(size[0]), a.ndim - 2)
-    return _resize_axis(a, int(size[1]), a.ndim - 1).astype(np.float32)
-
-
-def resize_images(images: Any, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of uint8 image(s) ``[..., H, W, C]`` to ``size = (height, width)``."""
-    a = np.asarray(images)
-    if a.shape[-3:-1] == tuple(size):
-        return a.astype(np.uint8, copy=False)
-    f = a.astype(np.float32)
-    f = _resize_axis(f, int(size[0]), f.ndim - 3)
-    f = _resize_axis(f, int(size[1]), f.ndim - 2)
-    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
-
 
 def as_rgb_frames(frames: Any) -> np.ndarray:
     """Frames as uint8 RGB ``[T, H, W, 3]``: accepts grey ``[T, H, W]`` or ``[T, H, W, 1]``, RGBA,
