@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from dataclasses import dataclass, field
 
 import av
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import torch
 
+from reference_image import bfs_label, bilinear_resize, brute_otsu, brute_otsu_binned, gaussian_reference
+from xvad.jsonio import json_safe, write_json
 from xvad.render import (Region, atomic_path, blend, clip_contours, colorize, contact_sheet,
                          draw_boxes, draw_polygons, draw_text, explanation_record, find_regions,
-                         frame_subsample, importance_strip, json_safe, label, overlay_frames,
-                         point_in_polygon, polygon_area, resize_maps, save_json, save_maps,
+                         frame_subsample, importance_strip, label, overlay_frames,
+                         point_in_polygon, polygon_area, resize_maps, save_maps,
                          threshold, write_explanation_outputs, write_video)
 
 
@@ -48,45 +50,6 @@ def frames_like(T, h, w, seed=0):
     return rng.integers(0, 255, (T, h, w, 3), dtype=np.uint8)
 
 
-def bfs_label(mask, connectivity):
-    """Reference labelling by breadth-first search."""
-    h, w = mask.shape
-    out = np.zeros((h, w), int)
-    steps = [(0, 1), (1, 0), (0, -1), (-1, 0)]
-    if connectivity == 8:
-        steps += [(1, 1), (1, -1), (-1, 1), (-1, -1)]
-    n = 0
-    for y in range(h):
-        for x in range(w):
-            if mask[y, x] and not out[y, x]:
-                n += 1
-                out[y, x] = n
-                todo = deque([(y, x)])
-                while todo:
-                    cy, cx = todo.popleft()
-                    for dy, dx in steps:
-                        ny, nx = cy + dy, cx + dx
-                        if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not out[ny, nx]:
-                            out[ny, nx] = n
-                            todo.append((ny, nx))
-    return out, n
-
-
-def brute_otsu(values):
-    """Otsu by trying every split between consecutive distinct sorted values."""
-    v = np.sort(np.asarray(values, np.float64).ravel())
-    best, level = -1.0, None
-    cs = np.cumsum(v)
-    n = v.size
-    for i in np.flatnonzero(np.diff(v) > 0):
-        w0, w1 = i + 1, n - i - 1
-        m0, m1 = cs[i] / w0, (cs[-1] - cs[i]) / w1
-        between = w0 * w1 * (m0 - m1) ** 2
-        if between > best:
-            best, level = between, (v[i] + v[i + 1]) / 2
-    return level
-
-
 # ----------------------------------------------------------------------------------------------
 # contours
 # ----------------------------------------------------------------------------------------------
@@ -101,6 +64,75 @@ def test_label_matches_breadth_first_search(connectivity):
         assert n == m
         assert np.array_equal(got, want)          # same components, same (raster) numbering
     assert label(np.zeros((4, 5), bool))[1] == 0
+
+
+def random_blobs(rng, h, w, sigma=2.0):
+    """A smooth random map: white noise under a Gaussian blur (by FFT, not the code under test)."""
+    noise = rng.standard_normal((h, w))
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    return np.real(np.fft.ifft2(np.fft.fft2(noise) * np.exp(-2 * (np.pi * sigma) ** 2 * (fx ** 2 + fy ** 2))))
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_label_matches_breadth_first_search_on_random_masks(connectivity):
+    rng = np.random.default_rng(10 + connectivity)
+    for h, w in ((1, 17), (17, 1), (40, 60), (180, 240)):     # the last is big enough for threads
+        for mask in (rng.random((h, w)) < 0.45, random_blobs(rng, h, w) > 0.1):
+            got, n = label(mask, connectivity)
+            want, m = bfs_label(mask, connectivity)
+            assert n == m and got.dtype == np.int32
+            assert np.array_equal(got, want)
+    assert label(np.ones((3, 4), bool))[1] == 1
+
+
+def test_regions_box_area_and_peak_match_the_labelling():
+    rng = np.random.default_rng(3)
+    m = random_blobs(rng, 50, 70).astype(np.float32)
+    level = 0.15
+    want, n = bfs_label(m > level, 8)
+    regions = find_regions(m, level, min_area=1)
+    assert len(regions) == n
+    for r in regions:
+        lab = want[r.peak[1], r.peak[0]]
+        ys, xs = np.nonzero(want == lab)
+        assert r.area == len(xs)
+        assert r.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert r.value == pytest.approx(m[want == lab].max())
+        assert r.mass == pytest.approx(np.clip(m, 0, None)[want == lab].sum() / np.clip(m, 0, None).sum())
+
+
+def test_polygons_enclose_exactly_the_kept_pixels():
+    """Every pixel centre inside an odd number of the regions' outlines (outer lines, parts and
+    holes, even-odd rule by matplotlib's path test) is a kept pixel, and every kept pixel is inside."""
+    from matplotlib.path import Path
+
+    rng = np.random.default_rng(4)
+    for h, w in ((40, 56), (64, 64)):
+        for _ in range(3):
+            m = random_blobs(rng, h, w, sigma=1.5).astype(np.float32)
+            level = threshold(m, "top", 30.0)
+            regions = find_regions(m, level, min_area=1)
+            yy, xx = np.mgrid[0:h, 0:w]
+            centres = np.c_[xx.ravel(), yy.ravel()].astype(float)
+            count = np.zeros(h * w, int)
+            for r in regions:
+                for poly in r.polygons + r.holes:
+                    count += Path(np.asarray(poly)).contains_points(centres)
+            inside = (count % 2 == 1).reshape(h, w)
+            assert np.array_equal(inside, m > level)       # tolerance: none (0 of h*w pixels)
+
+
+def test_otsu_matches_brute_force_over_the_same_bins():
+    rng = np.random.default_rng(5)
+    for k in range(6):
+        centre = rng.uniform(0.3, 0.7)
+        values = np.concatenate([rng.normal(centre - 0.2, rng.uniform(0.03, 0.1), 2000),
+                                 rng.normal(centre + 0.2, rng.uniform(0.03, 0.1), 200 * int(rng.integers(1, 10)))])
+        maps = (values if k % 2 else rng.gamma(2.0, 1.0, values.size)).reshape(-1, 20, 10).astype(np.float32)
+        for bins in (256, 64):
+            edge = brute_otsu_binned(maps, bins)
+            lv = threshold(maps, "otsu", bins=bins)
+            assert np.array_equal(maps > lv, maps >= edge)   # the same split of the values
 
 
 def test_rectangle_box_area_polygon():
@@ -246,6 +278,32 @@ def test_colorize_blend_resize():
     assert r[0, 0, 0] == pytest.approx(0) and r[0, -1, -1] == pytest.approx(1)
 
 
+def test_resize_maps_and_images_match_bilinear_reference():
+    from xvad.render import resize_images
+
+    rng = np.random.default_rng(6)
+    maps = rng.random((3, 7, 11)).astype(np.float32)
+    for size in ((14, 22), (5, 4), (7, 30)):
+        np.testing.assert_allclose(resize_maps(maps, size), bilinear_resize(maps, size), atol=1e-5)
+    img = rng.integers(0, 256, (2, 9, 13, 3), dtype=np.uint8)
+    want = bilinear_resize(np.moveaxis(img, -1, 1).astype(float), (18, 26))
+    got = np.moveaxis(resize_images(img, (18, 26)), -1, 1).astype(float)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1.0   # 8-bit fixed point
+
+
+def test_blurs_match_explicit_sums():
+    from xvad.explain.base import gaussian_blur
+    from xvad.render import smooth
+
+    rng = np.random.default_rng(7)
+    m = rng.random((2, 20, 30)).astype(np.float32)
+    np.testing.assert_allclose(smooth(m, 2.4), gaussian_reference(m, 2.4, 7), rtol=1e-5, atol=1e-6)
+    x = torch.from_numpy(rng.random((1, 2, 3, 16, 24))).to(torch.float64)
+    got = gaussian_blur(x, 1.6)
+    assert got.dtype == torch.float64 and got.shape == x.shape
+    np.testing.assert_allclose(got.numpy(), gaussian_reference(x.numpy(), 1.6, 5), rtol=1e-6, atol=1e-9)
+
+
 def test_draw_polygons_and_boxes():
     img = np.zeros((40, 40, 3), np.uint8)
     square = [(10, 10), (30, 10), (30, 30), (10, 30)]
@@ -341,7 +399,7 @@ def test_save_maps_and_json_round_trip(tmp_path):
         assert np.array_equal(z["gradcam_raw"], e.raw)
     payload = {"a": np.float32(0.5), "b": np.arange(3), "c": float("nan"), "d": (1, 2),
                "e": {1: np.bool_(True)}, "f": object}
-    q = save_json(str(tmp_path / "x.json"), payload)
+    q = write_json(str(tmp_path / "x.json"), payload)
     back = json.load(open(q))
     assert back["a"] == 0.5 and back["b"] == [0, 1, 2] and back["c"] is None
     assert back["d"] == [1, 2] and back["e"] == {"1": True} and isinstance(back["f"], str)

@@ -1,10 +1,9 @@
 """Atomic file writes: write ``name.part``, then rename, so a reader never sees half a file."""
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
 
 @contextmanager
@@ -21,10 +20,3 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.remove(part)
         raise
 
-
-def write_json(path: str | os.PathLike, payload: Any) -> str:
-    """Pretty JSON (values json cannot encode become strings), written atomically."""
-    with atomic_path(path) as part:
-        with open(part, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, default=str)
-    return os.fspath(path)

@@ -5,7 +5,6 @@ so a checkpoint can only ever contain tensors and plain Python values.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_path
+from .hashing import file_sha256
 from .models import CRNN
 from .errors import CheckpointError
 
@@ -51,11 +51,7 @@ def save_model(model: CRNN, path: str, extra: dict | None = None, include_backbo
 
 def file_id(path: str) -> str:
     """Short content hash naming a checkpoint in events and reports."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def read_checkpoint(path: str) -> dict:

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path
 from .data import load_dataset
 from .features import clip_tensor
+from .jsonio import write_json
 from .metrics import classification_metrics
 from .models import CRNN
 from .video import VideoError

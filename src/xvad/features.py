@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
+from .hashing import file_sha256
 from .models import CRNN
 from .video import FLOW_RULE, MOTION_RULE, VideoError, View, input_streams, load_clip
 
@@ -42,11 +43,7 @@ def content_hash(path: str) -> str:
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _hash_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_memo[key] = h.hexdigest()
+        _hash_memo[key] = file_sha256(path)
     return _hash_memo[key]
 
 

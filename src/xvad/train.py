@@ -19,10 +19,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path
 from .checkpoint import save_model
 from .data import Dataset, group_kfold, group_split, load_dataset
 from .features import clip_tensor, extract_features, make_views
+from .jsonio import write_json
 from .metrics import classification_metrics, summarize_folds
 from .models import CRNN
 from .video import VideoError

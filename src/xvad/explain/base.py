@@ -12,7 +12,6 @@ methods that hook a layer), runs the method, removes every hook and restores the
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Sequence
 
@@ -21,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from ..errors import ExplainError
+
+from ..render.image import gaussian_blur as blur_planes
 
 NORMALIZE = ("clip", "frame", "none")
 
@@ -129,18 +130,12 @@ def black_frame(model: nn.Module, like: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of the last two axes of ``x`` (any leading shape), edges replicated."""
+    """Separable Gaussian blur of the last two axes of ``x`` (any leading shape), edges replicated
+    (OpenCV on the CPU; the result has ``x``'s dtype and device and no gradient)."""
     if sigma <= 0:
         return x.clone()
-    radius = max(1, int(math.ceil(3 * sigma)))
-    h, w = x.shape[-2:]
-    k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (k / sigma) ** 2)
-    k = k / k.sum()
-    flat = F.pad(x.reshape(-1, 1, h, w), (radius, radius, radius, radius), mode="replicate")
-    flat = F.conv2d(flat, k.view(1, 1, 1, -1))
-    flat = F.conv2d(flat, k.view(1, 1, -1, 1))
-    return flat.reshape(x.shape)
+    planes = x.detach().to("cpu", torch.float32).numpy()
+    return torch.from_numpy(blur_planes(planes, sigma)).to(device=x.device, dtype=x.dtype)
 
 
 def upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

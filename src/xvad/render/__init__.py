@@ -6,20 +6,21 @@ Explanations are duck-typed: anything with ``maps [T, H, W]`` (and optionally ``
 """
 from .contours import (Region, clip_contours, find_regions, label, otsu_level, point_in_polygon, smooth,
                        points_in_polygon, polygon_area, threshold)
-from .files import atomic_path, dumps, explanation_record, json_safe, save_json, save_maps
+from .files import atomic_path, explanation_record, save_maps
 from .outputs import write_explanation_outputs
+from .image import gaussian_blur, resize_images, resize_maps
 from .overlay import (as_rgb_frames, blend, colorize, draw_boxes, draw_polygons, draw_polyline,
-                      draw_text, importance_strip, overlay_frames, resize_images, resize_maps,
-                      text_mask, write_video)
+                      draw_text, importance_strip, overlay_frames, text_size, write_video)
 from .sheet import contact_sheet, frame_subsample
+from .video_writer import VideoWriter
 
 __all__ = [
     "Region", "clip_contours", "find_regions", "label", "otsu_level", "point_in_polygon",
     "points_in_polygon", "polygon_area", "smooth", "threshold",
-    "atomic_path", "dumps", "explanation_record", "json_safe", "save_json", "save_maps",
+    "atomic_path", "explanation_record", "save_maps",
     "write_explanation_outputs",
     "as_rgb_frames", "blend", "colorize", "draw_boxes", "draw_polygons", "draw_polyline",
     "draw_text", "importance_strip", "overlay_frames", "resize_images", "resize_maps",
-    "text_mask", "write_video",
-    "contact_sheet", "frame_subsample",
+    "text_size", "write_video", "gaussian_blur",
+    "contact_sheet", "frame_subsample", "VideoWriter",
 ]

@@ -16,7 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
+
+from .image import gaussian_blur
 
 Point = tuple[float, float]
 Polygon = list[Point]
@@ -89,31 +92,24 @@ def _top_level(values: np.ndarray, q: float, single: bool = False) -> float:
 
 
 def otsu_level(values: Any, bins: int = 256, single: bool | None = None) -> float:
-    """Otsu's threshold of a set of values (numpy only): the cut between two histogram bins that
-    maximises the between-class variance, returned as a level between the two classes' values."""
+    """Otsu's threshold of a set of values: the values are quantised into ``bins`` (at most 256)
+    equal bins between their minimum and maximum (as :func:`numpy.histogram` bins them), OpenCV
+    picks the cut between two bins that maximises the between-class variance, and the level is
+    placed between the two classes' actual values."""
     if single is None:
         single = np.asarray(values).dtype in (np.float16, np.float32)
+    if not 2 <= bins <= 256:
+        raise ValueError(f"bins must be in [2, 256], got {bins}")
     v = _finite_values(values)
     if v.size == 0:
         return float("inf")
     lo, hi = float(v.min()), float(v.max())
     if hi <= lo:
         return hi
-    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    hist = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    w0 = np.cumsum(hist)[:-1]                      # class 0 = bins [0, i], for cut after bin i
-    w1 = v.size - w0
-    s0 = np.cumsum(hist * centres)[:-1]
-    m0 = s0 / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - s0) / np.maximum(w1, 1)
-    between = np.where((w0 > 0) & (w1 > 0), w0 * w1 * (m0 - m1) ** 2, -1.0)
-    best = between.max()
-    # several cuts can tie (empty bins between the classes): take the middle of the tied run
-    ties = np.flatnonzero(between >= best - 1e-12 * max(best, 1e-300))
-    i = int(ties[len(ties) // 2])
-    edge = float(edges[i + 1])
-    # place the level midway between the actual values on either side of the chosen edge
+    edges = np.linspace(lo, hi, bins + 1)
+    quantised = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1).astype(np.uint8)
+    cut, _ = cv2.threshold(quantised.reshape(1, -1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    edge = float(edges[int(cut) + 1])                # class 0 is bins 0..cut
     below = v[v < edge]
     above = v[v >= edge]
     if below.size == 0 or above.size == 0:
@@ -122,53 +118,37 @@ def otsu_level(values: Any, bins: int = 256, single: bool | None = None) -> floa
 
 
 # ----------------------------------------------------------------------------------------------
-# connected components (numpy union-find)
+# connected components
 # ----------------------------------------------------------------------------------------------
 
-def label(mask: Any, connectivity: int = 8) -> tuple[np.ndarray, int]:
-    """Connected components of a 2-D boolean mask: ``(labels int32 [H, W], count)``, labels 1..count
-    in raster order of each component's first pixel, 0 for background. ``connectivity`` is 4 or 8.
-
-    Pure numpy: edges between neighbouring foreground pixels are merged by repeated hooking of the
-    larger root onto the smaller one with full path compression (every round at least halves the
-    number of roots per component, so only O(log n) vectorised rounds are needed).
-    """
+def _components(mask: Any, connectivity: int = 8) -> tuple[np.ndarray, int, np.ndarray]:
+    """OpenCV's connected components of a 2-D mask, renumbered in raster order of each component's
+    first pixel: ``(labels int32 [H, W], count, stats [count + 1, 5])`` (stats as OpenCV's
+    ``CC_STAT_LEFT, TOP, WIDTH, HEIGHT, AREA``; row 0 is the background)."""
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError(f"label expects a 2-D mask, got shape {m.shape}")
     if connectivity not in (4, 8):
         raise ValueError("connectivity must be 4 or 8")
-    h, w = m.shape
-    idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
-    pairs = [(m[:, :-1] & m[:, 1:], idx[:, :-1], idx[:, 1:]),      # right
-             (m[:-1, :] & m[1:, :], idx[:-1, :], idx[1:, :])]      # down
-    if connectivity == 8:
-        pairs.append((m[:-1, :-1] & m[1:, 1:], idx[:-1, :-1], idx[1:, 1:]))   # down-right
-        pairs.append((m[:-1, 1:] & m[1:, :-1], idx[:-1, 1:], idx[1:, :-1]))   # down-left
-    a = np.concatenate([p[1][p[0]] for p in pairs]) if pairs else np.empty(0, np.int64)
-    b = np.concatenate([p[2][p[0]] for p in pairs]) if pairs else np.empty(0, np.int64)
-    parent = np.arange(h * w, dtype=np.int64)
-    while a.size:
-        ra, rb = parent[a], parent[b]
-        diff = ra != rb
-        if not diff.any():
-            break
-        ra, rb = ra[diff], rb[diff]
-        a, b = a[diff], b[diff]
-        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
-        while True:                                # full path compression
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-    roots = parent.reshape(h, w)
-    labels = np.zeros((h, w), dtype=np.int32)
-    if not m.any():
-        return labels, 0
-    fg_roots = roots[m]
-    uniq, inverse = np.unique(fg_roots, return_inverse=True)  # roots are minima => raster order
-    labels[m] = inverse.astype(np.int32) + 1
-    return labels, int(uniq.size)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(m, dtype=np.uint8), connectivity=connectivity, ltype=cv2.CV_32S)
+    n = count - 1
+    if n > 1:
+        ids, first = np.unique(labels.ravel(), return_index=True)
+        fg = ids > 0
+        order = ids[fg][np.argsort(first[fg], kind="stable")]   # old label of new labels 1..n
+        renumber = np.zeros(count, np.int32)
+        renumber[order] = np.arange(1, count, dtype=np.int32)
+        labels = renumber[labels]
+        stats = stats[np.r_[0, order]]
+    return labels.astype(np.int32, copy=False), n, stats
+
+
+def label(mask: Any, connectivity: int = 8) -> tuple[np.ndarray, int]:
+    """Connected components of a 2-D boolean mask: ``(labels int32 [H, W], count)``, labels 1..count
+    in raster order of each component's first pixel, 0 for background. ``connectivity`` is 4 or 8."""
+    labels, n, _ = _components(mask, connectivity)
+    return labels, n
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,9 +355,9 @@ def find_regions(mask_or_map: Any, level: float | None = None, *, min_area: floa
     mask = z > level
     if not mask.any():
         return []
-    labels, n = label(mask, connectivity)
+    labels, n, stats = _components(mask, connectivity)
     flat = labels.ravel()
-    areas = np.bincount(flat, minlength=n + 1)
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
     min_px = _min_pixels(min_area, mask.shape)
     keep = np.flatnonzero(areas >= max(min_px, 1))
     keep = keep[keep > 0]
@@ -391,15 +371,12 @@ def find_regions(mask_or_map: Any, level: float | None = None, *, min_area: floa
     if max_regions is not None:
         keep = keep[:max_regions]
 
-    # per-label statistics in one pass: box and peak
+    # boxes (exclusive x1, y1) from OpenCV's statistics; the peak is each label's highest value
     h, w = mask.shape
+    x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
     fg = np.flatnonzero(flat)
     labs = flat[fg]
-    fy, fx = np.divmod(fg, w)
-    x0 = np.full(n + 1, w, np.int64); np.minimum.at(x0, labs, fx)
-    y0 = np.full(n + 1, h, np.int64); np.minimum.at(y0, labs, fy)
-    x1 = np.full(n + 1, -1, np.int64); np.maximum.at(x1, labs, fx)
-    y1 = np.full(n + 1, -1, np.int64); np.maximum.at(y1, labs, fy)
     order = np.lexsort((-zf[fg], labs))                        # highest value first per label
     first = np.r_[0, np.flatnonzero(np.diff(labs[order])) + 1]
     peak_at = np.zeros(n + 1, np.int64)
@@ -427,12 +404,12 @@ def find_regions(mask_or_map: Any, level: float | None = None, *, min_area: floa
         if lines_out:
             poly = as_poly(lines_out[0])
         else:                                      # not expected; fall back to the box outline
-            a, b, c, d = x0[lab] - 0.5, y0[lab] - 0.5, x1[lab] + 0.5, y1[lab] + 0.5
+            a, b, c, d = x0[lab] - 0.5, y0[lab] - 0.5, x1[lab] - 0.5, y1[lab] - 0.5
             poly = [(a, b), (c, b), (c, d), (a, d), (a, b)]
         py, px = divmod(int(peak_at[lab]), w)
         regions.append(Region(
             polygon=poly,
-            box=(int(x0[lab]), int(y0[lab]), int(x1[lab]) + 1, int(y1[lab]) + 1),
+            box=(int(x0[lab]), int(y0[lab]), int(x1[lab]), int(y1[lab])),
             area=int(areas[lab]),
             peak=(px, py),
             mass=float(masses[lab] / total) if total > 0 else 0.0,
@@ -466,7 +443,8 @@ def clip_contours(explanation_or_maps: Any, mode: str = "top", q: float = 10.0, 
 
 
 def smooth(maps: Any, sigma: float) -> np.ndarray:
-    """Gaussian blur of ``[..., H, W]`` maps over H and W (separable, edges repeated).
+    """Gaussian blur of ``[..., H, W]`` maps over H and W (kernel radius ``round(3 sigma)``, edges
+    repeated); float32.
 
     Pixel-level maps (saliency and its kin) are speckled; contours of a lightly blurred copy outline
     the areas that matter instead of hundreds of single pixels.
@@ -474,13 +452,4 @@ def smooth(maps: Any, sigma: float) -> np.ndarray:
     a = np.asarray(maps, dtype=np.float32)
     if sigma <= 0:
         return a
-    radius = max(1, int(round(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    for axis in (a.ndim - 2, a.ndim - 1):
-        pad = [(0, 0)] * a.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(a, pad, mode="edge")
-        a = sum(w * np.take(padded, np.arange(i, i + a.shape[axis]), axis=axis) for i, w in enumerate(kernel))
-    return a.astype(np.float32)
+    return gaussian_blur(a, sigma, radius=max(1, int(round(3 * sigma))))

@@ -7,7 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .contours import clip_contours, smooth, threshold
-from .files import explanation_record, safe_name, save_json, save_maps
+from ..jsonio import write_json
+from .files import explanation_record, safe_name, save_maps
 from .overlay import as_rgb_frames, overlay_frames, write_video
 from .sheet import as_named, contact_sheet
 
@@ -74,5 +75,5 @@ def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
         "files": {k: os.path.basename(v) for k, v in written.items()} | {"json": "explanation.json"},
         "methods": records,
     }
-    written["json"] = save_json(os.path.join(out, "explanation.json"), payload)
+    written["json"] = write_json(os.path.join(out, "explanation.json"), payload)
     return written

@@ -1,23 +1,22 @@
 """Pictures on numpy images: heatmap colouring and blending, polygons, boxes, text, the
-frame-importance strip, and the overlay video (PyAV, H.264).
+frame-importance strip, and the overlay video.
 
 Everything works on uint8 RGB arrays ``[H, W, 3]`` (or ``[T, H, W, 3]`` for clips). The drawing
-functions (``draw_*``) draw in place and return the image, so calls can be chained. Text is
-rendered with matplotlib's Agg renderer into a coverage mask and pasted onto the image.
+functions (``draw_*``) draw in place with OpenCV and return the image, so calls can be chained.
 """
 from __future__ import annotations
 
 import math
 import os
-from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
+import cv2
 import numpy as np
 
-from ..atomic import atomic_path
-
 from .contours import Region, clip_contours
+from .image import resize_images, resize_maps
+from .video_writer import VideoWriter
 
 Colour = tuple[int, int, int]
 
@@ -29,41 +28,6 @@ HIGHLIGHT: Colour = (255, 170, 0)
 # ----------------------------------------------------------------------------------------------
 # arrays
 # ----------------------------------------------------------------------------------------------
-
-def _resize_axis(a: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """Linear resampling of one axis to ``n`` samples with pixel centres aligned (half-pixel)."""
-    m = a.shape[axis]
-    if m == n:
-        return a
-    pos = (np.arange(n, dtype=np.float64) + 0.5) * (m / n) - 0.5
-    pos = np.clip(pos, 0, m - 1)
-    i0 = np.floor(pos).astype(np.int64)
-    i1 = np.minimum(i0 + 1, m - 1)
-    t = (pos - i0).astype(np.float32)
-    shape = [1] * a.ndim
-    shape[axis] = n
-    t = t.reshape(shape)
-    a0, a1 = np.take(a, i0, axis=axis), np.take(a, i1, axis=axis)
-    return a0 * (1 - t) + a1 * t
-
-
-def resize_maps(maps: Any, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of map(s) ``[..., H, W]`` to ``size = (height, width)``; float32."""
-    a = np.asarray(maps, dtype=np.float32)
-    a = _resize_axis(a, int(size[0]), a.ndim - 2)
-    return _resize_axis(a, int(size[1]), a.ndim - 1).astype(np.float32)
-
-
-def resize_images(images: Any, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of uint8 image(s) ``[..., H, W, C]`` to ``size = (height, width)``."""
-    a = np.asarray(images)
-    if a.shape[-3:-1] == tuple(size):
-        return a.astype(np.uint8, copy=False)
-    f = a.astype(np.float32)
-    f = _resize_axis(f, int(size[0]), f.ndim - 3)
-    f = _resize_axis(f, int(size[1]), f.ndim - 2)
-    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
-
 
 def as_rgb_frames(frames: Any) -> np.ndarray:
     """Frames as uint8 RGB ``[T, H, W, 3]``: accepts grey ``[T, H, W]`` or ``[T, H, W, 1]``, RGBA,
@@ -127,51 +91,39 @@ def blend(frame: Any, map_: Any, alpha: float = 0.45, cmap: str = "jet", vmin: f
 # lines, polygons, boxes
 # ----------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=32)
-def _brush(thickness: int) -> np.ndarray:
-    """Integer offsets (dy, dx) of a round brush ``thickness`` pixels wide."""
-    t = max(1, int(thickness))
-    r = (t - 1) / 2.0
-    c = np.arange(t) - r
-    dy, dx = np.meshgrid(c, c, indexing="ij")
-    keep = dy ** 2 + dx ** 2 <= (r + 0.5) ** 2 if t > 2 else np.ones_like(dy, bool)
-    off = np.stack([dy[keep], dx[keep]], 1)
-    return np.floor(off + 0.5).astype(np.int64)
+SHIFT = 4                                          # fractional bits of OpenCV point coordinates
 
 
-def _stroke_pixels(points: Any, closed: bool) -> np.ndarray:
-    """Integer (y, x) pixels along a polyline: every segment densely sampled (two samples per pixel
-    of length), rounded to the nearest pixel centre."""
+def _fixed(points: Any) -> np.ndarray:
+    """(x, y) points (pixel centres at integers) as OpenCV's fixed-point int32 ``[N, 2]``."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     p = p[np.isfinite(p).all(1)]
-    if len(p) == 0:
-        return np.empty((0, 2), np.int64)
-    if closed and len(p) > 2 and not np.array_equal(p[0], p[-1]):
-        p = np.vstack([p, p[:1]])
-    if len(p) == 1:
-        return np.floor(p[:, ::-1] + 0.5).astype(np.int64)
-    a, b = p[:-1], p[1:]
-    n = np.ceil(np.hypot(*(b - a).T) * 2).astype(np.int64) + 1
-    seg = np.repeat(np.arange(len(a)), n)
-    t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / np.maximum(np.repeat(n, n) - 1, 1)
-    xy = a[seg] + (b[seg] - a[seg]) * t[:, None]
-    return np.floor(xy[:, ::-1] + 0.5).astype(np.int64)
+    return np.rint(p * (1 << SHIFT)).astype(np.int32)
 
 
-def _paint(img: np.ndarray, yx: np.ndarray, colour: Colour, thickness: int) -> None:
-    if len(yx) == 0:
+def _drawable(img: np.ndarray) -> np.ndarray:
+    if img.dtype != np.uint8 or img.ndim != 3 or not img.flags.c_contiguous or not img.flags.writeable:
+        raise ValueError("drawing needs a writable, contiguous uint8 image [H, W, C]")
+    return img
+
+
+def _stroke(img: np.ndarray, lines: list[np.ndarray], colour: Colour, thickness: int, closed: bool) -> None:
+    lines = [p for p in lines if len(p)]
+    if not lines:
         return
-    pix = (yx[:, None, :] + _brush(thickness)[None]).reshape(-1, 2)
-    h, w = img.shape[:2]
-    ok = (pix[:, 0] >= 0) & (pix[:, 0] < h) & (pix[:, 1] >= 0) & (pix[:, 1] < w)
-    pix = pix[ok]
-    img[pix[:, 0], pix[:, 1]] = np.asarray(colour, dtype=np.uint8)
+    t = max(1, int(thickness))
+    colour = tuple(int(c) for c in colour)
+    kind = cv2.LINE_AA if t > 1 else cv2.LINE_8        # a one-pixel line stays solid
+    cv2.polylines(img, lines, closed, colour, t, kind, SHIFT)
+    for p in lines:                                # a single point is a dot
+        if len(p) == 1:
+            cv2.circle(img, (int(p[0, 0]), int(p[0, 1])), max(1, t // 2) << SHIFT, colour, -1, kind, SHIFT)
 
 
 def draw_polyline(img: np.ndarray, points: Any, colour: Colour = WHITE, thickness: int = 2,
                   closed: bool = True) -> np.ndarray:
     """Draw a polyline of (x, y) points (pixel centres at integers) in place."""
-    _paint(img, _stroke_pixels(points, closed), colour, thickness)
+    _stroke(_drawable(img), [_fixed(points)], colour, thickness, closed)
     return img
 
 
@@ -188,12 +140,10 @@ def draw_polygons(img: np.ndarray, regions: Iterable[Any], colour: Colour = WHIT
     """Draw region outlines in place: :class:`Region` objects (their outer iso-lines and holes),
     region dicts, or plain polygons of (x, y) points. ``outline`` draws a darker line one pixel
     wider on each side first so the contour stays visible on any background."""
-    strokes = [_stroke_pixels(p, True) for r in regions for p in _polygons_of(r, holes)]
+    lines = [_fixed(p) for r in regions for p in _polygons_of(r, holes)]
     if outline is not None:
-        for s in strokes:
-            _paint(img, s, outline, thickness + 2)
-    for s in strokes:
-        _paint(img, s, colour, thickness)
+        _stroke(_drawable(img), lines, outline, thickness + 2, True)
+    _stroke(_drawable(img), lines, colour, thickness, True)
     return img
 
 
@@ -201,44 +151,56 @@ def draw_boxes(img: np.ndarray, regions_or_boxes: Iterable[Any], colour: Colour 
                thickness: int = 1, outline: Colour | None = None) -> np.ndarray:
     """Draw boxes in place; items are :class:`Region` objects, region dicts or ``(x0, y0, x1, y1)``
     boxes with exclusive x1, y1 (the outline runs on the box's outermost pixels)."""
-    polys = []
+    corners = []
     for item in regions_or_boxes:
         box = item.box if isinstance(item, Region) else item["box"] if isinstance(item, dict) else item
-        x0, y0, x1, y1 = (float(v) for v in box)
-        x1, y1 = x1 - 1, y1 - 1
-        polys.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
-    return draw_polygons(img, polys, colour, thickness, outline, holes=False)
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        corners.append(((x0, y0), (x1 - 1, y1 - 1)))
+    _drawable(img)
+    for c, t in ((outline, thickness + 2), (colour, thickness)):
+        if c is not None:
+            for p0, p1 in corners:
+                cv2.rectangle(img, p0, p1, tuple(int(v) for v in c), max(1, int(t)), cv2.LINE_8)
+    return img
 
 
 # ----------------------------------------------------------------------------------------------
 # text
 # ----------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1024)
-def text_mask(text: str, size: int = 14, bold: bool = True) -> np.ndarray:
-    """Coverage mask (float32 in [0, 1], ``[h, w]``) of ``text`` rendered with matplotlib's Agg
-    renderer at ``size`` pixels (DejaVu Sans, antialiased). Multi-line text is supported."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+FONT, BOLD_FONT = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
+_PLAIN = {"\u2026": "...", "\u00b7": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "x"}
 
-    dpi = 72.0                                     # 1 pt == 1 px
-    fig = Figure(figsize=(1, 1), dpi=dpi, facecolor="black")
-    canvas = FigureCanvasAgg(fig)
-    t = fig.text(0, 0, text, fontsize=size, color="white", fontweight="bold" if bold else "normal",
-                 family="DejaVu Sans", ha="left", va="bottom", parse_math=False)
-    bb = t.get_window_extent(canvas.get_renderer())
-    pad = 2
-    w, h = int(math.ceil(bb.width)) + 2 * pad, int(math.ceil(bb.height)) + 2 * pad
-    fig.set_size_inches(w / dpi, h / dpi)
-    t.set_position((pad / w, pad / h))
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    mask = rgba[..., 0].astype(np.float32) / 255.0
-    rows, cols = np.flatnonzero(mask.max(1) > 0.02), np.flatnonzero(mask.max(0) > 0.02)
-    if rows.size:                                  # trim to the ink, keeping the line height
-        mask = mask[:, max(cols[0] - 1, 0): cols[-1] + 2]
-    mask.flags.writeable = False
-    return mask
+
+def _plain(text: str) -> str:
+    """``text`` in the characters OpenCV's fonts have (printable ASCII; others become '?')."""
+    text = "".join(_PLAIN.get(c, c) for c in text)
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+
+
+@lru_cache(maxsize=64)
+def _font(size: int, bold: bool) -> tuple[int, float, int, int, int]:
+    """(face, scale, thickness, ascent, descent) for text about ``size`` pixels high (an ``Ag``
+    line is ``1.15 * size`` pixels from ascender to descender)."""
+    face = BOLD_FONT if bold else FONT
+    (_, a1), d1 = cv2.getTextSize("Ag", face, 1.0, 1)
+    scale = 1.15 * size / (a1 + d1)
+    thickness = max(1, int(round(size / (14 if bold else 20))))
+    (_, a), d = cv2.getTextSize("Ag", face, scale, thickness)
+    return face, scale, thickness, a, d
+
+
+def text_size(text: str, size: int = 14, bold: bool = True) -> tuple[int, int]:
+    """``(width, height)`` in pixels of ``text`` set at ``size`` (lines split at newlines; every
+    line is as high as ``Ag``)."""
+    face, scale, thickness, a, d = _font(int(size), bold)
+    lines = _plain(text).split("\n")
+    width = max(cv2.getTextSize(line, face, scale, thickness)[0][0] for line in lines)
+    return width, len(lines) * (a + d) + (len(lines) - 1) * _gap(size)
+
+
+def _gap(size: int) -> int:
+    return max(1, int(size) // 4)
 
 
 def draw_text(img: np.ndarray, text: str, xy: tuple[int, int], colour: Colour = WHITE,
@@ -249,20 +211,20 @@ def draw_text(img: np.ndarray, text: str, xy: tuple[int, int], colour: Colour = 
     box sits at ``xy``: two letters, ``t``/``b`` (top/bottom) and ``l``/``r`` (left/right), or
     ``c`` for the centre. ``size`` is the font size in pixels (default: about 1/18 of the smaller
     side of the image, at least 10). Text wider than ``max_width`` (default: the image width) is
-    set in a smaller font, down to 7 px."""
+    set in a smaller font, down to 7 px. Only printable ASCII is drawn (others become '?')."""
     if not text:
         return img
+    _drawable(img)
     h, w = img.shape[:2]
     if size is None:
         size = default_font_size(h, w)
     size = int(size)
     limit = (w if max_width is None else max_width) - 2 * padding
-    m = text_mask(text, size, bold)
-    while m.shape[1] > limit and size > 7:
-        size = max(7, min(size - 1, int(size * limit / m.shape[1])))
-        m = text_mask(text, size, bold)
-    mh, mw = m.shape
-    bh, bw = mh + 2 * padding, mw + 2 * padding
+    tw, th = text_size(text, size, bold)
+    while tw > limit and size > 7:
+        size = max(7, min(size - 1, int(size * limit / tw)))
+        tw, th = text_size(text, size, bold)
+    bh, bw = th + 2 * padding, tw + 2 * padding
     x, y = int(round(xy[0])), int(round(xy[1]))
     if anchor == "c":
         x0, y0 = x - bw // 2, y - bh // 2
@@ -270,15 +232,15 @@ def draw_text(img: np.ndarray, text: str, xy: tuple[int, int], colour: Colour = 
         y0 = y if "t" in anchor else y - bh
         x0 = x if "l" in anchor else x - bw
     x0, y0 = min(max(x0, 0), max(w - bw, 0)), min(max(y0, 0), max(h - bh, 0))   # keep it in frame
-    bx1, by1 = min(x0 + bw, w), min(y0 + bh, h)
-    region = img[y0:by1, x0:bx1].astype(np.float32)
     if background is not None and background_alpha > 0:
-        region = region * (1 - background_alpha) + np.asarray(background, np.float32) * background_alpha
-    tx0, ty0 = padding, padding
-    mm = m[: max(0, by1 - y0 - ty0), : max(0, bx1 - x0 - tx0)][..., None]
-    sub = region[ty0: ty0 + mm.shape[0], tx0: tx0 + mm.shape[1]]
-    region[ty0: ty0 + mm.shape[0], tx0: tx0 + mm.shape[1]] = sub * (1 - mm) + np.asarray(colour, np.float32) * mm
-    img[y0:by1, x0:bx1] = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+        box = img[y0:y0 + bh, x0:x0 + bw].astype(np.float32)
+        box = box * (1 - background_alpha) + np.asarray(background, np.float32) * background_alpha
+        img[y0:y0 + bh, x0:x0 + bw] = np.clip(np.rint(box), 0, 255).astype(np.uint8)
+    face, scale, thickness, a, d = _font(size, bold)
+    for i, line in enumerate(_plain(text).split("\n")):
+        base = y0 + padding + a + i * (a + d + _gap(size))
+        cv2.putText(img, line, (x0 + padding, base), face, scale, tuple(int(c) for c in colour),
+                    thickness, cv2.LINE_AA)
     return img
 
 
@@ -392,8 +354,8 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
     # a header bar above the frame (so no text hides the picture): method, class and score on
     # the left, frame number and time on the right
     pad = 3
-    bar_h = text_mask("Ag", font).shape[0] + 2 * pad + 2
-    counter_w = max(text_mask(when(t), font).shape[1] for t in range(T)) + 2 * pad
+    bar_h = text_size("Ag", font)[1] + 2 * pad + 2
+    counter_w = max(text_size(when(t), font)[0] for t in range(T)) + 2 * pad
     head_w = max(W - counter_w - 2 * pad, W // 3)
 
     out = np.empty((T, bar_h + H + strip_h, W, 3), np.uint8)
@@ -423,28 +385,12 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
 # ----------------------------------------------------------------------------------------------
 
 def write_video(path: str | os.PathLike, frames: Any, fps: float = 8.0, crf: int = 18) -> str:
-    """Write uint8 RGB frames ``[T, H, W, 3]`` as an H.264 MP4 (yuv420p) with PyAV. Odd widths or
-    heights are padded by one edge pixel (yuv420p needs even sizes). The file is written to
-    ``path + ".part"`` and moved into place when complete. Returns the path."""
-    import av
-
+    """Write uint8 RGB frames ``[T, H, W, 3]`` as an H.264 MP4 (yuv420p, odd sizes padded by one
+    edge pixel) through :class:`VideoWriter`, atomically. Returns the path."""
     fr = as_rgb_frames(frames)
     if len(fr) == 0:
-        raise ValueError("no frames to write")
-    T, H, W = fr.shape[:3]
-    if H % 2 or W % 2:
-        fr = np.pad(fr, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-    path = os.fspath(path)
-    rate = Fraction(float(fps)).limit_denominator(1001)
-    with atomic_path(path) as part, av.open(part, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = fr.shape[2], fr.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(int(crf))}
+        raise ValueError(f"{os.fspath(path)}: no frames to write")
+    with VideoWriter(path, fps, crf) as video:
         for f in fr:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            video.write(f)
+    return video.path

@@ -7,35 +7,15 @@ only flushed. Every line carries its ``type``, the wall-clock time (``wall``, IS
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ..jsonio import dumps_line
+
 SYNCED = frozenset({"start", "stop", "alert_start", "alert_end", "gap", "disconnect", "explanation"})
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe values: numpy/torch scalars to numbers, non-finite floats to None."""
-    if v is None or isinstance(v, (bool, str, int)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if hasattr(v, "item"):
-        try:
-            return _clean(v.item())
-        except (TypeError, ValueError):
-            pass
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    return str(v)
 
 
 def wall_clock(unix: float | None = None) -> str:
@@ -61,7 +41,7 @@ class EventLog:
         now = time.time()
         record = {"type": type_, **fields, "checkpoint": self.checkpoint, "wall": wall_clock(now),
                   "unix": round(now, 3)}
-        line = json.dumps(_clean(record), allow_nan=False, separators=(",", ":"))
+        line = dumps_line(record)
         with self._lock:
             self.counts[type_] = self.counts.get(type_, 0) + 1
             if self._file is not None:
