@@ -60,9 +60,12 @@ def timeline_plot(times: Sequence[float], scores: Sequence[float], threshold: fl
     fig = Figure(figsize=(10, 2.8))
     ax = fig.subplots()
     shaded = [ax.axvspan(a, b, color=ALERT_RED, alpha=0.18, lw=0) for a, b in spans]
-    ax.plot(times, scores, color="#1f3b73", lw=1.6, label="window score")
+    few = len(times) < 20                 # a line through a handful of windows hides them: mark each one
+    ax.plot(times, scores, color="#1f3b73", lw=1.6, label="window score", marker="o" if few else None, ms=4)
     ax.axhline(threshold, color=ALERT_RED, ls="--", lw=1, label=f"threshold {threshold:.2f}")
-    ax.set(xlabel="time in the video (s)", ylabel="alert score", ylim=(-0.02, 1.02))
+    end = max([*times, *(b for _, b in spans)], default=1.0)
+    ax.set(xlabel="time in the video (s)", ylabel="alert score", ylim=(-0.02, 1.02),
+           xlim=(0.0, end * 1.02 if end > 0 else 1.0))    # the whole video from its start
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     drawn = []

@@ -65,7 +65,8 @@ def render_html(video: str, model: "CRNN", results: Sequence["WindowResult"], al
         "alerts": len(alerts), "explained": len(explained),
         "headline": headline(len(alerts), len(explained), open_ids, peak, threshold),
         "timeline": plot, "shaded": json.dumps([[round(a, 3), round(b, 3)] for a, b in shaded]),
-        "rule": f"An alert starts when {k} of the last {n} window scores pass {threshold:.2f}, and ends when "
+        "rule": "Each point is a window's score at the time of its last frame. "
+                f"An alert starts when {k} of the last {n} window scores pass {threshold:.2f}, and ends when "
                 "fewer do. Shaded: alert intervals"
                 + (", to the end of the video for an alert still on when it ended." if open_ids else "."),
         "sections": [section(v, contours, rescored) for v in views],

@@ -129,7 +129,7 @@ def alert_events(alerts: Sequence[Alert]) -> list[dict]:
         s, e = a.first, a.last
         rows.append({"alert": a.id, "type": "alert start", "time": round(s.time, 2), "frame": s.frame_index,
                      "score": round(s.score, 3), "class": s.class_name, "note": ""})
-        note = ("its scores fell below the rule" if a.ended else
+        note = ("its scores fell below the alert rule" if a.ended else
                 "still on when the video ended" if a.open else "cut by a gap in the stream")
         rows.append({"alert": a.id, "type": "alert end", "time": round(e.time, 2), "frame": e.frame_index,
                      "score": round(e.score, 3) if a.ended else "", "class": e.class_name, "note": note})
