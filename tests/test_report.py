@@ -1,5 +1,6 @@
 """The decision report: a self-contained HTML page whose every image loads, also in a real browser."""
 import base64
+from html import unescape
 import io
 import re
 import shutil
@@ -93,7 +94,8 @@ def test_report_on_a_two_stream_model_says_what_it_sees(tmp_path):
     v = r["views"][0]   # each stream's own probability; their mean is the peak score the stream detector gave
     assert [name for name, _ in v.votes] == ["motion", "flow"]
     assert np.mean([p for _, p in v.votes]) == pytest.approx(v.peak_score, abs=1e-5)
-    assert "Each stream&#x27;s own probability of" in html   # html-escaped apostrophe
+    assert "Each stream's own probability of" not in html   # the apostrophe is html-escaped ...
+    assert "Each stream's own probability of" in unescape(html)   # ... and means what it says
 
 
 def test_stream_votes_say_when_one_stream_carries_the_alert():
