@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -257,6 +258,8 @@ COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_eval
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xvad", description="Explainable video anomaly detection")
     parser.add_argument("--version", action="version", version=f"xvad {__version__}")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                        help="what the library logs to stderr (info: camera and alert events; default warning)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
@@ -267,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import XvadError
 
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="xvad: %(levelname)s: %(name)s: %(message)s", level=args.log_level.upper())
     try:
         return COMMANDS[args.command][1](args)
     except XvadError as exc:

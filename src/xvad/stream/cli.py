@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import Any
 
+from ..errors import VideoError
+
 
 
 def _reconnect(value: str) -> tuple[float, float] | None:
@@ -132,13 +134,13 @@ class _Display:
 
 
 def _expected_frames(detector: Any, source: str) -> int | None:
-    if "://" in source or source.isdigit() or source.startswith("/dev/video"):
-        return None
-    try:
-        from ..video import probe
+    from ..video import parse_source, probe
 
+    try:
+        if parse_source(source).live:
+            return None
         info = probe(source)
-    except Exception:
+    except VideoError:
         return None
     return max(1, math.ceil(info.duration * detector.fps - 1e-6)) if info.duration else None
 
