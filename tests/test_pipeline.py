@@ -12,7 +12,8 @@ import torch
 import xvad
 from xvad.models import CRNN
 from xvad.stream import Detector
-from xvad.stream.source import End, Frame, FrameQueue, Reader
+from xvad.stream.frames import End, Frame, FrameQueue
+from xvad.stream.source import Reader
 from xvad.synthetic import make_clip, write_video
 from xvad.video import frame_tensor, load_clip, parse_source, read_frame_pairs
 

@@ -21,7 +21,9 @@ import torch
 from xvad.models import CRNN
 from xvad.stream import AlertPolicy, Detector, StreamError, WindowResult, alert_spans, parse_alert, window_scores
 from xvad.stream.cli import add_detect, main as detect_main, run_detect
-from xvad.stream.source import FrameQueue, Frame, Sampler, parse_source
+from xvad.stream.frames import Frame, FrameQueue
+from xvad.stream.source import Sampler
+from xvad.video import parse_source
 from xvad.synthetic import make_clip, write_video
 from xvad.video import VideoError, model_images, preprocess, read_frame_pairs, read_frames
 

@@ -4,8 +4,9 @@ the overlay video, the contact sheet, and the ``maps.npz`` / ``explanation.json`
 Explanations are duck-typed: anything with ``maps [T, H, W]`` (and optionally ``raw``,
 ``frame_importance``, ``score``, ``target``, ``method``, ``options``, ``class_name``) works.
 """
-from .contours import (Region, clip_contours, find_regions, label, otsu_level, point_in_polygon, smooth,
-                       points_in_polygon, polygon_area, threshold)
+from .contours import (Region, clip_contours, find_regions, label, point_in_polygon, points_in_polygon, polygon_area,
+                       smooth)
+from .threshold import MODES, otsu_level, threshold
 from .files import atomic_path, explanation_record, save_maps
 from .outputs import write_explanation_outputs
 from .image import gaussian_blur, resize_images, resize_maps

@@ -6,7 +6,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .contours import clip_contours, smooth, threshold
+from .contours import clip_contours, smooth
+from .threshold import threshold
 from ..jsonio import write_json
 from .files import explanation_record, safe_name, save_maps
 from .overlay import as_rgb_frames, overlay_frames, write_video

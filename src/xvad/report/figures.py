@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..render import blend, clip_contours, draw_polygons, resize_maps
-from ..render.contours import MODES
+from ..render.threshold import MODES
 
 if TYPE_CHECKING:
     from .select import AlertView

@@ -6,12 +6,12 @@ Each sampled frame goes through the backbone once; its feature waits in a ring b
 ``stride`` frames the last ``window`` features go through the GRU and head. The command line is
 ``xvad detect`` (:mod:`xvad.stream.cli`).
 """
-from .detector import Detector, WindowResult, window_scores
 from ..errors import StreamError
+from ..video.decode import SourceSpec, open_source, parse_source
+from .detector import Detector, WindowResult, window_scores
 from .events import EventLog
 from .policy import AlertPolicy, alert_spans, parse_alert
 from .source import Reconnect
-from ..video.decode import SourceSpec, open_source, parse_source
 
 __all__ = ["AlertPolicy", "Detector", "EventLog", "Reconnect", "SourceSpec", "StreamError", "WindowResult",
            "alert_spans", "open_source", "parse_alert", "parse_source", "window_scores"]

@@ -16,7 +16,6 @@ from typing import Any
 from ..errors import VideoError
 
 
-
 def _reconnect(value: str) -> tuple[float, float] | None:
     """``DELAY[:MAX]`` seconds, or ``off``."""
     if value.strip().lower() in ("off", "no", "none", "0"):

@@ -26,10 +26,11 @@ from .. import __version__
 from ..errors import StreamError, VideoError
 from ..video import frame_tensor, needs_partner
 from .alerts import AlertTracker
+from .frames import Disconnect, End, Frame, FrameQueue, Gap
 from .inference import FrameFeature, Scorer, WindowBuffer, window_scores
 from .outputs import OutputOptions, Outputs
 from .policy import parse_alert
-from .source import Disconnect, End, Frame, FrameQueue, Gap, Reader, Reconnect, parse_source
+from .source import Reader, Reconnect, parse_source
 
 __all__ = ["DEFAULT_FPS", "Detector", "WindowResult", "window_scores"]
 
@@ -230,7 +231,7 @@ class Detector:
             reader.start()
             first = True
             while True:
-                batch, marker = self._take(reader)
+                batch, marker = reader.queue.take(self.batch, self._live, self._stop)
                 if first and batch:
                     first = False
                     if torch.get_num_threads() != threads:   # a torch whose thread setting is global
@@ -271,31 +272,6 @@ class Detector:
             raise
         finally:
             self._finish(reader, outputs, error)
-
-    def _take(self, reader: Reader) -> tuple[list[Frame], Any]:
-        """Up to ``batch`` frames (live: those that have arrived, after waiting for the first), and
-        the marker that ended the batch, if any."""
-        q = reader.queue
-        first = None
-        while first is None:
-            if self._stop.is_set():
-                return [], None
-            first = q.get(timeout=0.1)
-        if not isinstance(first, Frame):
-            return [], first
-        batch = [first]
-        while len(batch) < self.batch:
-            # live: whatever has arrived (waiting adds latency); a file: full batches, which the
-            # backbone runs most efficiently, unless the file ends or the run is stopped
-            item = q.get_nowait() if self._live else q.get(timeout=0.1)
-            if item is None:
-                if self._live or self._stop.is_set():
-                    break
-                continue
-            if not isinstance(item, Frame):
-                return batch, item
-            batch.append(item)
-        return batch, None
 
     def _process(self, batch: list[Frame], scorer: Scorer, buffer: WindowBuffer,
                  outputs: Outputs) -> list[WindowResult]:

@@ -106,7 +106,7 @@ class ExplainWorker:
         started = time.perf_counter()
         folder = self._folder(job.alert)
         try:
-            from ..explain import explain          # imported late: the detector works without it
+            from ..explain import explain  # imported late: the detector works without it
             from ..render import write_explanation_outputs
 
             expl = explain(self.model, job.clip, method=self.method, target=job.target)

@@ -5,7 +5,6 @@ each to the outputs that were asked for; the detector itself never opens a file.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -22,120 +21,12 @@ import numpy as np
 from ..errors import StreamError, VideoError
 from ..video.decode import RGB, DecodeStats, SourceSpec, decode, open_source, origin, parse_source
 from ..video.sample import Nearest, Partners, ticks
+from .frames import Disconnect, End, Frame, FrameQueue, Gap
 
-__all__ = ["Disconnect", "End", "Frame", "FrameQueue", "Gap", "Reader", "ReaderStats", "Reconnect", "Sampler",
-           "SourceSpec", "one_thread", "open_source", "parse_source"]
+__all__ = ["Reader", "ReaderStats", "Reconnect", "Sampler", "one_thread"]
 
 _JUMP_BACK = 1.0    # seconds: a timestamp this far behind the previous one starts a new segment
 _JUMP_AHEAD = 5.0   # seconds: on a live source, so does one this far ahead
-
-
-# -- what the reader puts in the queue -------------------------------------------------------------
-
-@dataclass
-class Frame:
-    """One sampled frame: its number in the run (gaps are dropped frames), source time in seconds,
-    the preprocessed tensor, the uint8 RGB picture (when asked for) and when it arrived."""
-
-    index: int
-    time: float
-    tensor: Any
-    image: np.ndarray | None
-    arrival: float                 # time.perf_counter() when it was decoded (or due, when paced)
-
-
-@dataclass
-class Disconnect:
-    """The live source stopped or failed; the reader is reconnecting."""
-
-    time: float | None             # source time of the last frame before it
-    reason: str
-    unix: float
-
-
-@dataclass
-class Gap:
-    """A disconnection is over: frames flow again (``reconnected``) or the reader gave up."""
-
-    began: float | None            # source time of the last frame before the gap
-    ended: float | None            # source time given to the first frame after it
-    seconds: float                 # wall-clock length of the gap
-    attempts: int                  # how many times the source was reopened
-    reconnected: bool
-    reason: str
-
-
-@dataclass
-class End:
-    """No more frames: ``reason`` is "end" (file or stream ended), "stopped", "gave_up" or "error"."""
-
-    reason: str
-    error: BaseException | None = None
-
-
-# -- a bounded queue that can drop frames but never markers ----------------------------------------
-
-class FrameQueue:
-    """Holds at most ``maxsize`` frames (markers do not count and are never dropped)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = max(1, int(maxsize))
-        self._items: deque = deque()
-        self._frames = 0
-        self._cond = threading.Condition()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-    def put(self, item: Any, drop: bool, stop: threading.Event) -> int:
-        """Add ``item``; when full, drop the oldest frame (``drop``) or wait for room (until
-        ``stop`` is set). Returns the number of frames dropped."""
-        dropped = 0
-        with self._cond:
-            if isinstance(item, Frame):
-                while self._frames >= self.maxsize:
-                    if drop:
-                        for i, old in enumerate(self._items):
-                            if isinstance(old, Frame):
-                                del self._items[i]
-                                self._frames -= 1
-                                dropped += 1
-                                break
-                    else:
-                        if stop.is_set():
-                            return 0
-                        self._cond.wait(0.05)
-                self._frames += 1
-            self._items.append(item)
-            self._cond.notify_all()
-        return dropped
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The oldest item, waiting up to ``timeout`` seconds (None if nothing came)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._items:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(left)
-            return self._pop()
-
-    def get_nowait(self) -> Any:
-        with self._cond:
-            return self._pop() if self._items else None
-
-    def peek_is_frame(self) -> bool:
-        with self._cond:
-            return bool(self._items) and isinstance(self._items[0], Frame)
-
-    def _pop(self) -> Any:
-        item = self._items.popleft()
-        if isinstance(item, Frame):
-            self._frames -= 1
-        self._cond.notify_all()
-        return item
 
 
 # -- sampling ---------------------------------------------------------------------------------------
