@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import StreamError, VideoError
-from ..video.decode import RGB, DecodeStats, SourceSpec, decode, open_source, origin, parse_source
+from ..video.decode import RGB, DecodeStats, SourceSpec, decode, open_source, origin
 from ..video.sample import Nearest, Partners, ticks
 from .frames import Disconnect, End, Frame, FrameQueue, Gap
 
