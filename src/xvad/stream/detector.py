@@ -24,13 +24,13 @@ import torch
 
 from .. import __version__
 from ..errors import StreamError, VideoError
-from ..video import frame_tensor, needs_partner
+from ..video import frame_tensor, needs_partner, parse_source
 from .alerts import AlertTracker
 from .frames import Disconnect, End, Frame, FrameQueue, Gap
 from .inference import FrameFeature, Scorer, WindowBuffer, window_scores
 from .outputs import OutputOptions, Outputs
 from .policy import parse_alert
-from .source import Reader, Reconnect, parse_source
+from .source import Reader, Reconnect
 
 __all__ = ["DEFAULT_FPS", "Detector", "WindowResult", "window_scores"]
 
