@@ -1,8 +1,10 @@
-"""What the feature-extraction scripts share: their ``DATA CACHE`` arguments, the frozen Lite0 they
-run, and the frames they sample (16, uniformly, each with the frame decoded just after it)."""
+"""What the research scripts share: their ``DATA CACHE`` arguments (paths come only from arguments or
+the environment: ``XVAD_DATA`` for the dataset folder), the frozen Lite0 they run, and the frames they
+sample (16, uniformly, each with the frame decoded just after it)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 import torch
@@ -18,6 +20,18 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("data")
     ap.add_argument("cache")
     return ap
+
+
+def data_option(ap: argparse.ArgumentParser) -> None:
+    """``--data DATA``, the dataset folder, by default ``$XVAD_DATA`` (checked by :func:`need`)."""
+    ap.add_argument("--data", default=os.environ.get("XVAD_DATA"),
+                    help="the dataset folder (class folders of clips; default: $XVAD_DATA)")
+
+
+def need(ap: argparse.ArgumentParser, a: argparse.Namespace, name: str = "data") -> None:
+    """Stop with one line when ``--data`` was neither given nor set in the environment."""
+    if not getattr(a, name):
+        ap.error(f"--{name}: give the dataset folder (e.g. surv-fight) or set XVAD_DATA")
 
 
 def start(ap: argparse.ArgumentParser | None = None) -> tuple[argparse.Namespace, Dataset]:

@@ -1,12 +1,14 @@
-"""The shipped head (mean and max over time, batch norm, dropout 0.3, linear) trained as `xvad train`
-trains it (AdamW lr 1e-3, weight decay 1e-3, batch 16, class-weighted, epochs chosen on an inner group
-split), on cached per-frame features ``CACHE/pooled/<name>.npy``; group 5-fold over fold seeds 0, 1, 2.
+"""The shipped head (mean and max over time, batch norm, dropout 0.3, linear) trained by the package's
+loop (``xvad.train``: AdamW lr 1e-3, weight decay 1e-3, batch 16, class-weighted, the epoch count chosen
+on an inner group split of each training part), on cached per-frame features ``CACHE/pooled/<name>.npy``;
+group 5-fold over fold seeds 0, 1, 2. The inner split keeps the epoch of lowest validation loss over
+all ``--epochs`` (no early stop unless ``--patience``), as the figures in variants.md were made.
 
-Usage: python head_cv.py CACHE absdiff16_native__max before__max gap60__max distinct__max
+Usage: python head_cv.py CACHE --data DATA absdiff16_native__max before__max gap60__max distinct__max
 A name ``a+b`` concatenates the per-frame features of ``a`` and ``b`` (two streams, one head); ``a|b``
 trains one head per stream and averages their probabilities (late fusion); ``a&b`` does the same in one
-model trained on the averaged probability (one epoch count for both); ``a^b`` as ``a&b`` but each head
-trained on its own loss.
+model trained on the averaged probability (one epoch count for both), as ``xvad train --input
+motion+flow`` does.
 """
 from __future__ import annotations
 
@@ -17,131 +19,104 @@ import numpy as np
 import torch
 from torch import nn
 
-from xvad.data import group_kfold, group_split, load_dataset
+from xvad.data import group_kfold, load_dataset
 from xvad.metrics import classification_metrics
+from xvad.models.crnn import Standardise
+from xvad.train import TrainConfig
 
-DATA = "/work/shared/data/surv-fight"
-EPS = 1e-5   # the batch norm's variance floor (--bn-eps)
-CLAMP = float("inf")   # bound on the standardised features (--clamp)
-
-
-def describe(x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([x.mean(1), x.amax(1)], 1)
+from common import data_option, need
+from training import OnCache, as_inputs, fold_proba
 
 
-class Heads(nn.Module):
-    """One shipped head per stream; the clip's probabilities are the mean of the streams'."""
+class Heads(OnCache):
+    """One shipped head per stream of per-frame widths ``dims`` (``CRNN(temporal="pool")``'s head, for
+    any widths); the clip's probabilities are the mean of the streams'."""
 
-    def __init__(self, dims: list[int], eps: float = 1e-5) -> None:
-        super().__init__()
+    def __init__(self, dims: list[int], classes, eps: float = 1e-5, clamp: float | None = None) -> None:
+        super().__init__(classes)
         self.dims = dims
-        self.heads = nn.ModuleList(nn.Sequential(nn.BatchNorm1d(d, eps=eps, affine=False), nn.Dropout(0.3),
-                                                 nn.Linear(d, 2)) for d in dims)
+        self.heads = nn.ModuleList(nn.Sequential(Standardise(2 * d, eps, clamp), nn.Dropout(0.3),
+                                                 nn.Linear(2 * d, len(self.classes))) for d in dims)
 
-    def streams(self, x: torch.Tensor) -> torch.Tensor:
-        """[K, B, 2] log-probabilities, one row per stream (standardised features clamped to ±CLAMP)."""
-        return torch.stack([h[2](h[1](h[0](part).clamp(-CLAMP, CLAMP))).log_softmax(-1)
-                            for h, part in zip(self.heads, x.split(self.dims, 1))])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:   # log of the mean probability
-        logp = self.streams(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, sum(dims)]`` -> the log of the mean of the streams' probabilities."""
+        logp = torch.stack([h(torch.cat([part.mean(1), part.amax(1)], 1)).log_softmax(-1)
+                            for h, part in zip(self.heads, x.split(self.dims, 2))])
         return torch.logsumexp(logp, 0) - np.log(len(logp))
 
 
-def fit(x, y, tr, va, epochs, seed, dims=None, per_stream=False):
-    """Train on ``tr``; with ``va``, return the best epoch by validation loss, else the model."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    head = Heads(dims or [x.shape[1]], EPS)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-3)
-    counts = np.bincount(y[tr], minlength=2)
-    loss_fn = nn.NLLLoss(weight=torch.tensor(len(tr) / (2 * counts), dtype=torch.float32))
-    best = (float("inf"), epochs)
-    for epoch in range(epochs):
-        head.train()
-        order = rng.permutation(tr)
-        for s in range(0, len(order), 16):
-            b = order[s:s + 16]
-            if len(b) > 1:
-                if per_stream:   # each head on its own loss
-                    loss = torch.stack([loss_fn(lp, torch.from_numpy(y[b])) for lp in head.streams(x[b])]).mean()
-                else:
-                    loss = loss_fn(head(x[b]), torch.from_numpy(y[b]))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        if len(va):
-            head.eval()
-            with torch.no_grad():
-                vl = float(nn.functional.nll_loss(head(x[va]), torch.from_numpy(y[va])))
-            if vl < best[0] - 1e-4:
-                best = (vl, epoch + 1)
-    return best[1] if len(va) else head.eval()
-
-
 def load(cache: str, name: str) -> torch.Tensor:
-    """Clip descriptors of ``a+b``: the per-frame features of a and b side by side."""
-    parts = [np.load(os.path.join(cache, "pooled", f"{n}.npy")).astype(np.float32) for n in name.split("+")]
-    return describe(torch.from_numpy(np.concatenate(parts, -1)))
+    """``[N, T, D]`` per-frame features of ``a+b``: those of a and b side by side."""
+    parts = []
+    for n in name.split("+"):
+        path = os.path.join(cache, "pooled", f"{n}.npy")
+        if not os.path.isfile(path):
+            raise SystemExit(f"{path}: no such cached feature set (made by layers.py, flow.py, ...)")
+        parts.append(np.load(path).astype(np.float32))
+    return torch.from_numpy(np.concatenate(parts, -1))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("cache")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cache", help="the feature cache (pooled/<name>.npy inside)")
     ap.add_argument("names", nargs="+")
+    data_option(ap)
     ap.add_argument("--heads", type=int, default=1,
                     help="average this many final heads, trained from different seeds (an ensemble)")
     ap.add_argument("--bn-eps", type=float, default=1e-5,
                     help="variance floor of the heads' batch norm: features nearly constant in training "
                          "are scaled by at most 1/sqrt(eps)")
-    ap.add_argument("--clamp", type=float, default=float("inf"),
+    ap.add_argument("--clamp", type=float, default=None,
                     help="clamp the standardised features to ±this before the linear layer")
+    ap.add_argument("--epochs", type=int, default=60, help="epochs the inner split is trained for")
+    ap.add_argument("--patience", type=int, default=None, help="early stop of the inner split (default: none)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fold seeds")
     ap.add_argument("--other", default=None, metavar="TAG",
                     help="also score each held-out clip on the features named with TAG before __max "
                          "(e.g. _fp32: the backbone in fp32) and report how far p(fight) moves")
     ap.add_argument("--train-on-both", action="store_true",
                     help="with --other: train on both versions of each training clip")
     a = ap.parse_args()
-    global EPS, CLAMP
-    EPS, CLAMP = a.bn_eps, a.clamp
+    need(ap, a, "data")
+    if "^" in " ".join(a.names):
+        ap.error("a^b (each head on its own loss) is not a loss xvad.train.fit trains; see variants.md")
     torch.set_num_threads(1)
-    data = load_dataset(DATA)
-    y = data.labels
-    n = len(y)
+    data = load_dataset(a.data)
+    cfg = TrainConfig(epochs=a.epochs, patience=a.patience or a.epochs + 1, norm_eps=a.bn_eps,
+                      norm_clamp=a.clamp)
     for name in a.names:
-        per_stream = "^" in name
-
-        def features(tag: str = "") -> tuple[list[torch.Tensor], list[int] | None]:
+        def features(tag: str = "") -> tuple[list[torch.Tensor], list[list[int]]]:
             named = name.replace("__max", f"{tag}__max")
-            if "&" in named or per_stream:   # one model, one head per stream
-                parts = [load(a.cache, stream) for stream in named.replace("^", "&").split("&")]
-                return [torch.cat(parts, 1)], [p.shape[1] for p in parts]
-            return [load(a.cache, stream) for stream in named.split("|")], None
+            if "&" in named:   # one model, one head per stream
+                parts = [load(a.cache, stream) for stream in named.split("&")]
+                return [torch.cat(parts, 2)], [[p.shape[2] for p in parts]]
+            streams = [load(a.cache, stream) for stream in named.split("|")]
+            return streams, [[x.shape[2]] for x in streams]
 
         streams, dims = features()
+        if len(streams[0]) != len(data):
+            raise SystemExit(f"{a.cache}: {name} has {len(streams[0])} clips, {a.data} {len(data)}")
         others = features(a.other)[0] if a.other else [None] * len(streams)
-        both = a.other and a.train_on_both
-        yy = np.concatenate([y, y]) if both else y
         per_seed, moved = [], []
-        for seed in (0, 1, 2):
+        for seed in a.seeds:
             acc, auc = [], []
             for f, (tr, va) in enumerate(group_kfold(data, 5, seed)):
-                itr, iva = group_split(data.subset(tr), 0.2, seed + f)
-                fit_tr, fit_itr = (np.concatenate([tr, tr + n]), np.concatenate([tr[itr], tr[itr] + n])) if both \
-                    else (tr, tr[itr])
                 probs, other_probs = [], []
-                for x, other in zip(streams, others):
-                    xx = torch.cat([x, other]) if both else x
-                    epochs = fit(xx, yy, fit_itr, tr[iva], 60, seed + f, dims, per_stream)
-                    for k in range(a.heads):
-                        head = fit(xx, yy, fit_tr, np.array([], int), max(epochs, 1), seed + f + 1000 * k, dims,
-                                   per_stream)
-                        with torch.no_grad():
-                            probs.append(head(x[va]).exp().numpy())
-                            if other is not None:
-                                other_probs.append(head(other[va]).exp().numpy())
+                for x, other, d in zip(streams, others, dims):
+                    inputs = as_inputs(x)
+                    score = [] if other is None else [as_inputs(other)]
+                    if other is not None and a.train_on_both:
+                        inputs |= as_inputs(other, view=1)
+
+                    def heads(d=d) -> Heads:
+                        return Heads(d, data.classes, cfg.norm_eps, cfg.norm_clamp)
+
+                    p, _ = fold_proba(heads, inputs, data, tr, va, cfg, seed + f, n_views=2,
+                                      final_seeds=[seed + f + 1000 * k for k in range(a.heads)], score_inputs=score)
+                    probs.append(p[0])
+                    other_probs.extend(p[1:])
                 p = np.mean(probs, 0)
-                m = classification_metrics(y[va], p, data.classes)
+                m = classification_metrics(data.labels[va], p, data.classes)
                 acc.append(m["accuracy"])
                 auc.append(m["roc_auc"])
                 if other_probs:
