@@ -14,11 +14,12 @@ from xvad.models import CRNN
 from xvad.video import read_frames
 
 
-def parser() -> argparse.ArgumentParser:
-    """An argument parser that starts with ``DATA CACHE``; scripts add their own arguments after."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("cache")
+def parser(doc: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser (described by the first paragraph of ``doc``) that starts with ``DATA CACHE``;
+    scripts add their own arguments after."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    ap.add_argument("data", help="the dataset folder (class folders of clips, groups.csv)")
+    ap.add_argument("cache", help="the feature cache folder (features go to CACHE/pooled/)")
     return ap
 
 
@@ -34,9 +35,10 @@ def need(ap: argparse.ArgumentParser, a: argparse.Namespace, name: str = "data")
         ap.error(f"--{name}: give the dataset folder (e.g. surv-fight) or set XVAD_DATA")
 
 
-def start(ap: argparse.ArgumentParser | None = None) -> tuple[argparse.Namespace, Dataset]:
+def start(ap: argparse.ArgumentParser | None = None,
+          doc: str | None = None) -> tuple[argparse.Namespace, Dataset]:
     """Parse the arguments (``DATA CACHE`` alone by default), run on 2 threads, load the dataset."""
-    a = (ap or parser()).parse_args()
+    a = (ap or parser(doc)).parse_args()
     torch.set_num_threads(2)
     return a, load_dataset(a.data)
 

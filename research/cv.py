@@ -301,7 +301,7 @@ def run(cache, name, v, seed, args, meta, data):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cache")
     ap.add_argument("variants", nargs="*")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
