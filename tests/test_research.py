@@ -118,7 +118,7 @@ def test_head_cv_end_to_end_on_separable_features(tmp_path, capsys, monkeypatch,
     """head_cv.py, through xvad.train's loop, on per-frame features where one direction separates the
     classes: every held-out clip is right."""
     data, cache = tmp_path / "data", tmp_path / "cache"
-    rows, labels = ["clip,label,group"], []
+    rows = ["clip,label,group"]
     for c, cls in enumerate(["noFight", "fight"]):
         (data / cls).mkdir(parents=True)
         for k in range(40):
