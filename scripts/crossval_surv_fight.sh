@@ -23,7 +23,7 @@ for SEED in 0 1 2; do
     $XVAD train "$DATA" $LITE0 --input motion --pooling max --temporal pool --augment 3 --seed "$SEED" \
         --out "$OUT/surv-fight-lite0-motion$SUFFIX"
 done
-# Variants of the shipped recipe (MODEL_CARD.md): the frames as a third stream; a variance floor of
+# Variants of the shipped recipe (research/variants.md): the frames as a third stream; a variance floor of
 # 0.1 in the heads' batch norm; the standardised features clamped to +-3.
 for SEED in 0 1 2; do
     SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")

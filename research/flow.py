@@ -63,7 +63,7 @@ def flow_stats(flow: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    a, data = start()
+    a, data = start(doc=__doc__)
     cv2.setNumThreads(2)
     model = frozen_lite0(data.classes)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)

@@ -1,6 +1,7 @@
 """Print a markdown table of every cv.py result (mean ± std over the 5 outer folds, pooled OOF).
 
-Usage: python summarize.py RESULTS_DIR [--errors VARIANT_s0]   (the second form lists OOF errors by group)
+Usage: python summarize.py RESULTS_DIR [--errors VARIANT_s0 --meta CACHE/meta.json]
+(the second form lists the out-of-fold errors by group; meta.json is written by extract.py)
 """
 from __future__ import annotations
 
@@ -60,9 +61,11 @@ def errors(results_dir: str, run: str, meta_path: str) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results")
-    ap.add_argument("--errors")
-    ap.add_argument("--meta", default="/tmp/xvad-exp/cache/meta.json")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="the folder of cv.py's <variant>_s<seed>.json")
+    ap.add_argument("--errors", metavar="VARIANT_sSEED", help="list this run's out-of-fold errors by group")
+    ap.add_argument("--meta", help="with --errors: the cache's meta.json (clip paths, labels, groups)")
     a = ap.parse_args()
+    if a.errors and not a.meta:
+        ap.error("--errors needs --meta CACHE/meta.json (the cache cv.py ran on)")
     print(errors(a.results, a.errors, a.meta) if a.errors else table(a.results))

@@ -19,7 +19,7 @@ from common import frozen_lite0, sampled_index, start
 
 
 def main() -> None:
-    a, data = start()
+    a, data = start(doc=__doc__)
     model = frozen_lite0(data.classes)
     out = np.zeros((len(data), 16, 1280), np.float16)
     for i, sample in enumerate(data.samples):

@@ -35,7 +35,7 @@ MID = STAGE_ENDS[3:]   # stages 4 to 7
 
 
 def main() -> None:
-    ap = parser()
+    ap = parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="*", default=[320])
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     a, data = start(ap)

@@ -8,8 +8,8 @@ the most prominent. Writes ``CACHE/pooled/pose.npy`` [232, 16, 135] for `head_cv
   33 landmark speeds to the next sampled frame, in torso lengths per second (image coordinates)
 
 Needs its own environment (MediaPipe 0.10.14 pins protobuf 4 and its own OpenCV), e.g.
-``python -m venv /tmp/mpvenv; pip install torch==2.13.0 mediapipe==0.10.14 av tqdm; pip install
---no-deps -e .``. Usage: python pose.py DATA CACHE
+``python -m venv mpvenv; mpvenv/bin/pip install torch==2.13.0 mediapipe==0.10.14 av tqdm;
+mpvenv/bin/pip install --no-deps -e .``. Usage: mpvenv/bin/python pose.py DATA CACHE
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import argparse
 import os
 import time
 
-import mediapipe as mp
 import numpy as np
 
 from xvad.data import load_dataset
@@ -28,6 +27,7 @@ DIM = 3 + 99 + 33
 
 def clip_pose(frames: np.ndarray, times: np.ndarray) -> np.ndarray:
     """[16, DIM] pose features of one clip's sampled frames (zeros where nobody is found)."""
+    import mediapipe as mp   # in its own environment, see above
     out = np.zeros((len(frames), DIM), np.float32)
     points = np.full((len(frames), 33, 2), np.nan, np.float32)
     torso = np.full(len(frames), np.nan, np.float32)
@@ -55,9 +55,9 @@ def clip_pose(frames: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("cache")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", help="the dataset folder")
+    ap.add_argument("cache", help="the feature cache (writes pooled/pose.npy)")
     a = ap.parse_args()
     data = load_dataset(a.data)
     out = np.zeros((len(data), 16, DIM), np.float32)

@@ -43,7 +43,7 @@ def load(name: str) -> EfficientNetLite0:
 
 
 def main() -> None:
-    ap = parser()
+    ap = parser(__doc__)
     ap.add_argument("--names", nargs="+", default=list(FAMILY), choices=list(FAMILY))
     a, data = start(ap)
     config = CRNN("efficientnet_lite0", weights=None, classes=data.classes).config   # Lite's [-1, 1] scaling

