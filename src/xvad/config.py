@@ -148,9 +148,9 @@ class TrainConfig(ModelConfig):
     augment: int = setting(3, "views per training clip (mirror, temporal jitter)")
     finetune: bool = setting(False, "train the backbone too (end to end)")
     backbone_lr: float = setting(1e-5, "with --finetune: learning rate of the backbone")
-    cache_dir: str | None = setting(None, "feature cache (default ~/.cache/xvad/features)")
-    classes: list[str] | None = setting(None, "class order, comma-separated (normal class first)", parse=_names,
-                                        metavar="NAME,NAME[,...]")
+    cache_dir: str | None = setting(None, "feature cache folder (none: ~/.cache/xvad/features)")
+    classes: list[str] | None = setting(None, "class order, comma-separated, normal class first (none: "
+                                        "normal-like names first)", parse=_names, metavar="NAME,NAME[,...]")
 
     def model(self) -> ModelConfig:
         """The model part of these settings."""
