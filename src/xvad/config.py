@@ -152,10 +152,6 @@ class TrainConfig(ModelConfig):
     classes: list[str] | None = setting(None, "class order, comma-separated, normal class first (none: "
                                         "normal-like names first)", parse=_names, metavar="NAME,NAME[,...]")
 
-    def model(self) -> ModelConfig:
-        """The model part of these settings."""
-        return ModelConfig(**self.kwargs())
-
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the CRNN these settings train."""
         return dict(self.kwargs(), freeze_backbone=not self.finetune)
