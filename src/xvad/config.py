@@ -172,7 +172,7 @@ def _show(value: Any) -> str:
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
-def _option_type(f: Field, hint: Any) -> Callable[[str], Any] | None:
+def _option_type(f: Field, hint: Any) -> Callable[[str], Any]:
     """The argparse ``type`` of a field: its own parser, else its annotation (``X | None`` also takes
     "none"); ValueError becomes argparse's one-line message naming the option."""
     parse = f.metadata.get("parse")
