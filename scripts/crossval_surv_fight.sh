@@ -9,33 +9,28 @@ DATA=${1:-../shared/data/surv-fight}
 OUT=${2:-runs}
 XVAD=${XVAD:-.venv/bin/xvad}
 LITE0="--backbone efficientnet_lite0 --weights imagenet --folds 5 --frames 16 --size 224"
-# Shipped: EfficientNet-Lite0 (bundled ImageNet weights, offline) on two streams, frame differences
-# and optical flow, max-pooled; per stream mean and max over time and a linear head, probabilities
-# averaged; each training clip also seen mirrored and as a random sub-window.
+# Shipped: the defaults of `xvad train` (xvad/config.py): EfficientNet-Lite0 (bundled ImageNet
+# weights, offline) on two streams, frame differences and optical flow, max-pooled; per stream mean
+# and max over time and a linear head, probabilities averaged; each training clip also seen mirrored
+# and as a random sub-window (--augment 3); group 5-fold cross-validation.
 for SEED in 0 1 2; do
     SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")
-    $XVAD train "$DATA" $LITE0 --input motion+flow --pooling max --temporal pool --augment 3 --seed "$SEED" \
-        --out "$OUT/surv-fight-lite0-motionflow$SUFFIX"
+    $XVAD train "$DATA" --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow$SUFFIX"
 done
 # The model shipped before: frame differences only.
 for SEED in 0 1 2; do
     SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")
-    $XVAD train "$DATA" $LITE0 --input motion --pooling max --temporal pool --augment 3 --seed "$SEED" \
-        --out "$OUT/surv-fight-lite0-motion$SUFFIX"
+    $XVAD train "$DATA" --input motion --seed "$SEED" --out "$OUT/surv-fight-lite0-motion$SUFFIX"
 done
 # Variants of the shipped recipe (research/variants.md): the frames as a third stream; a variance floor of
 # 0.1 in the heads' batch norm; the standardised features clamped to +-3.
 for SEED in 0 1 2; do
     SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")
-    $XVAD train "$DATA" $LITE0 --input motion+flow+rgb --pooling max --temporal pool --augment 3 --seed "$SEED" \
-        --out "$OUT/surv-fight-lite0-mfr$SUFFIX"
-    $XVAD train "$DATA" $LITE0 --input motion+flow --pooling max --temporal pool --augment 3 --norm-eps 0.1 \
-        --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-floor$SUFFIX"
-    $XVAD train "$DATA" $LITE0 --input motion+flow --pooling max --temporal pool --augment 3 --norm-clamp 3 \
-        --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-clamp$SUFFIX"
+    $XVAD train "$DATA" --input motion+flow+rgb --seed "$SEED" --out "$OUT/surv-fight-lite0-mfr$SUFFIX"
+    $XVAD train "$DATA" --norm-eps 0.1 --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-floor$SUFFIX"
+    $XVAD train "$DATA" --norm-clamp 3 --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-clamp$SUFFIX"
 done
 # The paper's layout on the same backbone: frames, average-pooled, GRU(128) + MLP.
-$XVAD train "$DATA" $LITE0 --hidden 128 --out "$OUT/surv-fight-lite0"
+$XVAD train "$DATA" --preset paper $LITE0 --hidden 128 --out "$OUT/surv-fight-lite0"
 # The paper's VGG19, without ImageNet weights: they cannot be downloaded on an offline machine.
-$XVAD train "$DATA" --backbone vgg19 --weights none --folds 5 --frames 16 --size 224 \
-    --hidden 128 --out "$OUT/surv-fight-vgg19-random"
+$XVAD train "$DATA" --preset paper --weights none --folds 5 --hidden 128 --out "$OUT/surv-fight-vgg19-random"

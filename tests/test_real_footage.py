@@ -71,8 +71,8 @@ def test_surv_fight_clips_decode_and_train(tmp_path):
     rows = ["path,label,group"] + [f"{s.path},{data.classes[s.label]},{s.group}"
                                    for s in data.samples if s.group in groups][:40]
     (tmp_path / "subset.csv").write_text("\n".join(rows) + "\n")
-    cfg = TrainConfig(backbone="tiny", weights=None, frames=6, size=48, hidden=16, epochs=2,
-                      folds=2, precision="fp32", cache_dir=str(tmp_path / "cache"))
+    cfg = TrainConfig.preset("paper", backbone="tiny", weights=None, frames=6, size=48, hidden=16, epochs=2,
+                             folds=2, precision="fp32", cache_dir=str(tmp_path / "cache"))
     m = train(str(tmp_path / "subset.csv"), str(tmp_path / "run"), cfg, progress=False)
     assert m["n_skipped"] == 0 and m["n_used"] == len(rows) - 1
     frames, ts = read_frames(data.samples[0].path, frames=16)

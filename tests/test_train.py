@@ -18,7 +18,7 @@ def tiny_config(tmp_path, **kw):
                 patience=8, lr=3e-3, batch_size=8, finetune=True, precision="fp32",
                 cache_dir=str(tmp_path / "cache"))
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.preset("paper", **base)
 
 
 def test_learns_a_separable_synthetic_task(synthetic_data, tmp_path):

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import fields
 from typing import Any
 
 import torch
 
 from . import __version__
 from .atomic import atomic_path
+from .config import ModelConfig
+from .errors import CheckpointError
 from .hashing import file_sha256
 from .models import CRNN
-from .errors import CheckpointError
 
 FORMAT = "xvad-checkpoint"
 FORMAT_VERSION = 1
+SETTINGS = tuple(f.name for f in fields(ModelConfig))   # config keys that are model settings
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -79,11 +82,10 @@ def read_checkpoint(path: str) -> dict:
 
 def model_from_config(config: dict) -> CRNN:
     """Build an untrained CRNN from a saved config (backbone weights come from the state dict, or
-    from their pretrained source when the checkpoint left them out)."""
-    keys = ("backbone", "num_classes", "hidden", "layers", "bidirectional", "pooling", "dropout",
-            "freeze_backbone", "classes", "frames", "size", "fps", "precision", "crop", "input", "temporal",
-            "norm_eps", "norm_clamp")
-    kwargs = {k: config[k] for k in keys if k in config}
+    from their pretrained source when the checkpoint left them out). A setting the checkpoint does not
+    record (it predates it) takes the CRNN default; entries that are not settings are kept as they are."""
+    kwargs = {k: config[k] for k in SETTINGS if k in config and k != "weights"}
+    kwargs.update({k: config[k] for k in ("num_classes", "classes", "freeze_backbone") if k in config})
     weights = None if config.get("backbone_in_checkpoint", True) else config["weights"]
     model = CRNN(weights=weights, **kwargs)
     model.config.update({k: v for k, v in config.items() if k not in model.config or k == "weights"})

@@ -10,81 +10,30 @@ import sys
 import numpy as np
 
 from . import __version__
-
-
-def _weights(value: str) -> str | None:
-    return None if value.lower() == "none" else value
-
-
-def _input(value: str) -> str:
-    from .video import input_streams
-
-    try:
-        input_streams(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
+from .config import methods, precisions
 
 
 def add_train(sub) -> None:
+    from .config import PRESET_HELP, PRESETS, TrainConfig, add_dataclass_arguments
+
+    presets = "; ".join(f"--preset {name}: {text}" for name, text in PRESET_HELP.items())
     p = sub.add_parser("train", help="train a CNN + RNN clip classifier on a folder or CSV of videos",
                        description="Train on DATA/<class>/*.mp4 (or a CSV path,label[,group]); an optional "
-                                   "groups.csv keeps clips of one source video on one side of every split.")
+                                   "groups.csv keeps clips of one source video on one side of every split.",
+                       epilog="The defaults are the shipped model's recipe: EfficientNet-Lite0 (bundled ImageNet "
+                              "weights) on frame differences and optical flow, max-pooled, per stream mean and "
+                              "max over time and a linear head, three views per training clip, group 5-fold "
+                              f"cross-validation. {presets}. Options given explicitly override the preset.")
     p.add_argument("data", help="dataset folder (one subfolder per class) or CSV file")
     p.add_argument("--out", required=True, help="run folder: model.pt, metrics.json, curves.png, predictions.csv")
-    p.add_argument("--backbone", default="vgg19", choices=["vgg19", "vgg16", "efficientnet_lite0", "tiny"])
-    p.add_argument("--weights", default="imagenet", type=_weights,
-                   help="backbone weights: imagenet (download or bundled), a local .pth file, or none")
-    p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
-    p.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")
-    p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of uniformly over the clip")
-    p.add_argument("--crop", default="center", choices=["center", "full", "pad"])
-    p.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"], help="over each feature map")
-    p.add_argument("--input", default="rgb", type=_input, metavar="{rgb,motion,flow,motion+flow,...}",
-                   help="what the backbone sees: the frames, 4x|difference| with the next decoded frame, their "
-                        "optical flow, or several of these joined by + (one stream and head each)")
-    p.add_argument("--temporal", default="gru", choices=["gru", "pool"],
-                   help="over time: the GRU + MLP head, or mean and max pooling + a linear layer")
-    p.add_argument("--hidden", type=int, default=256, help="GRU hidden size")
-    p.add_argument("--layers", type=int, default=1, help="GRU layers")
-    p.add_argument("--bidirectional", action="store_true")
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--norm-eps", type=float, default=1e-5,
-                   help="with --temporal pool: variance floor of the head's batch norm (each feature is "
-                        "divided by at least its square root)")
-    p.add_argument("--norm-clamp", type=float, default=None,
-                   help="with --temporal pool: clamp the standardised features to +-this, so that one "
-                        "feature far outside its training range moves the score by a bounded amount")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
-    p.add_argument("--folds", type=int, default=0, help="group k-fold cross-validation (0: one hold-out split)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--inner-folds", type=int, default=1,
-                   help="choose the epoch count on 1 inner group split (early stopping) or on the loss "
-                        "averaged over K inner group folds")
-    p.add_argument("--augment", type=int, default=1, help="views per training clip (mirror, temporal jitter)")
-    p.add_argument("--finetune", action="store_true", help="train the backbone too (end to end)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/xvad/features)")
-    p.add_argument("--classes", default=None, help="class order, comma-separated (normal class first)")
+    add_dataclass_arguments(p, TrainConfig, PRESETS)
 
 
 def run_train(a) -> int:
+    from .config import from_args
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(backbone=a.backbone, weights=a.weights, frames=a.frames, size=a.size, fps=a.fps,
-                      crop=a.crop, pooling=a.pooling, input=a.input, temporal=a.temporal,
-                      hidden=a.hidden, layers=a.layers,
-                      bidirectional=a.bidirectional, dropout=a.dropout, norm_eps=a.norm_eps,
-                      norm_clamp=a.norm_clamp, epochs=a.epochs,
-                      batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed, folds=a.folds,
-                      val_fraction=a.val_fraction, inner_folds=a.inner_folds, augment=a.augment, finetune=a.finetune,
-                      precision=a.precision, cache_dir=a.cache_dir,
-                      classes=a.classes.split(",") if a.classes else None)
-    m = train(a.data, a.out, cfg)
+    m = train(a.data, a.out, from_args(TrainConfig, a))
     print_metrics(m)
     for s in m["skipped"]:
         print(f"skipped: {s['error']}")
@@ -143,22 +92,24 @@ def run_predict(a) -> int:
 
 
 def add_explain(sub) -> None:
+    from .explain import NORMALIZE
+    from .render.contours import MODES as CONTOUR_MODES
+
     p = sub.add_parser("explain", help="explain a model's decision on a video, frame by frame",
                        description="Writes per-method overlay videos, a contact sheet, maps.npz and "
                                    "explanation.json into --out.")
     p.add_argument("video")
     p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
-    p.add_argument("--method", default="gradcam", help="comma-separated: gradcam,gradcam++,layercam,saliency,"
-                   "smoothgrad,integrated_gradients,guided_backprop,guided_gradcam,occlusion")
+    p.add_argument("--method", default="gradcam", help=f"comma-separated: {','.join(methods())}")
     p.add_argument("--start", type=float, default=0.0, help="window start in seconds")
     p.add_argument("--frames", type=int, default=None, help="frames in the window (default: the model's)")
     p.add_argument("--target", default=None, help="class index or name (default: the predicted class)")
-    p.add_argument("--normalize", default="clip", choices=["clip", "frame", "none"])
+    p.add_argument("--normalize", default="clip", choices=NORMALIZE)
     p.add_argument("--layer", default=None, help="layer for the CAM methods (default: the backbone's last conv)")
-    p.add_argument("--contours", default="top", choices=["top", "otsu"],
+    p.add_argument("--contours", default="top", choices=CONTOUR_MODES,
                    help="contour threshold: the top Q %% of the clip's map, or Otsu's threshold")
     p.add_argument("--q", type=float, default=10.0, help="with --contours top: the share kept, in %%")
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="fp32", choices=precisions(),
                    help="backbone precision (default fp32: bf16 maps drift from fp32 ones; auto: bf16 where "
                         "the CPU/GPU has it, faster)")
     p.add_argument("--out", required=True)
@@ -196,9 +147,9 @@ def add_report(sub) -> None:
     p.add_argument("--alert", default="3/5", help="k/n: an alert needs k of the last n windows above threshold")
     p.add_argument("--stride", type=int, default=2, help="score a window every N sampled frames")
     p.add_argument("--fps", type=float, default=None, help="sampling rate (default: the model's)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="auto", choices=precisions(),
                    help="backbone precision for scoring (auto: bf16 where the CPU/GPU has it)")
-    p.add_argument("--map-precision", default="fp32", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--map-precision", default="fp32", choices=precisions(),
                    help="backbone precision for the maps (default fp32: bf16 maps drift from fp32 ones)")
 
 

@@ -101,9 +101,9 @@ def run_synthetic(out: str = "xvad-demo", quick: bool = False) -> dict:
     print(f"  Clips of {frames} frames at {size}x{size}: 'alert' clips contain a flickering object that starts")
     print("  to jump around erratically at a known place and time; 'normal' clips only drift smoothly.\n")
     data = make_dataset(os.path.join(out, "data"), per_class=per_class, frames=frames, size=size, seed=0)
-    cfg = TrainConfig(backbone="tiny", weights=None, frames=frames, size=size, pooling="max", hidden=64,
-                      epochs=8 if quick else 30, patience=6, lr=2e-3, finetune=True, batch_size=8,
-                      precision="fp32", cache_dir=os.path.join(out, "cache"))
+    cfg = TrainConfig.preset("paper", backbone="tiny", weights=None, frames=frames, size=size, pooling="max",
+                             hidden=64, epochs=8 if quick else 30, patience=6, lr=2e-3, finetune=True,
+                             batch_size=8, precision="fp32", cache_dir=os.path.join(out, "cache"))
     metrics = train(data, os.path.join(out, "run"), cfg)
     s = metrics["summary"]
     print(f"trained in {time.time() - t0:.0f} s; validation accuracy {s['accuracy']:.2f}, "

@@ -12,7 +12,7 @@ import copy
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -21,54 +21,13 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .checkpoint import save_model
+from .config import TrainConfig
 from .data import Dataset, group_kfold, group_split, load_dataset
 from .features import clip_tensor, extract_features, make_views
 from .jsonio import write_json
 from .metrics import classification_metrics, summarize_folds
 from .models import CRNN
 from .video import VideoError
-
-
-@dataclass
-class TrainConfig:
-    backbone: str = "vgg19"
-    weights: str | None = "imagenet"
-    frames: int = 16
-    size: int = 224
-    fps: float | None = None
-    crop: str = "center"
-    pooling: str = "avg"
-    input: str = "rgb"          # "motion", "flow" or a mix such as "motion+flow" (see xvad.video.model_images)
-    temporal: str = "gru"       # "pool": mean and max over time + a linear layer instead of the GRU
-    hidden: int = 256
-    layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.3
-    norm_eps: float = 1e-5      # variance floor of the pooled head's batch norm (see CRNN)
-    norm_clamp: float | None = None   # bound on the standardised features (see CRNN)
-    epochs: int = 60
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    patience: int = 10
-    seed: int = 0
-    folds: int = 0              # 0 or 1: one group-wise hold-out split; k > 1: group k-fold
-    val_fraction: float = 0.2
-    inner_folds: int = 1        # epochs chosen on 1 inner group split, or averaged over k inner folds
-    augment: int = 1            # views per training clip: 1 = plain only; more adds mirror/jitter
-    finetune: bool = False      # train the backbone too (end to end)
-    backbone_lr: float = 1e-5
-    precision: str = "auto"
-    cache_dir: str | None = None
-    classes: list[str] | None = field(default=None)
-
-    def model_kwargs(self) -> dict:
-        return dict(backbone=self.backbone, weights=self.weights, frames=self.frames, size=self.size,
-                    fps=self.fps, crop=self.crop, pooling=self.pooling, input=self.input,
-                    temporal=self.temporal, hidden=self.hidden,
-                    layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout,
-                    norm_eps=self.norm_eps, norm_clamp=self.norm_clamp,
-                    freeze_backbone=not self.finetune, precision=self.precision)
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -201,7 +160,7 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
     data = load_dataset(source, cfg.classes)
-    model = CRNN(num_classes=len(data.classes), classes=data.classes, **cfg.model_kwargs())
+    model = CRNN.from_config(cfg, len(data.classes), data.classes, freeze_backbone=not cfg.finetune)
     inputs, failures = prepare_inputs(model, data, cfg, progress)
     ok = [i for i in range(len(data)) if (i, 0) in inputs]
     good = data.subset(ok)

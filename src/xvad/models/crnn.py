@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict, fields, replace
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from ..config import ModelConfig
 from ..video import input_streams
 from .backbones import build_backbone
 from .precision import autocast, resolve_precision
 
 POOLINGS = ("avg", "max", "flatten")
 TEMPORALS = ("gru", "pool")
+# A CRNN built with no settings: the paper's layout, random backbone weights (nothing to download).
+DEFAULTS = ModelConfig.preset("paper", weights=None)
 
 
 def default_classes(num_classes: int) -> list[str]:
@@ -57,51 +61,60 @@ class CRNN(nn.Module):
     constant in training) and, with ``norm_clamp``, bounds the result (see :class:`Standardise`).
     """
 
-    def __init__(self, backbone: str = "vgg19", num_classes: int = 2, weights: str | None = None,
-                 hidden: int = 256, layers: int = 1, bidirectional: bool = False, pooling: str = "avg",
-                 dropout: float = 0.3, freeze_backbone: bool = True, classes: Sequence[str] | None = None,
-                 frames: int = 16, size: int = 224, fps: float | None = None,
-                 crop: str = "center", precision: str = "auto", input: str = "rgb",
-                 temporal: str = "gru", norm_eps: float = 1e-5, norm_clamp: float | None = None) -> None:
+    def __init__(self, backbone: str | None = None, num_classes: int = 2, classes: Sequence[str] | None = None,
+                 freeze_backbone: bool = True, **settings: Any) -> None:
+        """``settings``: any :class:`~xvad.config.ModelConfig` field (``weights``, ``frames``, ``input``,
+        ``temporal``...); those not given are the paper's layout with random weights (``DEFAULTS``)."""
         super().__init__()
-        if not norm_eps > 0:
-            raise ValueError(f"norm_eps must be positive, not {norm_eps!r}")
-        if norm_clamp is not None and not norm_clamp > 0:
-            raise ValueError(f"norm_clamp must be positive or None, not {norm_clamp!r}")
-        for name, value, allowed in (("pooling", pooling, POOLINGS), ("temporal", temporal, TEMPORALS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        self.streams = len(input_streams(input))
+        if backbone is not None:
+            settings["backbone"] = backbone
+        cfg = replace(DEFAULTS, **settings)
+        if not cfg.norm_eps > 0:
+            raise ValueError(f"norm_eps must be positive, not {cfg.norm_eps!r}")
+        if cfg.norm_clamp is not None and not cfg.norm_clamp > 0:
+            raise ValueError(f"norm_clamp must be positive or None, not {cfg.norm_clamp!r}")
+        cfg.check()
+        self.streams = len(input_streams(cfg.input))
         classes = list(classes) if classes is not None else default_classes(num_classes)
         if len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
         if num_classes < 2:
             raise ValueError("num_classes must be at least 2 (binary models use 2: normal, alert)")
-        self.backbone = build_backbone(backbone, weights)
+        self.backbone = build_backbone(cfg.backbone, cfg.weights)
         info = self.backbone.info
+        # The settings, then what the data and the backbone add: what a checkpoint records.
         self.config: dict[str, Any] = dict(
-            backbone=backbone, weights=weights_id(weights), num_classes=num_classes, classes=classes,
-            hidden=hidden, layers=layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
-            freeze_backbone=freeze_backbone, frames=frames, size=size, fps=fps, crop=crop,
-            mean=list(info.mean), std=list(info.std), precision=precision, input=input, temporal=temporal,
-            norm_eps=norm_eps, norm_clamp=norm_clamp)
-        self.feature_dim = self._pooled_dim(size) * self.streams   # the streams' features side by side
+            asdict(cfg), weights=weights_id(cfg.weights), num_classes=num_classes, classes=classes,
+            freeze_backbone=freeze_backbone, mean=list(info.mean), std=list(info.std))
+        self.feature_dim = self._pooled_dim(cfg.size) * self.streams   # the streams' features side by side
         self.gru: nn.GRU | None = None
         self.head: nn.Module
-        if temporal == "gru":
-            self.gru = nn.GRU(self.feature_dim, hidden, num_layers=layers, batch_first=True,
-                              bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
-            out = hidden * (2 if bidirectional else 1)
+        hidden, dropout = cfg.hidden, cfg.dropout
+        if cfg.temporal == "gru":
+            self.gru = nn.GRU(self.feature_dim, hidden, num_layers=cfg.layers, batch_first=True,
+                              bidirectional=cfg.bidirectional, dropout=dropout if cfg.layers > 1 else 0.0)
+            out = hidden * (2 if cfg.bidirectional else 1)
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out, hidden // 2), nn.ReLU(),
                                       nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes))
         else:  # mean and max over time; the batch norm standardises them (as for a logistic regression)
             d = 2 * self.feature_dim // self.streams
-            heads = [nn.Sequential(Standardise(d, norm_eps, norm_clamp), nn.Dropout(dropout),
+            heads = [nn.Sequential(Standardise(d, cfg.norm_eps, cfg.norm_clamp), nn.Dropout(dropout),
                                    nn.Linear(d, num_classes)) for _ in range(self.streams)]
             self.head = heads[0] if self.streams == 1 else nn.ModuleList(heads)
         self.freeze_backbone(freeze_backbone)
 
+    @classmethod
+    def from_config(cls, config: ModelConfig, num_classes: int = 2, classes: Sequence[str] | None = None,
+                    freeze_backbone: bool = True) -> "CRNN":
+        """The model ``config`` (a ModelConfig or TrainConfig) describes, for ``num_classes`` classes."""
+        return cls(num_classes=num_classes, classes=classes, freeze_backbone=freeze_backbone, **config.kwargs())
+
     # -- configuration -------------------------------------------------------------------------
+    @property
+    def settings(self) -> ModelConfig:
+        """The model's settings as they stand (precision and the rest can be changed after building)."""
+        return ModelConfig(**{f.name: self.config[f.name] for f in fields(ModelConfig)})
+
     @property
     def classes(self) -> list[str]:
         return self.config["classes"]

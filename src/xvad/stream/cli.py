@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import Any
 
+from ..config import precisions
 from ..errors import VideoError
 
 
@@ -76,7 +77,7 @@ def add_detect(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--explain-method", default="gradcam", help=argparse.SUPPRESS)
     p.add_argument("--report", default=None, metavar="FILE.html",
                    help="after the run, write the HTML decision report (file sources)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="auto", choices=precisions(),
                    help="backbone precision (auto: bf16 where the CPU/GPU has it)")
     p.add_argument("--live", default="auto", choices=["auto", "yes", "no"],
                    help="live handling: drop frames when behind and reconnect when the source goes "
