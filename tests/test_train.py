@@ -147,3 +147,33 @@ def test_predict_gives_each_streams_probabilities(tmp_path):
     assert mean == pytest.approx(direct.tolist(), abs=1e-5)
     assert r["streams"]["motion"] != pytest.approx(r["streams"]["flow"], abs=1e-3)   # two real heads
     assert "streams" not in score_video(CRNN("tiny", size=32, frames=8, precision="fp32").eval(), video)
+
+
+def test_finetuning_folds_start_from_the_same_backbone(synthetic_data, tmp_path):
+    """Fine-tuning: a fold's run begins from the pretrained backbone, not from the one an earlier fold
+    trained (whose training clips include this fold's validation clips)."""
+    import copy
+
+    import torch
+
+    from xvad.data import load_dataset
+    from xvad.models import CRNN
+    from xvad.train import fit, predict_inputs, prepare_inputs
+
+    cfg = tiny_config(tmp_path, epochs=3, backbone_lr=1e-2)
+    data = load_dataset(synthetic_data)
+    torch.manual_seed(0)
+    model = CRNN.from_config(cfg, 2, data.classes, freeze_backbone=False)
+    inputs, _ = prepare_inputs(model, data, cfg, progress=False)
+    start = copy.deepcopy(model.state_dict())
+    first, second = [(i, 0) for i in range(0, 16)], [(i, 0) for i in range(8, 32)]
+    probe = [(i, 0) for i in range(0, 8)]
+
+    def after(model, runs, use_start):
+        for items in runs:
+            fit(model, inputs, items, [], data.labels, cfg, cfg.epochs, 1, "", False, start if use_start else None)
+        return predict_inputs(model, inputs, probe, cfg)
+
+    fresh = after(model, [second], True)
+    assert torch.equal(after(model, [first, second], True), fresh)          # the first run leaves no trace
+    assert not torch.allclose(after(model, [first, second], False), fresh)  # without it, it would

@@ -62,9 +62,12 @@ def reset_head(model: CRNN, seed: int) -> None:
 
 
 def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: np.ndarray,
-        cfg: TrainConfig, epochs: int, seed: int, desc: str, progress: bool) -> dict:
+        cfg: TrainConfig, epochs: int, seed: int, desc: str, progress: bool, start: dict | None = None) -> dict:
     """Train the GRU + head (and the backbone when fine-tuning); keep the state with the best
-    validation loss. Without validation items, train for exactly ``epochs``."""
+    validation loss. Without validation items, train for exactly ``epochs``. ``start``: a state dict
+    to begin from (fine-tuning: the pretrained backbone, so that no run inherits another's training)."""
+    if start is not None:
+        model.load_state_dict(start)
     reset_head(model, seed)
     forward = model if cfg.finetune else model.classify
     head_params = [p for part in model.temporal_modules() for p in part.parameters()]
@@ -116,7 +119,7 @@ def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: n
 
 
 def choose_epochs(model: CRNN, inputs: dict, data: Dataset, train_idx: np.ndarray, views_of,
-                  cfg: TrainConfig, seed: int, name: str, progress: bool) -> dict:
+                  cfg: TrainConfig, seed: int, name: str, progress: bool, start: dict | None = None) -> dict:
     """The epoch count for training on ``train_idx``, chosen inside it: early stopping on one inner
     group split, or (``cfg.inner_folds`` = k > 1) the minimum of the validation loss averaged over k
     inner group folds, each trained for the full ``cfg.epochs`` (steadier on small datasets)."""
@@ -124,13 +127,13 @@ def choose_epochs(model: CRNN, inputs: dict, data: Dataset, train_idx: np.ndarra
     if cfg.inner_folds <= 1:
         inner_tr, inner_va = group_split(part, cfg.val_fraction, seed)
         return fit(model, inputs, views_of(train_idx[inner_tr]), [(int(i), 0) for i in train_idx[inner_va]],
-                   data.labels, cfg, cfg.epochs, seed, f"{name}: choosing epochs", progress)
+                   data.labels, cfg, cfg.epochs, seed, f"{name}: choosing epochs", progress, start)
     full = replace(cfg, patience=cfg.epochs + 1)
     runs = []
     for k, (inner_tr, inner_va) in enumerate(group_kfold(part, cfg.inner_folds, seed)):
         runs.append(fit(model, inputs, views_of(train_idx[inner_tr]), [(int(i), 0) for i in train_idx[inner_va]],
                         data.labels, full, cfg.epochs, seed, f"{name}: choosing epochs {k + 1}/{cfg.inner_folds}",
-                        progress)["history"])
+                        progress, start)["history"])
     history = [{key: float(np.mean([r[e][key] if r[e][key] is not None else np.nan for r in runs]))
                 for key in ("train_loss", "val_loss", "val_accuracy", "val_roc_auc")} | {"epoch": e + 1}
                for e in range(cfg.epochs)]
@@ -162,6 +165,7 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
     data = load_dataset(source, cfg.classes)
     model = CRNN.from_config(cfg, len(data.classes), data.classes, freeze_backbone=not cfg.finetune)
     inputs, failures = prepare_inputs(model, data, cfg, progress)
+    start = copy.deepcopy(model.state_dict()) if cfg.finetune else None   # every fold fine-tunes from here
     ok = [i for i in range(len(data)) if (i, 0) in inputs]
     good = data.subset(ok)
     labels = good.labels
@@ -181,9 +185,9 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         # The epoch count is chosen on an inner group split of the training part, so the clips a
         # fold is scored on never shape the model scored on them (no early stopping on them).
         name = f"fold {f + 1}/{len(splits)}"
-        sel = choose_epochs(model, inputs, good, tr, views_of, cfg, cfg.seed + f, name, progress)
+        sel = choose_epochs(model, inputs, good, tr, views_of, cfg, cfg.seed + f, name, progress, start)
         fit(model, inputs, views_of(tr), [], labels, cfg, sel["best_epoch"], cfg.seed + f, f"{name}: training",
-            progress)
+            progress, start)
         proba = predict_inputs(model, inputs, [(int(i), 0) for i in va], cfg)
         m = classification_metrics(labels[va], proba.numpy(), good.classes)
         fold_results.append({"fold": f + 1, "val_index": va.tolist(), "proba": proba.tolist(),
@@ -192,7 +196,8 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
 
     # The model that is saved trains on every usable clip for the median chosen epoch count.
     epochs = int(np.median([r["best_epoch"] for r in fold_results]))
-    fit(model, inputs, views_of(np.arange(len(good))), [], labels, cfg, epochs, cfg.seed, "final model", progress)
+    fit(model, inputs, views_of(np.arange(len(good))), [], labels, cfg, epochs, cfg.seed, "final model", progress,
+        start)
 
     metrics = run_metrics(good, fold_results, cfg, failures, len(data), epochs)
     save_model(model, os.path.join(out_dir, "model.pt"),
@@ -239,11 +244,10 @@ def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
 
 def plot_curves(path: str, folds: list[dict]) -> None:
     """Per fold, the epoch-choosing run: training and inner-validation loss, accuracy and ROC-AUC."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # drawn on its own canvas: no backend, no global state
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for r in folds:
         h = r["history"]
         ep = [row["epoch"] for row in h]
@@ -262,7 +266,6 @@ def plot_curves(path: str, folds: list[dict]) -> None:
     fig.tight_layout()
     with atomic_path(path) as part:
         fig.savefig(part, dpi=110, format="png")
-    plt.close(fig)
 
 
 class RunState:
