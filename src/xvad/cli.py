@@ -131,7 +131,7 @@ def run_explain(a) -> int:
     for m, e in r["explanations"].items():
         top = np.argsort(-np.asarray(e.frame_importance))[:3]
         print(f"  {m:<22} most important frames: {', '.join(str(int(t)) for t in top)}")
-    for name, path in r["paths"].items():
+    for path in r["paths"].values():
         print(f"wrote {path}")
     return 0
 

@@ -177,7 +177,8 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         return [(int(i), v) for i in idx for v in range(n_views) if (int(i), v) in inputs]
 
     resume = RunState(out_dir, cfg)
-    splits = group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1 else [group_split(good, cfg.val_fraction, cfg.seed)]
+    splits = (group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1
+              else [group_split(good, cfg.val_fraction, cfg.seed)])
     fold_results = resume.folds
     for f, (tr, va) in enumerate(splits):
         if f < len(fold_results):
@@ -244,7 +245,7 @@ def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
 
 def plot_curves(path: str, folds: list[dict]) -> None:
     """Per fold, the epoch-choosing run: training and inner-validation loss, accuracy and ROC-AUC."""
-    from matplotlib.figure import Figure   # drawn on its own canvas: no backend, no global state
+    from matplotlib.figure import Figure  # drawn on its own canvas: no backend, no global state
 
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)

@@ -12,15 +12,16 @@ methods that hook a layer), runs the method, removes every hook and restores the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..errors import ExplainError
 
+from ..errors import ExplainError
 from ..render.image import gaussian_blur as blur_planes
 
 NORMALIZE = ("clip", "frame", "none")
@@ -59,7 +60,7 @@ class Explanation:
     normalize: str = "clip"
     batched: bool = False
 
-    def unbatch(self) -> list["Explanation"]:
+    def unbatch(self) -> list[Explanation]:
         """One :class:`Explanation` per clip (a single clip's explanation gives a list of one)."""
         if not self.batched:
             return [self]

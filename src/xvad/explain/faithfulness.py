@@ -19,8 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Explanation, ExplainError, _choice, auto_chunk, black_frame, check_clip, explaining, \
-    gaussian_blur, model_device, model_dtype
+from .base import (
+    ExplainError,
+    Explanation,
+    _choice,
+    auto_chunk,
+    black_frame,
+    check_clip,
+    explaining,
+    gaussian_blur,
+    model_device,
+    model_dtype,
+)
 from .occlusion import FILLS, neutral_frames
 
 BASELINES = ("blurred", "mean", "black")

@@ -207,7 +207,7 @@ class _GuidedReLU(torch.autograd.Function):
     """ReLU (or ReLU6) whose backward also zeroes negative incoming gradients while ``switch.guided``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, upper: float | None, switch: "GuidedReLUs") -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, upper: float | None, switch: GuidedReLUs) -> torch.Tensor:
         if upper is None:
             mask = x > 0
             out = x.clamp(min=0)

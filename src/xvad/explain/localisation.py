@@ -11,7 +11,8 @@ whose maximum is noise; ``min_peak=0.1`` asks "where does it point, where it poi
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

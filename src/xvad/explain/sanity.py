@@ -11,7 +11,8 @@ are reading the input (edges, contrast), not the model.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

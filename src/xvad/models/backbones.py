@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import WeightsError
 from .efficientnet import EfficientNetLite0, bundled_weights_path
 from .vgg import VGG, last_conv_relu
-from ..errors import WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

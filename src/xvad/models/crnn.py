@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -105,7 +106,7 @@ class CRNN(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig, num_classes: int = 2, classes: Sequence[str] | None = None,
-                    freeze_backbone: bool = True) -> "CRNN":
+                    freeze_backbone: bool = True) -> CRNN:
         """The model ``config`` (a ModelConfig or TrainConfig) describes, for ``num_classes`` classes."""
         return cls(num_classes=num_classes, classes=classes, freeze_backbone=freeze_backbone, **config.kwargs())
 
@@ -143,12 +144,12 @@ class CRNN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def set_precision(self, precision: str) -> "CRNN":
+    def set_precision(self, precision: str) -> CRNN:
         resolve_precision(precision, "cpu")  # validates
         self.config["precision"] = precision
         return self
 
-    def freeze_backbone(self, frozen: bool = True) -> "CRNN":
+    def freeze_backbone(self, frozen: bool = True) -> CRNN:
         """Freeze (no gradients, BatchNorm statistics fixed) or unfreeze the backbone."""
         self.config["freeze_backbone"] = frozen
         for p in self.backbone.parameters():
@@ -156,7 +157,7 @@ class CRNN(nn.Module):
         self.backbone.train(self.training and not frozen)
         return self
 
-    def train(self, mode: bool = True) -> "CRNN":
+    def train(self, mode: bool = True) -> CRNN:
         super().train(mode)
         if self.config["freeze_backbone"]:
             self.backbone.eval()  # a frozen backbone keeps its BatchNorm statistics

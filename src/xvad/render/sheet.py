@@ -8,12 +8,12 @@ in orange). The figure title gives the score, class and target.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_path
-
 from .contours import Region, clip_contours
 from .overlay import HIGHLIGHT, as_rgb_frames, blend
 

@@ -108,7 +108,7 @@ class VideoWriter:
         if os.path.exists(self.part):
             os.remove(self.part)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:

@@ -16,8 +16,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -311,7 +312,8 @@ class Detector:
         if change == "start" and alert is not None:
             result.event, result.alert_id = "start", alert.id
             outputs.alert_started(alert, frames, f"{tracker.policy.count}/{self.n}", self.threshold)
-            self.log.info("%s: alert %d starts at %.2f s (score %.3f, %s)", self.source, alert.id, last.time, score, name)
+            self.log.info("%s: alert %d starts at %.2f s (score %.3f, %s)", self.source, alert.id, last.time,
+                          score, name)
         elif alert is not None:
             result.alert_id = alert.id
             if change == "end":
@@ -329,7 +331,8 @@ class Detector:
         end_time = end.time if end is not None else alert.start_time
         end_frame = end.frame_index if end is not None else alert.start_frame
         outputs.alert_ended(alert, reason, end_time, end_frame, None if result is None else result.score)
-        self.log.info("%s: alert %d ends at %.2f s (%s; peak %.3f)", self.source, alert.id, end_time, reason, alert.peak)
+        self.log.info("%s: alert %d ends at %.2f s (%s; peak %.3f)", self.source, alert.id, end_time, reason,
+                      alert.peak)
 
     def _finish(self, reader: Reader, outputs: Outputs, error: BaseException | None) -> None:
         reader.stop()

@@ -39,7 +39,7 @@ class AlertPolicy:
         self.on = False
 
     @classmethod
-    def from_spec(cls, threshold: float, spec: str | tuple[int, int]) -> "AlertPolicy":
+    def from_spec(cls, threshold: float, spec: str | tuple[int, int]) -> AlertPolicy:
         k, n = parse_alert(spec)
         return cls(float(threshold), k, n)
 
