@@ -93,7 +93,7 @@ def run_predict(a) -> int:
 
 def add_explain(sub) -> None:
     from .explain import NORMALIZE
-    from .render.contours import MODES as CONTOUR_MODES
+    from .render.threshold import MODES as CONTOUR_MODES
 
     p = sub.add_parser("explain", help="explain a model's decision on a video, frame by frame",
                        description="Writes per-method overlay videos, a contact sheet, maps.npz and "

@@ -28,7 +28,7 @@ from ..errors import StreamError, VideoError
 from ..video import frame_tensor, needs_partner, parse_source
 from .alerts import AlertTracker
 from .frames import Disconnect, End, Frame, FrameQueue, Gap
-from .inference import FrameFeature, Scorer, WindowBuffer, window_scores
+from .inference import FrameFeature, FrameInput, Scorer, WindowBuffer, window_scores
 from .outputs import OutputOptions, Outputs
 from .policy import parse_alert
 from .source import Reader, Reconnect
@@ -88,7 +88,9 @@ class Detector:
     frames waiting for the backbone (default: 2 for live sources, ``2 * batch`` for files).
     ``precision``: "auto", "fp32" or "bf16" for the backbone (default: the model's setting).
     ``log_windows``: an events line per window too. ``source_options``: FFmpeg options for
-    opening the source (e.g. ``{"rtsp_transport": "udp"}``).
+    opening the source (e.g. ``{"rtsp_transport": "udp"}``). ``name``: the camera's name in the log
+    (``xvad.camera.<name>``). ``skip_still``: motion and flow models skip the backbone on frames in
+    which nothing moves (:class:`~.inference.FrameInput`), using the feature of an empty image.
     """
 
     def __init__(self, model: Any, fps: float | None = None, window: int | None = None, stride: int = 2,
@@ -98,7 +100,8 @@ class Detector:
                  log_windows: bool = False, precision: str | None = None, realtime: bool = False,
                  reconnect: tuple[float, float] | None = (0.5, 10.0), give_up_after: float = 300.0,
                  timeout: float = 10.0, queue_size: int | None = None, explain_method: str = "gradcam",
-                 source_options: dict[str, str] | None = None, name: str | None = None) -> None:
+                 source_options: dict[str, str] | None = None, name: str | None = None,
+                 skip_still: bool = False) -> None:
         cfg = getattr(model, "config", {}) or {}
         self.model = model
         self.fps = float(fps if fps is not None else (cfg.get("fps") or DEFAULT_FPS))
@@ -133,6 +136,7 @@ class Detector:
         self.queue_size = queue_size
         self.source_options = dict(source_options or {})
         self.name = name
+        self.skip_still = skip_still
         self.log = camera_log(name or "detector")
         self.classes = list(getattr(model, "classes", None) or cfg.get("classes") or ["normal", "alert"])
         self.checkpoint = getattr(model, "checkpoint_id", None)
@@ -180,7 +184,7 @@ class Detector:
         # live: a short queue, so that when processing falls behind the wait stays short (the
         # oldest frames are dropped); a file: room for two batches, so the backbone never waits
         qsize = self.queue_size or (max(2, self.batch // 4) if live else 2 * self.batch)
-        reader = Reader(spec, self.fps, lambda image, partner: frame_tensor(image, partner, cfg), FrameQueue(qsize),
+        reader = Reader(spec, self.fps, FrameInput(cfg, self.skip_still), FrameQueue(qsize),
                         live=live, keep_images=self.outputs.needs_images, realtime=self.realtime,
                         reconnect=self.reconnect, timeout=self.timeout, pairs=needs_partner(cfg))
         reader.open()                                  # fails here, before any output exists
@@ -280,8 +284,11 @@ class Detector:
         keep_tensor = outputs.explainer is not None
         due: list[tuple[int, list[FrameFeature]]] = []     # (position in batch, the window's frames)
         for i, (f, feat) in enumerate(zip(batch, feats)):
-            window = buffer.push(FrameFeature(f.index, f.time, feat, f.arrival, f.image,
-                                              f.tensor if keep_tensor else None))
+            tensor = None
+            if keep_tensor:   # a still frame's input is that of the frame paired with itself
+                tensor = f.tensor if f.tensor is not None or f.image is None else \
+                    frame_tensor(f.image, f.image, self.model.config)
+            window = buffer.push(FrameFeature(f.index, f.time, feat, f.arrival, f.image, tensor))
             if window is not None:
                 due.append((i, window))
         self._frames += len(batch)

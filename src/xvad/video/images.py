@@ -91,3 +91,24 @@ def flip_images(images: np.ndarray, config: dict) -> np.ndarray:
         if stream == "flow":
             out[..., 3 * k] = np.minimum(256 - out[..., 3 * k].astype(np.int16), 255).astype(np.uint8)
     return out
+
+
+STILL_LEVEL = 8          # grey levels: a pixel that changes by more than this moved
+STILL_SHARE = 0.001      # a frame is still when fewer than this share of its pixels moved
+
+
+def is_still(frame: np.ndarray, partner: np.ndarray | None, level: int = STILL_LEVEL,
+             share: float = STILL_SHARE) -> bool:
+    """Whether nothing moves between ``frame`` and its partner: fewer than ``share`` of the pixels
+    change by more than ``level`` in any channel. A motion or flow model sees (almost) an empty image
+    for such a frame, so its backbone feature is (almost) that of an empty image."""
+    if partner is None or partner.shape != frame.shape:
+        return False
+    moved = np.abs(frame.astype(np.int16) - partner.astype(np.int16)).max(axis=-1) > level
+    return float(moved.mean()) < share
+
+
+def still_image_exact(config: dict) -> bool:
+    """Whether a still frame's model images are the same whatever the scene: every stream is motion or
+    flow (an RGB stream shows the scene itself)."""
+    return "rgb" not in input_streams(config.get("input", "rgb"))
