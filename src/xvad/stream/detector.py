@@ -209,13 +209,14 @@ class Detector:
         self._alerts = AlertTracker(self.threshold, self.k, self.n)
         self._end_reason: str | None = None
         self._explainer: Any = None
+        self._scorer: Scorer | None = None
 
     def _run(self, spec: Any, reader: Reader, live: bool, outputs: Outputs) -> Iterator[WindowResult]:
         self._running = True
         self._live = live
         self._reader = reader
         self.source = spec.name
-        scorer = Scorer(self.model, self.classes)
+        scorer = self._scorer = Scorer(self.model, self.classes)
         buffer = WindowBuffer(self.window, self.stride)
         error: BaseException | None = None
         self.log = camera_log(self.name or spec.name)
@@ -375,6 +376,7 @@ class Detector:
             "corrupt": stats.corrupt if stats else 0,
             "decoded": stats.decoded if stats else 0,
             "gaps": self._gaps,
+            "still_skipped": self._scorer.skipped if self._scorer is not None else 0,
             "reconnects": stats.reconnects if stats else 0,
             "seconds": round(elapsed, 3),
             "fps": (self._frames / elapsed) if elapsed > 0 else None,
