@@ -15,7 +15,8 @@ class _Collector:
     def collect(self) -> Any:
         cams = self.service.snapshot() if self.service is not None else []
         per_camera = [
-            (GaugeMetricFamily, "xvad_camera_frames_per_second", "sampled frames scored per second", "frames_per_second"),
+            (GaugeMetricFamily, "xvad_camera_frames_per_second", "sampled frames scored per second",
+             "frames_per_second"),
             (CounterMetricFamily, "xvad_camera_frames", "sampled frames scored", "frames"),
             (CounterMetricFamily, "xvad_camera_dropped_frames", "sampled frames dropped because the service "
              "fell behind", "dropped"),
