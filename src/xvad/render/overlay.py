@@ -113,12 +113,12 @@ def _stroke(img: np.ndarray, lines: list[np.ndarray], colour: Colour, thickness:
     if not lines:
         return
     t = max(1, int(thickness))
-    colour = tuple(int(c) for c in colour)
+    ink = tuple(int(c) for c in colour)
     kind = cv2.LINE_AA if t > 1 else cv2.LINE_8        # a one-pixel line stays solid
-    cv2.polylines(img, lines, closed, colour, t, kind, SHIFT)
+    cv2.polylines(img, lines, closed, ink, t, kind, SHIFT)
     for p in lines:                                # a single point is a dot
         if len(p) == 1:
-            cv2.circle(img, (int(p[0, 0]), int(p[0, 1])), max(1, t // 2) << SHIFT, colour, -1, kind, SHIFT)
+            cv2.circle(img, (int(p[0, 0]), int(p[0, 1])), max(1, t // 2) << SHIFT, ink, -1, kind, SHIFT)
 
 
 def draw_polyline(img: np.ndarray, points: Any, colour: Colour = WHITE, thickness: int = 2,
