@@ -125,7 +125,7 @@ def run_explain(a) -> int:
     options = {m: {"layer": a.layer} for m in methods if a.layer and m in ("gradcam", "gradcam++", "layercam",
                                                                             "guided_gradcam")}
     r = explain_video(model, a.video, methods, a.out, start=a.start, frames=a.frames, target=target,
-                      normalize=a.normalize, contours=a.contours, q=a.q, **options)
+                      normalize=a.normalize, contours=a.contours, q=a.q, options=options)
     print(f"{os.path.basename(a.video)}: p({r['class_name']}) = {r['score']:.3f}; "
           f"frames {r['timestamps'][0]:.2f}-{r['timestamps'][-1]:.2f} s")
     for m, e in r["explanations"].items():

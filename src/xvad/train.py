@@ -57,8 +57,9 @@ def reset_head(model: CRNN, seed: int) -> None:
     """Fresh random GRU and head weights (the backbone is kept)."""
     torch.manual_seed(seed)
     for m in [m for part in model.temporal_modules() for m in part.modules()]:
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: np.ndarray,
@@ -86,8 +87,8 @@ def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: n
         model.train()
         order = rng.permutation(len(train_items))
         total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            batch = [train_items[j] for j in order[start:start + cfg.batch_size]]
+        for first in range(0, len(order), cfg.batch_size):
+            batch = [train_items[j] for j in order[first:first + cfg.batch_size]]
             if len(batch) == 1 < len(order):
                 continue  # a lone leftover clip: batch statistics need two
             x = stack(inputs, batch).to(model.device)

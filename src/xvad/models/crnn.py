@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -61,6 +61,11 @@ class CRNN(nn.Module):
     norm that divides each feature by at least ``sqrt(norm_eps)`` (a floor for features nearly
     constant in training) and, with ``norm_clamp``, bounds the result (see :class:`Standardise`).
     """
+
+    # Set by xvad.checkpoint.load_model only (a model built in memory has none of them).
+    checkpoint_id: str
+    checkpoint_path: str
+    extra: dict[str, Any]
 
     def __init__(self, backbone: str | None = None, num_classes: int = 2, classes: Sequence[str] | None = None,
                  freeze_backbone: bool = True, **settings: Any) -> None:
@@ -221,8 +226,9 @@ class CRNN(nn.Module):
     def _stream_log_proba(self, feats: torch.Tensor) -> torch.Tensor:
         """``[B, T, D]`` features of a multi-stream pooled model -> ``[B, streams, classes]``: each
         stream's head on the mean and max over time of that stream's features, as log-probabilities."""
+        heads = cast(nn.ModuleList, self.head)   # several streams: one head each
         return torch.stack([head(torch.cat([f.mean(1), f.amax(1)], dim=1)).log_softmax(-1)
-                            for head, f in zip(self.head, feats.chunk(self.streams, dim=2))], dim=1)
+                            for head, f in zip(heads, feats.chunk(self.streams, dim=2))], dim=1)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or x.shape[2] != 3 * self.streams:

@@ -119,7 +119,8 @@ class Region:
     def from_dict(cls, d: dict) -> Region:
         def tp(poly: Sequence[Sequence[float]]) -> Polygon:
             return [(float(x), float(y)) for x, y in poly]
-        return cls(tp(d["polygon"]), tuple(int(v) for v in d["box"]), int(d["area"]),
+        x0, y0, x1, y1 = (int(v) for v in d["box"])
+        return cls(tp(d["polygon"]), (x0, y0, x1, y1), int(d["area"]),
                    (int(d["peak"][0]), int(d["peak"][1])), float(d["mass"]),
                    float(d.get("value", 0.0)), [tp(p) for p in d.get("holes", [])],
                    [tp(p) for p in d.get("parts", [])])
@@ -308,8 +309,8 @@ def find_regions(mask_or_map: Any, level: float | None = None, *, min_area: floa
         return [(float(x), float(y)) for x, y in line]
 
     regions: list[Region] = []
-    for lab in keep:
-        lab = int(lab)
+    for kept in keep:
+        lab = int(kept)
         lines_out = sorted(outer.get(lab, []), key=lambda line: -abs(polygon_area(line)))
         if lines_out:
             poly = as_poly(lines_out[0])

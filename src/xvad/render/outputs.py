@@ -17,7 +17,7 @@ from .threshold import threshold
 
 def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
                               explanations: Mapping[str, Any] | Sequence[Any], fps: float = 8.0,
-                              timestamps: Sequence[float] | None = None, source: Any = None,
+                              timestamps: Sequence[float | None] | np.ndarray | None = None, source: Any = None,
                               contour_mode: str = "top", q: float = 10.0, *,
                               min_area: float = 0.002, video: bool = True,
                               sheet: bool = True) -> dict[str, str]:

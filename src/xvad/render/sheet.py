@@ -61,7 +61,7 @@ def headline(expl: Any) -> str:
 
 def contact_sheet(frames: Any, explanations: Mapping[str, Any] | Sequence[Any],
                   path: str | os.PathLike, columns: int | None = None, contours: bool = True, *,
-                  timestamps: Sequence[float] | None = None, contour_mode: str = "top",
+                  timestamps: Sequence[float | None] | None = None, contour_mode: str = "top",
                   q: float = 10.0, regions: Mapping[str, Sequence[Sequence[Region]]] | None = None,
                   alpha: float = 0.45, cmap: str = "jet", title: str | None = None,
                   cell: float = 1.6, dpi: int = 100) -> str:

@@ -74,7 +74,7 @@ def render_html(video: str, model: CRNN, results: Sequence[WindowResult], alerts
         "meaning": meaning(model.config, contours),
         "card": model_card(model, map_precision),
         "events": alert_events(alerts),
-        "explained_ids": [v.alert.id for v in explained],
+        "explained_ids": [v.alert.id for v in views if v.alert is not None],
         "files": list(files.items()),
     }
     return environment().get_template("report.html.j2").render(**page)

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +166,7 @@ class Detector:
             pass
         return self.summary()
 
-    def run(self, source: Any) -> Iterator[WindowResult]:
+    def run(self, source: Any) -> Generator[WindowResult, None, None]:
         """Open ``source`` (one-line `VideoError` if impossible) and yield a result per window.
 
         The source is opened by this call; frames flow once iteration starts. Leaving the loop
@@ -211,7 +211,7 @@ class Detector:
         self._explainer: Any = None
         self._scorer: Scorer | None = None
 
-    def _run(self, spec: Any, reader: Reader, live: bool, outputs: Outputs) -> Iterator[WindowResult]:
+    def _run(self, spec: Any, reader: Reader, live: bool, outputs: Outputs) -> Generator[WindowResult, None, None]:
         self._running = True
         self._live = live
         self._reader = reader

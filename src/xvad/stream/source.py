@@ -246,6 +246,7 @@ class Reader:
         def deliver(item: tuple[Any, Any], pt: float, now: float) -> bool:
             """Sample and emit; False if stopped while pacing."""
             nonlocal pace_start
+            assert base is not None   # the loop sets it before any frame is delivered
             for picked, spt in sampler.push(item, pt):
                 time_s = base + spt
                 if self.realtime:

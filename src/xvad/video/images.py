@@ -51,7 +51,7 @@ def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
     frames, partners = np.asarray(frames), np.asarray(partners)
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
     size = (FLOW_WIDTH, max(8, round(h * FLOW_WIDTH / w)))
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
     def grey(image: np.ndarray) -> np.ndarray:
         return cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), size,
@@ -60,7 +60,8 @@ def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
     out = np.empty(frames.shape, np.uint8)
     flat_in, flat_partner, flat_out = (a.reshape(-1, h, w, 3) for a in (frames, partners, out))
     for i in range(len(flat_in)):
-        d = dis.calc(grey(flat_in[i]), grey(flat_partner[i]), None)
+        # flow=None asks for a new array; OpenCV's stub does not list None
+        d = dis.calc(grey(flat_in[i]), grey(flat_partner[i]), None)  # type: ignore[call-overload]
         image = np.dstack([128 + FLOW_GAIN * d[..., 0], 128 + FLOW_GAIN * d[..., 1],
                            2 * FLOW_GAIN * np.hypot(d[..., 0], d[..., 1])])
         image = np.clip(image, 0, 255).astype(np.uint8)
