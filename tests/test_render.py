@@ -329,8 +329,8 @@ def test_draw_text_and_importance_strip():
     long, short = np.zeros((30, 60, 3), np.uint8), np.zeros((30, 60, 3), np.uint8)
     draw_text(long, "a rather long line of text for this image", (0, 0))   # too wide: a smaller font
     draw_text(short, "ab", (0, 0))                                          # fits: the default font
-    rows = lambda im: int((im != 0).any((1, 2)).sum())                      # height of the text's box
-    assert 0 < rows(long) < rows(short)
+    height = [int((im != 0).any((1, 2)).sum()) for im in (long, short)]     # of each text's box
+    assert 0 < height[0] < height[1]
     s = importance_strip([0.1, 1.0, 0.5, 0.0], 2, 80, 20)
     assert s.shape == (20, 80, 3)
     col = lambda i: (s[:, i * 20 + 5] != s[0, 0]).all(-1).sum()    # bar height of frame i
