@@ -4,10 +4,12 @@ import json
 import numpy as np
 import torch
 
-from xvad.checkpoint import save_model
+from xvad.checkpoint import load_model, save_model
 from xvad.cli import main
+from xvad.explain import explain
 from xvad.models import CRNN
 from xvad.synthetic import make_clip, write_video
+from xvad.video import preprocess, read_frames
 
 
 def setup(tmp_path):
@@ -29,6 +31,15 @@ def test_explain_writes_every_output(tmp_path, capsys):
     assert record["source"] == video
     maps = np.load(out / "maps.npz")
     assert maps["gradcam_maps"].shape == (6, 48, 48) and maps["saliency_frame_importance"].shape == (6,)
+    # the same numbers as explaining, in Python, the 6 frames spread over the 3 s clip from 0.5 s on
+    model = load_model(ckpt)
+    frames, _ = read_frames(video, frames=6, start=0.5, duration=2.5)
+    clip = preprocess(frames, 48, model.config["mean"], model.config["std"])
+    for method in ("gradcam", "saliency"):
+        want = explain(model, clip, method, normalize="clip")
+        np.testing.assert_allclose(maps[f"{method}_maps"], want.maps, rtol=1e-5, atol=1e-6, err_msg=method)
+        np.testing.assert_allclose(maps[f"{method}_frame_importance"], want.frame_importance, rtol=1e-5,
+                                   atol=1e-9, err_msg=method)
     assert "wrote" in capsys.readouterr().out
 
 

@@ -262,7 +262,9 @@ def test_read_clip_uses_model_config(videos):
     frames, _ = read_frames(videos["mp4"], frames=6)
     torch.testing.assert_close(clip, preprocess(frames, 24, IMAGENET_MEAN, IMAGENET_STD))
     Model.config.update(fps=5.0, crop="pad")
-    assert read_clip(videos["mp4"], Model(), start=1.0).shape == (6, 3, 24, 24)
+    every, _ = read_frames(videos["mp4"])   # at 5 fps from 1 s: ticks 1.0, 1.2, ... 2.0 are frames 10, 12, ... 20
+    torch.testing.assert_close(read_clip(videos["mp4"], Model(), start=1.0),
+                               preprocess(every[10:21:2], 24, IMAGENET_MEAN, IMAGENET_STD, crop="pad"))
 
 
 # -- frame pairs and motion input ---------------------------------------------------------------------
