@@ -45,7 +45,8 @@ def test_explain_writes_every_output(tmp_path, capsys):
 
 def test_explain_and_report_errors_are_one_line(tmp_path, capsys):
     ckpt, video = setup(tmp_path)
-    assert main(["explain", video, "--checkpoint", ckpt, "--method", "gradcam,bogus", "--out", str(tmp_path / "o")]) == 2
+    out = str(tmp_path / "o")
+    assert main(["explain", video, "--checkpoint", ckpt, "--method", "gradcam,bogus", "--out", out]) == 2
     assert main(["explain", video, "--checkpoint", ckpt, "--target", "7", "--out", str(tmp_path / "o")]) == 2
     assert main(["explain", video, "--checkpoint", ckpt, "--layer", "backbone.nope", "--out", str(tmp_path / "o")]) == 2
     (tmp_path / "bad.mp4").write_bytes(b"garbage" * 100)

@@ -5,8 +5,7 @@ import os
 import pytest
 import torch
 
-from xvad.models import CRNN, WeightsError, build_backbone
-from xvad.models import backbones
+from xvad.models import CRNN, WeightsError, backbones, build_backbone
 from xvad.models.precision import resolve_precision
 
 
@@ -137,7 +136,8 @@ def test_time_distributed_is_one_backbone_call_and_matches_per_frame_loop():
         feats = m.features(x)
     assert calls == [10]
     with torch.no_grad():  # reference: each frame through the backbone on its own
-        ref = torch.stack([torch.stack([m.backbone(x[b, t:t + 1]).mean((2, 3))[0] for t in range(5)]) for b in range(2)])
+        ref = torch.stack([torch.stack([m.backbone(x[b, t:t + 1]).mean((2, 3))[0] for t in range(5)])
+                           for b in range(2)])
     torch.testing.assert_close(feats, ref, rtol=1e-5, atol=1e-5)
 
 

@@ -10,14 +10,33 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
-
 from reference_image import bfs_label, bilinear_resize, brute_otsu, brute_otsu_binned, gaussian_reference
+
 from xvad.jsonio import json_safe, write_json
-from xvad.render import (Region, atomic_path, blend, clip_contours, colorize, contact_sheet,
-                         draw_boxes, draw_polygons, draw_text, explanation_record, find_regions,
-                         frame_subsample, importance_strip, label, overlay_frames,
-                         point_in_polygon, polygon_area, resize_maps, save_maps,
-                         threshold, write_explanation_outputs, write_video)
+from xvad.render import (
+    Region,
+    atomic_path,
+    blend,
+    clip_contours,
+    colorize,
+    contact_sheet,
+    draw_boxes,
+    draw_polygons,
+    draw_text,
+    explanation_record,
+    find_regions,
+    frame_subsample,
+    importance_strip,
+    label,
+    overlay_frames,
+    point_in_polygon,
+    polygon_area,
+    resize_maps,
+    save_maps,
+    threshold,
+    write_explanation_outputs,
+    write_video,
+)
 
 
 @dataclass
@@ -333,7 +352,9 @@ def test_draw_text_and_importance_strip():
     assert 0 < height[0] < height[1]
     s = importance_strip([0.1, 1.0, 0.5, 0.0], 2, 80, 20)
     assert s.shape == (20, 80, 3)
-    col = lambda i: (s[:, i * 20 + 5] != s[0, 0]).all(-1).sum()    # bar height of frame i
+    def col(i):    # bar height of frame i
+        return (s[:, i * 20 + 5] != s[0, 0]).all(-1).sum()
+
     assert col(1) > col(2) > col(0) > 0
 
 
@@ -428,7 +449,7 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
             open(part, "wb").write(b"half")
             raise RuntimeError("interrupted")
     assert os.listdir(tmp_path) == []
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         write_video(str(tmp_path / "v.mp4"), np.zeros((0, 8, 8, 3), np.uint8))
     assert os.listdir(tmp_path) == []
 

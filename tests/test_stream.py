@@ -20,14 +20,12 @@ import torch
 
 from xvad.models import CRNN
 from xvad.stream import AlertPolicy, Detector, StreamError, alert_spans, parse_alert, window_scores
-from xvad.stream.cli import add_detect, main as detect_main, run_detect
+from xvad.stream.cli import add_detect, run_detect
+from xvad.stream.cli import main as detect_main
 from xvad.stream.frames import Frame, FrameQueue
 from xvad.stream.source import Sampler
-from xvad.video import parse_source
 from xvad.synthetic import make_clip, write_video
-from xvad.video import VideoError, model_images, preprocess, read_frame_pairs, read_frames
-
-
+from xvad.video import VideoError, model_images, parse_source, preprocess, read_frame_pairs, read_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -342,8 +340,8 @@ def test_explain_alerts_in_background(videos, tmp_path):
 
 
 def test_explanation_queue_full_skips_without_waiting(videos, tmp_path):
-    from xvad.stream.explainer import ExplainWorker, Job
     from xvad.stream.events import EventLog
+    from xvad.stream.explainer import ExplainWorker, Job
 
     gate = threading.Event()
     log = EventLog(tmp_path / "ev.jsonl")
@@ -376,7 +374,9 @@ def test_annotated_video_plays_and_marks_alerts(videos, tmp_path):
     h, w = frames[0].shape[:2]
     assert h % 2 == 0 and w >= 240
     # the header is red during an alert (frames 20-31) and dark before (frames 0-15)
-    red = lambda img: img[:6, w // 2: w // 2 + 20].reshape(-1, 3).mean(0)
+    def red(img):
+        return img[:6, w // 2: w // 2 + 20].reshape(-1, 3).mean(0)
+
     assert red(frames[26])[0] > 150 and red(frames[26])[1] < 90
     assert red(frames[8])[0] < 60
 

@@ -125,7 +125,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("xvad: error:") and "nope.pt" in err and "\n" not in err
     (tmp_path / "bad.pt").write_text("junk")
-    assert main(["evaluate", str(tmp_path), "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "o")]) == 2
+    bad = str(tmp_path / "bad.pt")
+    assert main(["evaluate", str(tmp_path), "--checkpoint", bad, "--out", str(tmp_path / "o")]) == 2
     assert main(["train", str(tmp_path / "nodata"), "--out", str(tmp_path / "r"), "--backbone", "tiny",
                  "--weights", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

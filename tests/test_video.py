@@ -14,10 +14,26 @@ import numpy as np
 import pytest
 import torch
 
-from xvad.video import (CROPS, Partners, VideoError, VideoInfo, VideoWarning, flip_images, flow_images,
-                        input_streams, iter_frames, model_images,
-                        motion_images, preprocess, probe, read_clip, read_frame_pairs, read_frames, read_input,
-                        with_partners)
+from xvad.video import (
+    CROPS,
+    Partners,
+    VideoError,
+    VideoInfo,
+    VideoWarning,
+    flip_images,
+    flow_images,
+    input_streams,
+    iter_frames,
+    model_images,
+    motion_images,
+    preprocess,
+    probe,
+    read_clip,
+    read_frame_pairs,
+    read_frames,
+    read_input,
+    with_partners,
+)
 
 pytestmark = pytest.mark.filterwarnings("error::xvad.video.VideoWarning")   # healthy files must not warn
 

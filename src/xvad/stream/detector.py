@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from ..errors import StreamError, VideoError
 from ..video import frame_tensor, needs_partner, parse_source
 from .alerts import AlertTracker
 from .frames import Disconnect, End, Frame, FrameQueue, Gap
-from .inference import FrameFeature, FrameInput, Scorer, WindowBuffer, window_scores
+from .inference import FrameFeature, FrameInput, Scorer, WindowBuffer, WindowResult, window_scores
 from .outputs import OutputOptions, Outputs
 from .policy import parse_alert
 from .source import Reader, Reconnect
@@ -42,27 +41,6 @@ def camera_log(name: str) -> logging.Logger:
     """The logger of one camera (``xvad.camera.<name>``), so that each camera's lines can be told apart
     and silenced or raised on their own."""
     return logging.getLogger("xvad.camera." + "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:80])
-
-
-@dataclass
-class WindowResult:
-    """The score of one window, which ends at frame ``frame_index`` (source time ``time``, seconds).
-
-    ``latency``: seconds from the window's last frame being decoded to its score. ``event`` is
-    "start" or "end" when this window started or ended an alert (``alert_id`` names it).
-    """
-
-    frame_index: int
-    time: float
-    score: float
-    class_name: str | None
-    alert_on: bool
-    latency: float
-    start_frame: int = 0
-    start_time: float = 0.0
-    class_index: int = 1
-    event: str | None = None
-    alert_id: int | None = None
 
 
 def _percentile(values: list[float], q: float) -> float | None:

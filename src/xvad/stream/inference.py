@@ -54,6 +54,27 @@ def window_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return score, idx + 1
 
 
+@dataclass
+class WindowResult:
+    """The score of one window, which ends at frame ``frame_index`` (source time ``time``, seconds).
+
+    ``latency``: seconds from the window's last frame being decoded to its score. ``event`` is
+    "start" or "end" when this window started or ended an alert (``alert_id`` names it).
+    """
+
+    frame_index: int
+    time: float
+    score: float
+    class_name: str | None
+    alert_on: bool
+    latency: float
+    start_frame: int = 0
+    start_time: float = 0.0
+    class_index: int = 1
+    event: str | None = None
+    alert_id: int | None = None
+
+
 class WindowBuffer:
     """One camera's last ``window`` frame features; :meth:`push` returns the window's frames each time
     one is due (``window`` frames in, then every ``stride`` frames)."""
