@@ -40,7 +40,11 @@ def test_demo_window_scores_unchanged(golden, precision):
 
 
 def test_surv_fight_predictions_unchanged(golden):
+    """Every 4th clip (58 of 232, all cameras): the whole set takes several minutes on 2 cores; set
+    XVAD_GOLDEN_ALL=1 to check all of them."""
     expected = golden["auto"]["surv_fight"]
+    if not os.environ.get("XVAD_GOLDEN_ALL"):
+        expected = {k: expected[k] for k in sorted(expected)[::4]}
     assert expected, "no saved predictions to compare with"
     model = xvad.load_model()
     base = os.path.join(SHARED, "surv-fight")

@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import SURV_FIGHT
 
 import xvad
 from xvad.models import CRNN
@@ -16,6 +15,8 @@ from xvad.stream.frames import End, Frame, FrameQueue
 from xvad.stream.source import Reader
 from xvad.synthetic import make_clip, write_video
 from xvad.video import frame_tensor, load_clip, parse_source, read_frame_pairs
+
+from conftest import SURV_FIGHT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,11 +5,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import SURV_FIGHT
 
 from xvad.data import group_kfold, load_dataset
 from xvad.models import build_backbone
 from xvad.video import preprocess, read_frames
+
+from conftest import SURV_FIGHT
 
 # ImageNet class indices (standard 1000-class order) of what a man in a suit and tie shows.
 SUIT, WINDSOR_TIE, BOW_TIE = 834, 906, 457

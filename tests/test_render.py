@@ -10,7 +10,6 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
-from reference_image import bfs_label, bilinear_resize, brute_otsu, brute_otsu_binned, gaussian_reference
 
 from xvad.jsonio import json_safe, write_json
 from xvad.render import (
@@ -37,6 +36,8 @@ from xvad.render import (
     write_explanation_outputs,
     write_video,
 )
+
+from reference_image import bfs_label, bilinear_resize, brute_otsu, brute_otsu_binned, gaussian_reference
 
 
 @dataclass
