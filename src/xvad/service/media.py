@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import queue
 import shutil
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..render import VideoWriter
+from ..stream.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -95,31 +94,17 @@ class ReportJob:
     fps: float
 
 
-class ReportWorker:
-    """Explains finished clips in one background thread (Grad-CAM in fp32, key frames, frame
-    importance, each stream's vote) and writes the decision report; never blocks detection: when its
-    queue is full the job is refused and the caller records the explanation as skipped."""
+class ReportWorker(Worker):
+    """Explains finished clips in the background (Grad-CAM in fp32, key frames, frame importance,
+    each stream's vote) and writes the decision report; a full queue refuses the job, and the caller
+    records the explanation as skipped."""
+
+    name = "xvad-report"
 
     def __init__(self, on_done: Any, maxsize: int = 4) -> None:
         self.on_done = on_done            # on_done(uid, state, files, error)
-        self.queue: queue.Queue[ReportJob | None] = queue.Queue(maxsize=maxsize)
         self._models: dict[int, Any] = {}
-        self._thread = threading.Thread(target=self._main, name="xvad-report", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: ReportJob) -> bool:
-        try:
-            self.queue.put_nowait(job)
-            return True
-        except queue.Full:
-            return False
-
-    def close(self, timeout: float = 60.0) -> None:
-        try:
-            self.queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        self._thread.join(timeout)
+        super().__init__(maxsize)
 
     def _model(self, model: Any) -> Any:
         """A private copy per model: explanation hooks must not see the detector's forward passes."""
@@ -128,21 +113,14 @@ class ReportWorker:
             self._models[key] = copy.deepcopy(model).eval()
         return self._models[key]
 
-    def _main(self) -> None:
-        from ..stream.source import one_thread
+    def handle(self, job: ReportJob) -> None:
+        try:
+            from ..report import write_report
 
-        one_thread()          # detection keeps its threads; explanations take what is left
-        while True:
-            job = self.queue.get()
-            if job is None:
-                return
-            try:
-                from ..report import write_report
-
-                out = os.path.join(job.folder, REPORT)
-                write_report(self._model(job.model), job.clip, out, threshold=job.threshold, alert=job.alert,
-                             stride=job.stride, fps=job.fps, map_precision="fp32")
-                self.on_done(job.uid, "complete", {"report": REPORT}, None)
-            except Exception as exc:   # an explanation failing must never stop the service
-                log.warning("%s: alert %s: explanation failed: %s", job.camera, job.uid, exc)
-                self.on_done(job.uid, "failed", {}, " ".join(str(exc).split())[:300] or type(exc).__name__)
+            out = os.path.join(job.folder, REPORT)
+            write_report(self._model(job.model), job.clip, out, threshold=job.threshold, alert=job.alert,
+                         stride=job.stride, fps=job.fps, map_precision="fp32")
+            self.on_done(job.uid, "complete", {"report": REPORT}, None)
+        except Exception as exc:   # an explanation failing must never stop the service
+            log.warning("%s: alert %s: explanation failed: %s", job.camera, job.uid, exc)
+            self.on_done(job.uid, "failed", {}, " ".join(str(exc).split())[:300] or type(exc).__name__)

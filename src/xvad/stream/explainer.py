@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from .events import EventLog
+from .worker import Worker
 
 
 @dataclass
@@ -34,7 +33,11 @@ class Job:
     class_name: str | None
 
 
-class ExplainWorker:
+class ExplainWorker(Worker):
+    """Explains alerts' windows in the background and logs an ``explanation`` event for each."""
+
+    name = "xvad-explain"
+
     def __init__(self, model: Any, out_dir: str | os.PathLike, events: EventLog, fps: float,
                  source: str, method: str = "gradcam", maxsize: int = 2) -> None:
         self.model = copy.deepcopy(model).eval()
@@ -44,42 +47,20 @@ class ExplainWorker:
         self.fps = float(fps)
         self.source = source
         self.method = method
-        self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=maxsize)
         self.done = 0
         self.failed = 0
         self.skipped = 0
         self.seconds: list[float] = []
-        self.busy = False
-        self._thread = threading.Thread(target=self._main, name="xvad-explain", daemon=True)
-        self._thread.start()
+        super().__init__(maxsize)
 
     def submit(self, job: Job) -> bool:
         """Queue ``job`` without waiting; False (and a logged skip) when the worker is busy."""
-        try:
-            self.queue.put_nowait(job)
+        if super().submit(job):
             return True
-        except queue.Full:
-            self.skipped += 1
-            self.events.write("explanation", alert=job.alert, skipped="busy: the explanation worker "
-                              "is still on earlier alerts", frames=[job.indices[0], job.indices[-1]])
-            return False
-
-    @property
-    def pending(self) -> int:
-        return self.queue.qsize() + int(self.busy)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Finish the queued explanations, then stop the thread."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                self.queue.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                if not self._thread.is_alive() or (deadline is not None and time.monotonic() > deadline):
-                    return
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self._thread.join(left)
+        self.skipped += 1
+        self.events.write("explanation", alert=job.alert, skipped="busy: the explanation worker "
+                          "is still on earlier alerts", frames=[job.indices[0], job.indices[-1]])
+        return False
 
     def _folder(self, alert: int) -> str:
         base = os.path.join(self.out_dir, f"alert_{alert:04d}")
@@ -88,21 +69,7 @@ class ExplainWorker:
             path, k = f"{base}_{k}", k + 1
         return path
 
-    def _main(self) -> None:
-        from .source import one_thread
-
-        one_thread()          # detection keeps its threads; explanations take what is left
-        while True:
-            job = self.queue.get()
-            if job is None:
-                return
-            self.busy = True
-            try:
-                self._explain(job)
-            finally:
-                self.busy = False
-
-    def _explain(self, job: Job) -> None:
+    def handle(self, job: Job) -> None:
         started = time.perf_counter()
         folder = self._folder(job.alert)
         try:
