@@ -31,7 +31,7 @@ def upgrade() -> None:
     op.create_table(
         "alerts",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("uid", sa.String(36), nullable=False, unique=True),
+        sa.Column("uid", sa.String(64), nullable=False, unique=True),
         sa.Column("camera", sa.String(64), nullable=False, index=True),
         sa.Column("started_at", UTC, nullable=False, index=True),
         sa.Column("ended_at", UTC),
