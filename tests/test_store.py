@@ -128,7 +128,8 @@ def test_filters_and_pagination_match_a_hand_filtered_list(db):
         made.append({"id": alert_id, "camera": cam, "at": at, "state": state, "peak": peak})
 
     def expected(cameras=None, state=None, since=None, until=None, min_score=None):
-        keep = [m for m in made if (cameras is None or m["camera"] in cameras) and (state is None or m["state"] == state)
+        keep = [m for m in made if (cameras is None or m["camera"] in cameras)
+                and (state is None or m["state"] == state)
                 and (since is None or m["at"] >= since) and (until is None or m["at"] < until)
                 and (min_score is None or m["peak"] >= min_score)]
         return [m["id"] for m in sorted(keep, key=lambda m: m["at"], reverse=True)]
@@ -228,11 +229,11 @@ def test_two_processes_writing_at_once_lose_and_double_nothing(url):
     procs = [python(WRITER, url, name, str(n), str(go)) for name in ("cam-a", "cam-b")]
     for p in procs:
         out, err = p.communicate(timeout=180)
-        assert p.returncode == 0 and out.strip() == "done", err
+        assert p.returncode == 0 and out.strip() == "done", f"exit {p.returncode}, out {out!r}, err {err[-3000:]}"
     d = Database(url)
     rows, total = d.alerts(limit=10_000)
     d.close()
-    assert total == 2 * n and len(rows) == 2 * n
+    assert total == 2 * n and len(rows) == 2 * n, sorted(r["uid"] for r in rows)
     assert len({r["uid"] for r in rows}) == 2 * n and len({r["id"] for r in rows}) == 2 * n
     for cam in ("cam-a", "cam-b"):      # every alert of each writer, exactly once
         got = sorted(int(r["uid"].split("-")[2]) for r in rows if r["camera"] == cam)

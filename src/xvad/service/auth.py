@@ -13,7 +13,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -46,7 +45,7 @@ class AuthUser:
     id: int
     name: str
     role: str
-    cameras: Optional[tuple[str, ...]]
+    cameras: tuple[str, ...] | None
 
 
 def _user(u: User) -> AuthUser:
@@ -61,7 +60,7 @@ def _verify(hashed: str, secret: str) -> bool:
         return False
 
 
-def parse_cameras(text: Optional[str]) -> Optional[list[str]]:
+def parse_cameras(text: str | None) -> list[str] | None:
     """``"door,yard"`` -> ``["door", "yard"]``; None or empty: every camera."""
     if text is None or not text.strip():
         return None
@@ -72,8 +71,8 @@ def parse_cameras(text: Optional[str]) -> Optional[list[str]]:
     return names
 
 
-def create_user(db: Database, name: str, role: str, password: Optional[str],
-                cameras: Optional[list[str]] = None) -> AuthUser:
+def create_user(db: Database, name: str, role: str, password: str | None,
+                cameras: list[str] | None = None) -> AuthUser:
     """Add user ``name`` with ``role`` (admin, reviewer, viewer), limited to ``cameras`` when given."""
     if not NAME.match(name):
         raise ConfigError(f"user name {name!r}: use letters, digits, '_' and '-' (at most 64)")
@@ -104,7 +103,7 @@ def users(db: Database) -> list[dict]:
         return out
 
 
-def check_password(db: Database, name: str, password: str) -> Optional[AuthUser]:
+def check_password(db: Database, name: str, password: str) -> AuthUser | None:
     """The user ``name`` if ``password`` is theirs (and they are not disabled), else None."""
     with db.session() as s:
         u = s.scalar(select(User).where(User.name == name))
@@ -131,7 +130,7 @@ def revoke_token(db: Database, token_id: int) -> None:
         s.execute(update(ApiToken).where(ApiToken.id == token_id).values(revoked=True))
 
 
-def check_token(db: Database, token: str) -> Optional[AuthUser]:
+def check_token(db: Database, token: str) -> AuthUser | None:
     """The user a token belongs to, or None (malformed, unknown, wrong secret, revoked, user disabled)."""
     if not isinstance(token, str) or not token.startswith(PREFIX):
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -66,7 +66,7 @@ class CameraSettings(_Strict):
 
     name: str
     source: str
-    source_options: Dict[str, str] = {}   # FFmpeg options for opening the source
+    source_options: dict[str, str] = {}   # FFmpeg options for opening the source
     loop: bool = False                    # a file source starts over at its end (tests, demos)
     model: Optional[str] = None           # checkpoint file; None: the shipped model
     fps: Optional[float] = Field(None, gt=0)        # None: the model's rate
@@ -124,7 +124,7 @@ class CameraSettings(_Strict):
         return f"{k}/{n}"
 
     @model_validator(mode="after")
-    def _check_source(self, info: ValidationInfo) -> "CameraSettings":
+    def _check_source(self, info: ValidationInfo) -> CameraSettings:
         from ..video import parse_source
 
         try:
@@ -152,9 +152,9 @@ class ServiceSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     mqtt: Optional[MqttSettings] = None
-    webhooks: List[WebhookSettings] = []
+    webhooks: list[WebhookSettings] = []
     disk_min_free_mb: float = Field(500, ge=0)   # below this, alert media are no longer written
-    cameras: List[CameraSettings] = []
+    cameras: list[CameraSettings] = []
 
     @field_validator("data")
     @classmethod
@@ -174,7 +174,7 @@ class ServiceSettings(_Strict):
 
     @field_validator("cameras")
     @classmethod
-    def _unique(cls, cameras: List[CameraSettings]) -> List[CameraSettings]:
+    def _unique(cls, cameras: list[CameraSettings]) -> list[CameraSettings]:
         seen: dict[str, int] = {}
         for i, c in enumerate(cameras):
             if c.name in seen:
@@ -183,7 +183,7 @@ class ServiceSettings(_Strict):
         return cameras
 
     @model_validator(mode="after")
-    def _default_db(self) -> "ServiceSettings":
+    def _default_db(self) -> ServiceSettings:
         if self.db is None:
             self.db = "sqlite:///" + os.path.join(self.data, "xvad.db")
         return self
@@ -254,7 +254,7 @@ def load_settings(path: str) -> ServiceSettings:
     return _validate({} if raw is None else raw, path, os.path.dirname(os.path.abspath(path)))
 
 
-def quick_settings(cameras: List[str], data: str, host: str = "127.0.0.1", port: int = 8000,
+def quick_settings(cameras: list[str], data: str, host: str = "127.0.0.1", port: int = 8000,
                    db: Optional[str] = None) -> ServiceSettings:
     """The settings of the flag form ``--camera NAME=SOURCE ... --data DIR``: every camera with the defaults."""
     entries = []

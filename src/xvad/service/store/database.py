@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
@@ -64,7 +65,7 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     return engine
 
 
-def _iso(value: Optional[datetime]) -> Optional[str]:
+def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(timezone.utc).isoformat()
 
 
@@ -150,9 +151,9 @@ class Database:
 
     # -- alerts -------------------------------------------------------------------------------
     def alert_started(self, *, uid: str, camera: str, started_at: datetime, start_time: float, score: float,
-                      class_name: Optional[str], class_index: int, checkpoint_id: Optional[str], xvad_version: str,
+                      class_name: str | None, class_index: int, checkpoint_id: str | None, xvad_version: str,
                       threshold: float, policy: str, window: int, stride: int, fps: float,
-                      media_dir: Optional[str], host: str, pid: int, model_version: Optional[str] = None) -> int:
+                      media_dir: str | None, host: str, pid: int, model_version: str | None = None) -> int:
         """Record a new open alert and return its id; the same ``uid`` again returns the first row's id."""
         with self.transaction() as s:
             existing = s.scalar(select(Alert.id).where(Alert.uid == uid))
@@ -179,7 +180,7 @@ class Database:
             s.execute(update(Alert).where(Alert.uid == uid).values(
                 ended_at=ended_at, end_time=end_time, peak_score=peak_score, end_reason=reason, state=state))
 
-    def media_state(self, uid: str, state: str, *, files: Optional[dict[str, str]] = None) -> None:
+    def media_state(self, uid: str, state: str, *, files: dict[str, str] | None = None) -> None:
         """Set the media state of alert ``uid``; ``files`` (name -> path relative to its media folder)."""
         _check(state, MEDIA_STATES, "media state")
         values: dict[str, Any] = {"media_state": state}
@@ -188,12 +189,12 @@ class Database:
         with self.transaction() as s:
             s.execute(update(Alert).where(Alert.uid == uid).values(**values))
 
-    def explanation_state(self, uid: str, state: str, *, error: Optional[str] = None) -> None:
+    def explanation_state(self, uid: str, state: str, *, error: str | None = None) -> None:
         _check(state, EXPLANATION_STATES, "explanation state")
         with self.transaction() as s:
             s.execute(update(Alert).where(Alert.uid == uid).values(explanation_state=state, explanation_error=error))
 
-    def close_interrupted(self, cameras: Optional[list[str]] = None) -> int:
+    def close_interrupted(self, cameras: list[str] | None = None) -> int:
         """Close the open alerts of ``cameras`` (None: all) as interrupted, now, and mark media and
         explanations they (or closed alerts) never finished as missing; returns how many alerts.
 
@@ -216,18 +217,18 @@ class Database:
             log.warning("%d alert(s) left open by a stopped process closed as interrupted", n)
         return n
 
-    def alert(self, alert_id: int) -> Optional[dict]:
+    def alert(self, alert_id: int) -> dict | None:
         with self.session() as s:
             a = s.get(Alert, alert_id)
             return None if a is None else alert_dict(a)
 
-    def alert_by_uid(self, uid: str) -> Optional[dict]:
+    def alert_by_uid(self, uid: str) -> dict | None:
         with self.session() as s:
             a = s.scalar(select(Alert).where(Alert.uid == uid))
             return None if a is None else alert_dict(a)
 
-    def alerts(self, *, cameras: Optional[list[str]] = None, state: Optional[str] = None,
-               since: Optional[datetime] = None, until: Optional[datetime] = None, min_score: Optional[float] = None,
+    def alerts(self, *, cameras: list[str] | None = None, state: str | None = None,
+               since: datetime | None = None, until: datetime | None = None, min_score: float | None = None,
                limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
         """Alerts matching every filter given, newest first (``since <= started_at < until``), one page
         of them and the total that match."""
@@ -249,14 +250,14 @@ class Database:
             return [alert_dict(a) for a in rows], int(total or 0)
 
     # -- integrations -------------------------------------------------------------------------
-    def enqueue(self, kind: str, target: str, payload: dict, topic: Optional[str] = None) -> None:
+    def enqueue(self, kind: str, target: str, payload: dict, topic: str | None = None) -> None:
         """Queue an MQTT message or webhook call for the delivery thread."""
         _check(kind, ("mqtt", "webhook"), "delivery kind")
         with self.transaction() as s:
             s.add(Outbox(kind=kind, target=target, topic=topic, payload=json.dumps(payload, sort_keys=True),
                          attempts=0, next_try_at=utcnow()))
 
-    def outbox_due(self, limit: int = 100, now: Optional[datetime] = None) -> list[dict]:
+    def outbox_due(self, limit: int = 100, now: datetime | None = None) -> list[dict]:
         """Deliveries not yet sent whose next try is due, oldest first."""
         now = now or utcnow()
         with self.session() as s:
