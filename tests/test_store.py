@@ -268,3 +268,17 @@ def test_an_alert_start_survives_kill_9_of_its_writer(db, url):
     assert a is not None and (a["uid"], a["state"], a["score"], a["checkpoint_id"]) == ("killed-writer", "open",
                                                                                           0.77, "c1")
     assert db.close_interrupted(["door"]) == 1 and db.alert(int(line))["media_state"] == "missing"
+
+
+def test_an_in_memory_database_is_one_database_for_every_thread():
+    import threading
+
+    d = Database("sqlite://")
+    d.migrate()
+    got = []
+    writer = threading.Thread(target=lambda: got.append(started(d)[0]))
+    writer.start()
+    writer.join()
+    rows, total = d.alerts()
+    assert total == 1 and rows[0]["id"] == got[0]
+    d.close()

@@ -104,6 +104,8 @@ def run_users(a: argparse.Namespace) -> int:
 
     settings = state_settings(a)
     if a.action == "add":
+        if not auth.NAME.match(a.name):
+            raise ConfigError(f"user name {a.name!r}: use letters, digits, '_' and '-' (at most 64)")
         cameras = auth.parse_cameras(a.cameras)
         if settings is not None and cameras:
             unknown = [c for c in cameras if c not in {k.name for k in settings.cameras}]

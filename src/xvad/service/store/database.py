@@ -16,10 +16,11 @@ from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from ...errors import ConfigError
+from . import upgrade
 from .schema import Alert, Camera, Outbox, utcnow
-from .upgrade import migrate
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,19 @@ def normalise_url(url: str) -> str:
     return "postgresql+psycopg://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
 
 
+def _in_memory(url: str) -> bool:
+    return make_url(url).database in (None, "", ":memory:")
+
+
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
     """SQLite in WAL mode with real transactions; ``immediate`` takes the write lock at BEGIN, so a
-    writer waits its turn (busy timeout) instead of failing on a read-to-write upgrade."""
-    database = make_url(url).database
-    if database and database != ":memory:":
-        os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    writer waits its turn (busy timeout) instead of failing on a read-to-write upgrade. An in-memory
+    database is one connection shared by every thread (tests)."""
+    if _in_memory(url):
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(make_url(url).database)), exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -67,6 +74,15 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (``xvad serve`` does it at start)."""
+    db = Database(url)
+    try:
+        db.migrate()
+    finally:
+        db.close()
 
 
 def alert_dict(a: Alert) -> dict:
@@ -93,7 +109,9 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         try:
-            if self.url.startswith("sqlite"):
+            if self.url.startswith("sqlite") and _in_memory(self.url):
+                self.engine = self._write_engine = _sqlite_engine(self.url, immediate=True)
+            elif self.url.startswith("sqlite"):
                 self.engine = _sqlite_engine(self.url, immediate=False)
                 self._write_engine = _sqlite_engine(self.url, immediate=True)
             else:
@@ -106,7 +124,7 @@ class Database:
     def migrate(self) -> None:
         """Bring the schema to the newest revision (an empty database gets every table)."""
         try:
-            migrate(self._write_engine)
+            upgrade.migrate(self._write_engine)
         except SQLAlchemyError as exc:
             raise ConfigError(f"{redact(self.url)}: cannot open the database: "
                               f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}") from None
