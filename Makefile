@@ -21,6 +21,8 @@ demo: install
 	$(VENV)/bin/xvad demo
 
 test: install
+	$(VENV)/bin/ruff check src tests bench scripts research
+	$(VENV)/bin/mypy src/xvad
 	$(PY) -m pytest -q
 
 bench: install

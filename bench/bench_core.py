@@ -44,7 +44,7 @@ def extraction_speed(backbones, size, frames, reps) -> list[dict]:
         for precision in ("fp32", "bf16"):
             model.set_precision(precision)
             with torch.no_grad():
-                t = timeit(lambda: model.frame_features(x), reps=reps)
+                t = timeit(lambda m=model: m.frame_features(x), reps=reps)
             row[f"{precision}_fps"] = frames / t
         row["bf16_speedup"] = row["bf16_fps"] / row["fp32_fps"]
         rows.append(row)

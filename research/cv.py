@@ -26,12 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from training import OnCache, as_inputs, fold_proba, views
 
 from xvad.data import Dataset, Sample, group_kfold
 from xvad.metrics import classification_metrics, summarize_folds
 from xvad.train import TrainConfig, fit
-
-from training import OnCache, as_inputs, fold_proba, views
 
 # -- variants ----------------------------------------------------------------------------------
 # streams: list of (cached set, pooling). Poolings: avg | max | g2 | g3 (adaptive-avg grid, cell-major)
@@ -98,11 +97,13 @@ LR = {
     "lr_g3": [("rgb16_center", "g3")], "lr_mapdiff": [RGB, ("rgb16_center", "mapdiff")],
     "lr_mapdiff_only": [("rgb16_center", "mapdiff")], "lr_featdiff": [RGB, ("rgb16_center", "featdiff")],
     "lr_abs_only": [ABS], "lr_rgb+abs": [RGB, ABS], "lr_rgb+abs+mapdiff": [RGB, ABS, ("rgb16_center", "mapdiff")],
-    "lr_g2+absg2": [("rgb16_center", "g2"), ("absdiff16_native", "g2")], "lr_rgb+absg2": [RGB, ("absdiff16_native", "g2")],
+    "lr_g2+absg2": [("rgb16_center", "g2"), ("absdiff16_native", "g2")],
+    "lr_rgb+absg2": [RGB, ("absdiff16_native", "g2")],
     "lr_absg2_only": [("absdiff16_native", "g2")], "lr_mapdiffg2": [RGB, ("rgb16_center", "mapdiff_g2")],
     "lr_full": [("rgb16_full", "avg")], "lr_full+abs": [("rgb16_full", "avg"), ABS],
     "lr_pad": [("rgb16_pad", "avg")], "lr_absmax_only": [("absdiff16_native", "max")],
-    "lr_max+absmax": [("rgb16_center", "max"), ("absdiff16_native", "max")], "lr_absg3_only": [("absdiff16_native", "g3")], "lr_rgb32": [("rgb32_center", "avg")],
+    "lr_max+absmax": [("rgb16_center", "max"), ("absdiff16_native", "max")],
+    "lr_absg3_only": [("absdiff16_native", "g3")], "lr_rgb32": [("rgb32_center", "avg")],
     "lr_absfull_max": [("absdiff16_native_full", "max")], "lr_absfull_avg": [("absdiff16_native_full", "avg")],
     "lr_full+absfull": [("rgb16_full", "avg"), ("absdiff16_native_full", "avg")],
     "lr_abssamp_only": [("absdiff16_sampled", "avg")], "lr_rgb+abssamp": [RGB, ("absdiff16_sampled", "avg")],
@@ -317,7 +318,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with open(os.path.join(args.cache, "meta.json")) as f:
         meta = json.load(f)
-    data = Dataset([Sample(p, l, g) for p, l, g in zip(meta["paths"], meta["labels"], meta["groups"])],
+    data = Dataset([Sample(p, y, g) for p, y, g in zip(meta["paths"], meta["labels"], meta["groups"])],
                    meta["classes"], "")
     outdir = os.path.join(os.path.dirname(os.path.abspath(args.cache)), "results")
     os.makedirs(outdir, exist_ok=True)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import nn
+from training import OnCache, fold_proba
 
 from xvad.data import group_kfold, load_dataset
 from xvad.features import load_frames
@@ -29,8 +30,6 @@ from xvad.metrics import classification_metrics
 from xvad.models import CRNN
 from xvad.train import TrainConfig
 from xvad.video import preprocess_as
-
-from training import OnCache, fold_proba
 
 
 def cache_cut(data, model: CRNN, cut: int, path: str) -> np.ndarray:

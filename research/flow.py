@@ -20,10 +20,9 @@ import time
 import cv2
 import numpy as np
 import torch
+from common import frozen_lite0, next_index, sampled_index, start
 
 from xvad.video import preprocess_as, read_frames
-
-from common import frozen_lite0, next_index, sampled_index, start
 
 WIDTH = 320
 

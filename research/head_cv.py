@@ -17,15 +17,14 @@ import os
 
 import numpy as np
 import torch
+from common import data_option, need
 from torch import nn
+from training import OnCache, as_inputs, fold_proba
 
 from xvad.data import group_kfold, load_dataset
 from xvad.metrics import classification_metrics
 from xvad.models.crnn import Standardise
 from xvad.train import TrainConfig
-
-from common import data_option, need
-from training import OnCache, as_inputs, fold_proba
 
 
 class Heads(OnCache):
@@ -85,7 +84,7 @@ def main() -> None:
     cfg = TrainConfig(epochs=a.epochs, patience=a.patience or a.epochs + 1, norm_eps=a.bn_eps,
                       norm_clamp=a.clamp)
     for name in a.names:
-        def features(tag: str = "") -> tuple[list[torch.Tensor], list[list[int]]]:
+        def features(tag: str = "", name: str = name) -> tuple[list[torch.Tensor], list[list[int]]]:
             named = name.replace("__max", f"{tag}__max")
             if "&" in named:   # one model, one head per stream
                 parts = [load(a.cache, stream) for stream in named.split("&")]

@@ -24,11 +24,10 @@ import time
 
 import numpy as np
 import torch
+from common import frozen_lite0, parser, sampled_pairs, start
 
 from xvad.models.efficientnet import STAGES
 from xvad.video import flow_images, motion_images, preprocess_as
-
-from common import frozen_lite0, parser, sampled_pairs, start
 
 STAGE_ENDS = np.cumsum([repeats for *_, repeats, _ in STAGES]) - 1
 MID = STAGE_ENDS[3:]   # stages 4 to 7

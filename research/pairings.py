@@ -15,11 +15,10 @@ import os
 
 import numpy as np
 import torch
+from common import parser, sampled_index, start
 
 from xvad.models import CRNN
 from xvad.video import motion_images, preprocess_as, read_frames
-
-from common import parser, sampled_index, start
 
 
 def partner(frames: np.ndarray, times: np.ndarray, k: int, rule: str) -> int:

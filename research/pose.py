@@ -27,7 +27,7 @@ DIM = 3 + 99 + 33
 
 def clip_pose(frames: np.ndarray, times: np.ndarray) -> np.ndarray:
     """[16, DIM] pose features of one clip's sampled frames (zeros where nobody is found)."""
-    import mediapipe as mp   # in its own environment, see above
+    import mediapipe as mp  # in its own environment, see above
     out = np.zeros((len(frames), DIM), np.float32)
     points = np.full((len(frames), 33, 2), np.nan, np.float32)
     torso = np.full(len(frames), np.nan, np.float32)

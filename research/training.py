@@ -8,7 +8,8 @@ gives a research module those; inputs are ``{(clip, view): tensor}`` as in ``xva
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 import torch

@@ -7,7 +7,7 @@ import os
 import pytest
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "xvad")
-TERMINAL = {"xvad.cli", "xvad.stream.cli", "xvad.service.cli", "xvad.demo"}   # the modules that own the terminal
+TERMINAL = {"xvad.cli", "xvad.stream.cli", "xvad.demo", "xvad.service.serve", "xvad.service.cli"}   # own the terminal
 
 
 def modules() -> dict[str, str]:

@@ -24,8 +24,9 @@ def test_folder_layout_with_groups(tmp_path):
     data = load_dataset(str(tmp_path))
     assert data.classes == ["noFight", "fight"]  # the normal-like class first: index 1 is the alert
     assert len(data) == 12
-    assert {s.group for s in data.samples} == {"g0", "g1", "g2"}
-    assert all(s.label == 1 for s in data.samples if "/fight/" in s.path)
+    got = {os.path.relpath(s.path, tmp_path): (s.label, s.group) for s in data.samples}
+    assert got == {**{os.path.join("fight", f"fi{i:03d}.mp4"): (1, f"g{i // 2}") for i in range(6)},
+                   **{os.path.join("noFight", f"nofi{i:03d}.mp4"): (0, f"g{i // 2}") for i in range(6)}}
 
 
 def test_csv_layout_relative_paths(tmp_path):

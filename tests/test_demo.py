@@ -3,6 +3,7 @@ import json
 import os
 from html import unescape
 
+import av
 import numpy as np
 
 import xvad
@@ -27,6 +28,9 @@ def test_demo_writes_report_videos_and_events(tmp_path):
     lines = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     assert lines[0]["type"] == "start" and lines[-1]["type"] == "stop"
     assert r["rows"][0]["windows"] == (40 - 16) // 2 + 1
+    assert r["rows"][0]["alerts"] == sum(e["type"] == "alert_start" for e in lines)
+    with av.open(str(out / "annotated_clip.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 40               # every frame of the clip, annotated
     assert os.path.getsize(out / "report.html") > 10_000
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Each stream's own probability of fight in the peak window: motion images" in unescape(html)   # two streams

@@ -12,30 +12,15 @@ from xvad.explain.localisation import box_area_share, energy_in_box, localisatio
 from xvad.explain.sanity import randomisation_stages, rank, spearman
 from xvad.models import CRNN
 
-captum_attr = pytest.importorskip("captum.attr")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum")  # its "setting requires_grad" notes
 
 torch.set_num_threads(2)
 B, T, S = 2, 3, 32
 
 
-class CRNN64(CRNN):
-    """The CRNN with its float32 casts of frame features dropped, so that ``.double()`` runs in float64.
-
-    (``CRNN.frame_features`` and ``CRNN.classify`` cast features to float32 for the bf16 path.)
-    """
-
-    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.feature_maps(frames))
-
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        _, h = self.gru(feats)
-        return self.head(h[-1])
-
-
 def make_model(frames: int = T, size: int = S, double: bool = True, seed: int = 0, **kw) -> CRNN:
     torch.manual_seed(seed)
-    model = (CRNN64 if double else CRNN)("tiny", size=size, frames=frames, hidden=16, precision="fp32", **kw)
+    model = CRNN("tiny", size=size, frames=frames, hidden=16, precision="fp32", **kw)
     with torch.no_grad():  # give the head some weight so the logits differ clearly between clips
         for p in model.head.parameters():
             p.mul_(4)
@@ -44,6 +29,7 @@ def make_model(frames: int = T, size: int = S, double: bool = True, seed: int = 
 
 @pytest.fixture(scope="module")
 def model64() -> CRNN:
+    """The production CRNN converted with ``.double()``: the Captum comparisons run through it."""
     return make_model()
 
 
@@ -51,6 +37,12 @@ def model64() -> CRNN:
 def clips64() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(B, T, 3, S, S, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def captum_attr():
+    """``captum.attr``, for the tests that compare with Captum; only they skip without it."""
+    return pytest.importorskip("captum.attr", reason="captum is not installed")
 
 
 def captum_view(model: CRNN):
@@ -80,8 +72,24 @@ def layer_parts(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: int
 
 
 # -- agreement with Captum (float64) -----------------------------------------------------------
+def test_double_model_computes_in_float64(model64, clips64):
+    """The comparisons below hold to float64 tolerances only if no step of CRNN.forward casts down."""
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, (i[0].dtype, o)))
+             for name, m in (("backbone", model64.backbone), ("gru", model64.gru), ("head", model64.head))]
+    try:
+        with torch.no_grad():
+            logits = model64.eval()(clips64)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert logits.dtype == torch.float64
+    assert seen["backbone"][0] == seen["gru"][0] == seen["head"][0] == torch.float64
+    assert seen["backbone"][1].dtype == torch.float64
+
+
 @pytest.mark.parametrize("target", [0, 1])
-def test_gradcam_matches_captum_layergradcam(model64, clips64, target):
+def test_gradcam_matches_captum_layergradcam(model64, clips64, target, captum_attr):
     layer = model64.backbone.body[7]  # the tiny backbone's CAM layer: last ReLU, "backbone.body.7"
     ours = explain(model64, clips64, "gradcam", target=target, normalize="none")
     ref = captum_attr.LayerGradCam(captum_view(model64), layer).attribute(
@@ -93,7 +101,7 @@ def test_gradcam_matches_captum_layergradcam(model64, clips64, target):
     np.testing.assert_allclose(ours.raw, ref, rtol=1e-5, atol=1e-6 * ref.max())
 
 
-def test_two_stream_maps_add_the_streams_up_and_match_captum():
+def test_two_stream_maps_add_the_streams_up_and_match_captum(captum_attr):
     """motion+flow: a frame's two images share the pixel grid, so its Grad-CAM is relu of the sum of
     the two images' CAMs (Captum, per image, without its relu), and saliency is the largest gradient
     over all six input channels."""
@@ -116,7 +124,7 @@ def test_two_stream_maps_add_the_streams_up_and_match_captum():
         explain(model, x[:, :, :3], "gradcam")
 
 
-def test_gradcam_named_layer_matches_captum(model64, clips64):
+def test_gradcam_named_layer_matches_captum(model64, clips64, captum_attr):
     layer = model64.backbone.body[3]  # conv2 (before its ReLU), 16 x 16
     ours = explain(model64, clips64, "gradcam", target=1, layer="backbone.body.3", normalize="none")
     ref = captum_attr.LayerGradCam(captum_view(model64), layer).attribute(
@@ -125,7 +133,7 @@ def test_gradcam_named_layer_matches_captum(model64, clips64):
     np.testing.assert_allclose(ours.raw, ref, rtol=1e-5, atol=1e-6 * ref.max())
 
 
-def test_saliency_matches_captum(model64, clips64):
+def test_saliency_matches_captum(model64, clips64, captum_attr):
     ours = explain(model64, clips64, "saliency", target=1, normalize="none")
     ref = captum_attr.Saliency(captum_view(model64)).attribute(clips64, target=1, abs=True)
     np.testing.assert_allclose(ours.raw, ref.amax(2).numpy(), rtol=1e-5, atol=1e-8)
@@ -133,7 +141,7 @@ def test_saliency_matches_captum(model64, clips64):
 
 
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle"])
-def test_integrated_gradients_matches_captum(model64, clips64, method):
+def test_integrated_gradients_matches_captum(model64, clips64, method, captum_attr):
     mean, std = torch.tensor(model64.config["mean"]), torch.tensor(model64.config["std"])
     black = ((0 - mean) / std).double().view(1, 1, 3, 1, 1).expand_as(clips64)
     ours = explain(model64, clips64, "integrated_gradients", target=1, steps=8, rule=method, baseline="black",
@@ -146,7 +154,7 @@ def test_integrated_gradients_matches_captum(model64, clips64, method):
     np.testing.assert_allclose(ours.options["completeness_error"], delta.abs().numpy(), rtol=1e-4, atol=1e-9)
 
 
-def test_integrated_gradients_trapezoid_weights_vs_captum(model64, clips64):
+def test_integrated_gradients_trapezoid_weights_vs_captum(model64, clips64, captum_attr):
     # Captum's "riemann_trapezoid" samples linspace(0, 1, n) but weighs by 1/n, so its weights sum
     # to (n-1)/n; ours use the trapezoid rule's 1/(n-1). The attributions differ by that factor only.
     n = 6
@@ -171,7 +179,7 @@ def test_integrated_gradients_completeness(model64, clips64):
     assert err < 2e-2 * abs(float(f[0] - f[1]))  # piecewise-linear model: quadrature is not exact
 
 
-def test_guided_backprop_matches_captum(model64, clips64):
+def test_guided_backprop_matches_captum(model64, clips64, captum_attr):
     ours = explain(model64, clips64, "guided_backprop", target=1, normalize="none")
     ref = captum_attr.GuidedBackprop(captum_view(model64)).attribute(clips64, target=1)
     np.testing.assert_allclose(ours.raw, ref.abs().amax(2).numpy(), rtol=1e-5, atol=1e-10)
@@ -262,7 +270,7 @@ def test_cam_variants_match_hand_computation(model64, clips64):
     assert not np.allclose(frame, clip)
 
 
-def test_frame_importance_is_first_order_contribution(model64, clips64):
+def test_frame_importance_is_first_order_contribution(model64, clips64, captum_attr):
     # Summed over frames, gradient x activation at a ReLU layer of a homogeneous path is the same
     # quantity Captum's LayerGradientXActivation gives per element.
     layer = model64.backbone.body[7]
@@ -271,7 +279,7 @@ def test_frame_importance_is_first_order_contribution(model64, clips64):
     np.testing.assert_allclose(ours.frame_importance, ref.reshape(B, T, -1).sum(-1).numpy(), rtol=1e-5, atol=1e-10)
 
 
-def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(model64, clips64):
+def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(model64, clips64, captum_attr):
     gg = explain(model64, clips64, "guided_gradcam", target=1, normalize="none")
     gb = captum_attr.GuidedBackprop(captum_view(model64)).attribute(clips64, target=1).abs().amax(2)
     cam = captum_attr.LayerGradCam(model64, model64.backbone.body[7]).attribute(
@@ -405,10 +413,10 @@ def test_state_restored_after_error():
 def vgg64() -> CRNN:
     """VGG16 (in-place ReLUs) at 32 x 32 in float64; built once, as its classifier is large."""
     torch.manual_seed(0)
-    return CRNN64("vgg16", size=32, frames=2, hidden=8, precision="fp32").double()
+    return CRNN("vgg16", size=32, frames=2, hidden=8, precision="fp32").double()
 
 
-def test_vgg_inplace_relu_layer_and_conv_before_it(vgg64):
+def test_vgg_inplace_relu_layer_and_conv_before_it(vgg64, captum_attr):
     model = vgg64
     x = torch.randn(1, 2, 3, 32, 32, dtype=torch.float64)
     conv = model.backbone.body[28]  # conv5_3, followed by an in-place ReLU

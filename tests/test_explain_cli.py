@@ -4,10 +4,12 @@ import json
 import numpy as np
 import torch
 
-from xvad.checkpoint import save_model
+from xvad.checkpoint import load_model, save_model
 from xvad.cli import main
+from xvad.explain import explain
 from xvad.models import CRNN
 from xvad.synthetic import make_clip, write_video
+from xvad.video import preprocess, read_frames
 
 
 def setup(tmp_path):
@@ -29,12 +31,22 @@ def test_explain_writes_every_output(tmp_path, capsys):
     assert record["source"] == video
     maps = np.load(out / "maps.npz")
     assert maps["gradcam_maps"].shape == (6, 48, 48) and maps["saliency_frame_importance"].shape == (6,)
+    # the same numbers as explaining, in Python, the 6 frames spread over the 3 s clip from 0.5 s on
+    model = load_model(ckpt)
+    frames, _ = read_frames(video, frames=6, start=0.5, duration=2.5)
+    clip = preprocess(frames, 48, model.config["mean"], model.config["std"])
+    for method in ("gradcam", "saliency"):
+        want = explain(model, clip, method, normalize="clip")
+        np.testing.assert_allclose(maps[f"{method}_maps"], want.maps, rtol=1e-5, atol=1e-6, err_msg=method)
+        np.testing.assert_allclose(maps[f"{method}_frame_importance"], want.frame_importance, rtol=1e-5,
+                                   atol=1e-9, err_msg=method)
     assert "wrote" in capsys.readouterr().out
 
 
 def test_explain_and_report_errors_are_one_line(tmp_path, capsys):
     ckpt, video = setup(tmp_path)
-    assert main(["explain", video, "--checkpoint", ckpt, "--method", "gradcam,bogus", "--out", str(tmp_path / "o")]) == 2
+    out = str(tmp_path / "o")
+    assert main(["explain", video, "--checkpoint", ckpt, "--method", "gradcam,bogus", "--out", out]) == 2
     assert main(["explain", video, "--checkpoint", ckpt, "--target", "7", "--out", str(tmp_path / "o")]) == 2
     assert main(["explain", video, "--checkpoint", ckpt, "--layer", "backbone.nope", "--out", str(tmp_path / "o")]) == 2
     (tmp_path / "bad.mp4").write_bytes(b"garbage" * 100)

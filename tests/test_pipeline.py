@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import pytest
 import torch
+from conftest import SURV_FIGHT
 
 import xvad
 from xvad.models import CRNN
@@ -16,8 +16,6 @@ from xvad.stream.frames import End, Frame, FrameQueue
 from xvad.stream.source import Reader
 from xvad.synthetic import make_clip, write_video
 from xvad.video import frame_tensor, load_clip, parse_source, read_frame_pairs
-
-from conftest import SURV_FIGHT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -97,3 +95,28 @@ def test_shipped_model_scores_a_real_stream_like_the_clip_reader():
         with torch.no_grad():
             want = float(model.predict_proba(x[None])[0, 1])
         assert abs(r.score - want) < 1e-4, (r.frame_index, r.score, want)
+
+
+def test_still_frames_skip_the_backbone_without_changing_scores(tmp_path):
+    """Frames in which nothing moves give a motion+flow model an empty image whatever the scene, so
+    skipping the backbone on them (the feature of an empty image) changes no window score."""
+    rng = np.random.default_rng(0)
+    still = np.repeat(rng.integers(0, 255, (1, 40, 40, 3), dtype=np.uint8), 24, axis=0)   # one frame, held
+    moving = make_clip(5, frames=24, size=40).frames
+    path = str(tmp_path / "still_then_moving.mp4")
+    write_video(path, np.concatenate([still, moving, still]), fps=8)
+    torch.manual_seed(0)
+    model = CRNN("tiny", input="motion+flow", temporal="pool", pooling="max", size=32, frames=8, fps=8.0).eval()
+    with torch.no_grad():
+        for p in (p for m in model.temporal_modules() for p in m.parameters()):
+            p.mul_(8.0)
+    model.set_precision("fp32")
+    plain = list(Detector(model, stride=1).run(path))
+    det = Detector(model, stride=1, skip_still=True)
+    skipped = list(det.run(path))
+    assert [r.frame_index for r in skipped] == [r.frame_index for r in plain]
+    np.testing.assert_allclose([r.score for r in skipped], [r.score for r in plain], atol=1e-5)
+    scores = np.array([r.score for r in plain])
+    assert scores.std() > 0.005
+    # the held frames (each paired with its identical successor) never reached the backbone
+    assert det.summary()["still_skipped"] >= 40 and Detector(model).process(path)["still_skipped"] == 0

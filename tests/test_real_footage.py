@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import SURV_FIGHT
+
 from xvad.data import group_kfold, load_dataset
 from xvad.models import build_backbone
 from xvad.video import preprocess, read_frames

@@ -1,10 +1,10 @@
 """The decision report: a self-contained HTML page whose every image loads, also in a real browser."""
 import base64
-from html import unescape
 import io
 import re
 import shutil
 import subprocess
+from html import unescape
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -101,6 +101,7 @@ def test_report_on_a_two_stream_model_says_what_it_sees(tmp_path):
 def test_stream_votes_say_when_one_stream_carries_the_alert():
     split = stream_votes([("motion", 0.99), ("flow", 0.21)], "fight")
     assert split == ("Each stream's own probability of fight in the peak window: motion images 0.99, "
-                     "optical-flow images 0.21. The peak window score is their mean. They disagree: only the motion images lean towards fight, "
+                     "optical-flow images 0.21. The peak window score is their mean. They disagree: "
+                     "only the motion images lean towards fight, "
                      "so weigh this alert with care.")
     assert stream_votes([("motion", 0.8), ("flow", 0.7)], "fight").endswith("They agree.")

@@ -119,7 +119,7 @@ def test_head_cv_end_to_end_on_separable_features(tmp_path, capsys, monkeypatch,
     classes: every held-out clip is right."""
     data, cache = tmp_path / "data", tmp_path / "cache"
     rows = ["clip,label,group"]
-    for c, cls in enumerate(["noFight", "fight"]):
+    for cls in ["noFight", "fight"]:
         (data / cls).mkdir(parents=True)
         for k in range(40):
             name = f"{cls}{k:02d}"

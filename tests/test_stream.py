@@ -19,15 +19,13 @@ import pytest
 import torch
 
 from xvad.models import CRNN
-from xvad.stream import AlertPolicy, Detector, StreamError, WindowResult, alert_spans, parse_alert, window_scores
-from xvad.stream.cli import add_detect, main as detect_main, run_detect
+from xvad.stream import AlertPolicy, Detector, StreamError, alert_spans, parse_alert, window_scores
+from xvad.stream.cli import add_detect, run_detect
+from xvad.stream.cli import main as detect_main
 from xvad.stream.frames import Frame, FrameQueue
 from xvad.stream.source import Sampler
-from xvad.video import parse_source
 from xvad.synthetic import make_clip, write_video
-from xvad.video import VideoError, model_images, preprocess, read_frame_pairs, read_frames
-
-
+from xvad.video import VideoError, model_images, parse_source, preprocess, read_frame_pairs, read_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,6 +60,11 @@ def videos(tmp_path_factory):
 
 def naive_scores(model, path, fps, window, stride):
     """The reference: every window's frames through the whole model, window by window."""
+    return [(end, t, float(p[1])) for end, t, p in naive_probs(model, path, fps, window, stride)]
+
+
+def naive_probs(model, path, fps, window, stride):
+    """(last frame, its time, class probabilities) of every window, by the naive re-run."""
     frames, partners, times = read_frame_pairs(path, fps=fps)
     cfg = model.config
     if cfg["input"] == "motion":   # by hand: 4 |frame - the decoded frame after it|, clipped
@@ -73,7 +76,7 @@ def naive_scores(model, path, fps, window, stride):
     with torch.no_grad():
         for end in range(window - 1, len(x), stride):
             p = model(x[None, end - window + 1: end + 1]).softmax(-1)[0]
-            out.append((end, float(times[end]), float(p[1])))
+            out.append((end, float(times[end]), p.numpy()))
     return out
 
 
@@ -141,10 +144,18 @@ def test_multiclass_reports_the_top_non_normal_class():
 
 
 def test_multiclass_detector_names_classes(videos):
-    model = tiny_model(classes=3)
-    results = list(Detector(model, fps=8, stride=4).run(videos["8fps"]))
-    assert {r.class_name for r in results} <= {"class_1", "class_2"}
-    assert all(r.class_index in (1, 2) for r in results)
+    seen = set()
+    for seed in (0, 5):                                             # models favouring class 1, class 2
+        model = tiny_model(seed=seed, classes=3)
+        results = list(Detector(model, fps=8, stride=4).run(videos["8fps"]))
+        ref = naive_probs(model, videos["8fps"], 8, 8, 4)
+        assert [r.frame_index for r in results] == [e for e, _, _ in ref]
+        top = [1 + int(np.argmax(p[1:])) for _, _, p in ref]       # the likeliest class other than normal
+        assert [r.class_index for r in results] == top
+        assert [r.class_name for r in results] == [f"class_{c}" for c in top]
+        np.testing.assert_allclose([r.score for r in results], [p[c] for (_, _, p), c in zip(ref, top)], atol=1e-5)
+        seen.update(top)
+    assert seen == {1, 2}
 
 
 # -- alert policy ------------------------------------------------------------------------------------
@@ -303,7 +314,6 @@ def test_sampler_picks_nearest_frame():
 # -- explanations and the annotated video -------------------------------------------------------------
 
 def test_explain_alerts_in_background(videos, tmp_path):
-    pytest.importorskip("xvad.explain")
     model = brightness_model(videos["blink"])
     events, folder, out = tmp_path / "ev.jsonl", tmp_path / "alerts", tmp_path / "annotated.mp4"
     det = Detector(model, fps=8, window=4, stride=1, alert="2/3", events=events, explain_dir=folder, out=out)
@@ -330,8 +340,8 @@ def test_explain_alerts_in_background(videos, tmp_path):
 
 
 def test_explanation_queue_full_skips_without_waiting(videos, tmp_path):
-    from xvad.stream.explainer import ExplainWorker, Job
     from xvad.stream.events import EventLog
+    from xvad.stream.explainer import ExplainWorker, Job
 
     gate = threading.Event()
     log = EventLog(tmp_path / "ev.jsonl")
@@ -364,7 +374,9 @@ def test_annotated_video_plays_and_marks_alerts(videos, tmp_path):
     h, w = frames[0].shape[:2]
     assert h % 2 == 0 and w >= 240
     # the header is red during an alert (frames 20-31) and dark before (frames 0-15)
-    red = lambda img: img[:6, w // 2: w // 2 + 20].reshape(-1, 3).mean(0)
+    def red(img):
+        return img[:6, w // 2: w // 2 + 20].reshape(-1, 3).mean(0)
+
     assert red(frames[26])[0] > 150 and red(frames[26])[1] < 90
     assert red(frames[8])[0] < 60
 
@@ -486,6 +498,47 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "9/3" in capsys.readouterr().err
 
 
-def test_window_result_fields():
-    r = WindowResult(7, 0.875, 0.9, "alert", True, 0.01)
-    assert (r.frame_index, r.time, r.score, r.class_name, r.alert_on, r.latency) == (7, 0.875, 0.9, "alert", True, 0.01)
+def test_window_results_match_the_events_file_and_a_hand_count(videos, tmp_path):
+    """Each WindowResult against a hand computation (window bounds from window and stride, times at the
+    file's 8 fps, scores from the naive re-run, the alert state by counting passes k of n) and against
+    the events file the same run wrote."""
+    model = brightness_model(videos["blink"])
+    window, stride, k, n = 4, 2, 2, 3
+    events = tmp_path / "events.jsonl"
+    det = Detector(model, fps=8, window=window, stride=stride, alert=f"{k}/{n}", events=events, log_windows=True)
+    results = list(det.run(videos["blink"]))
+    ends = list(range(window - 1, 80, stride))
+    assert [r.frame_index for r in results] == ends
+    assert [r.start_frame for r in results] == [e - window + 1 for e in ends]
+    np.testing.assert_allclose([r.time for r in results], np.array(ends) / 8, atol=1e-9)
+    np.testing.assert_allclose([r.start_time for r in results], (np.array(ends) - window + 1) / 8, atol=1e-9)
+    assert all(r.latency >= 0 for r in results)
+    ref = naive_scores(model, videos["blink"], 8, window, stride)
+    np.testing.assert_allclose([r.score for r in results], [s for _, _, s in ref], atol=1e-5)
+    passes = [r.score >= 0.5 for r in results]
+    on = [sum(passes[max(0, i - n + 1): i + 1]) >= k for i in range(len(results))]
+    assert [r.alert_on for r in results] == on
+    was = [False] + on[:-1]
+    assert [r.event for r in results] == [
+        "start" if now and not before else "end" if before and not now else None for now, before in zip(on, was)]
+    ids, alert = [], 0
+    for now, before in zip(on, was):
+        alert += now and not before
+        ids.append(alert if now or before else None)
+    assert [r.alert_id for r in results] == ids and alert == 2      # one alert per bright stretch
+
+    ev = read_events(events)
+    lines = [e for e in ev if e["type"] == "window"]
+    assert len(lines) == len(results)
+    for r, e in zip(results, lines):
+        assert (e["frame"], e["start_frame"], e["class"], e["alert"]) == (r.frame_index, r.start_frame,
+                                                                          r.class_name, r.alert_on)
+        assert e["time"] == pytest.approx(r.time) and e["start_time"] == pytest.approx(r.start_time)
+        assert e["score"] == pytest.approx(r.score, abs=1e-6) and e["latency"] == pytest.approx(r.latency, abs=1e-4)
+    started = [r for r in results if r.event == "start"]
+    ended = [r for r in results if r.event == "end"]
+    assert len(ended) == len(started) == 2                               # both end before the file does
+    assert [(e["alert"], e["frame"], e["window_frames"]) for e in ev if e["type"] == "alert_start"] == [
+        (r.alert_id, r.frame_index, [r.start_frame, r.frame_index]) for r in started]
+    assert [(e["alert"], e["frame"], e["started"]) for e in ev if e["type"] == "alert_end"] == [
+        (r.alert_id, r.frame_index, s.time) for r, s in zip(ended, started)]

@@ -388,7 +388,7 @@ def test_sigterm_stops_cleanly_and_sigkill_loses_nothing_decided(long_run):
     kill, kill_events, kill_out = start_cli(root, video, ckpt, "kill")
     try:
         for proc, events in ((term, term_events), (kill, kill_events)):
-            assert wait_for(lambda: has_event(events, "alert_start"), 60), \
+            assert wait_for(lambda events=events: has_event(events, "alert_start"), 60), \
                 proc.stderr.read().decode() if proc.poll() is not None else "no alert within 60 s"
         time.sleep(3.0)                                # a couple of video fragments
         term.send_signal(signal.SIGTERM)

@@ -31,7 +31,9 @@ def test_learns_a_separable_synthetic_task(synthetic_data, tmp_path):
         assert (out / name).is_file()
     saved = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(saved["summary"])
-    assert saved["pooled_validation"]["confusion_matrix"] and saved["n_skipped"] == 0
+    cm = np.array(saved["pooled_validation"]["confusion_matrix"])
+    assert cm.shape == (2, 2) and saved["n_skipped"] == 0
+    assert saved["summary"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())   # right ones / all
     model = load_model(str(out / "model.pt"))
     assert model.classes == ["normal", "alert"] and model.config["frames"] == 8
 
@@ -85,7 +87,11 @@ def test_kfold_with_cached_features_and_resume(synthetic_data, tmp_path, monkeyp
     out = tmp_path / "run"
     monkeypatch.setattr(RunState, "clear", lambda self: None)  # keep state.json to fake an interruption
     m = train(synthetic_data, str(out), cfg, progress=False)
-    assert len(m["folds"]) == 3 and m["cross_validation"]["accuracy"]["std"] >= 0
+    accuracies = [f["accuracy"] for f in m["folds"]]
+    assert len(accuracies) == 3
+    cv = m["cross_validation"]["accuracy"]
+    assert cv["mean"] == pytest.approx(sum(accuracies) / 3)
+    assert cv["std"] == pytest.approx((sum((a - cv["mean"]) ** 2 for a in accuracies) / 3) ** 0.5)
     n_cached = sum(len(f) for _, _, f in os.walk(tmp_path / "cache"))
     assert n_cached == 32 * 2  # each clip and its mirrored view, extracted once
     # pretend the run was killed after fold 1, with a recognisable fold-1 record
@@ -108,6 +114,10 @@ def test_evaluate_and_cli(synthetic_data, tmp_path, capsys):
     assert main(["predict", video, "--checkpoint", str(out / "model.pt")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line["scores"]) == {"normal", "alert"} and np.isclose(sum(line["scores"].values()), 1, atol=1e-4)
+    from xvad.features import clip_tensor
+
+    direct = model.predict_proba(clip_tensor(video, model.config)).tolist()   # the model on the whole clip
+    assert [line["scores"][c] for c in model.classes] == pytest.approx(direct, abs=1e-4)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -115,7 +125,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("xvad: error:") and "nope.pt" in err and "\n" not in err
     (tmp_path / "bad.pt").write_text("junk")
-    assert main(["evaluate", str(tmp_path), "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "o")]) == 2
+    bad = str(tmp_path / "bad.pt")
+    assert main(["evaluate", str(tmp_path), "--checkpoint", bad, "--out", str(tmp_path / "o")]) == 2
     assert main(["train", str(tmp_path / "nodata"), "--out", str(tmp_path / "r"), "--backbone", "tiny",
                  "--weights", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

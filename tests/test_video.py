@@ -14,10 +14,26 @@ import numpy as np
 import pytest
 import torch
 
-from xvad.video import (CROPS, Partners, VideoError, VideoInfo, VideoWarning, flip_images, flow_images,
-                        input_streams, iter_frames, model_images,
-                        motion_images, preprocess, probe, read_clip, read_frame_pairs, read_frames, read_input,
-                        with_partners)
+from xvad.video import (
+    CROPS,
+    Partners,
+    VideoError,
+    VideoInfo,
+    VideoWarning,
+    flip_images,
+    flow_images,
+    input_streams,
+    iter_frames,
+    model_images,
+    motion_images,
+    preprocess,
+    probe,
+    read_clip,
+    read_frame_pairs,
+    read_frames,
+    read_input,
+    with_partners,
+)
 
 pytestmark = pytest.mark.filterwarnings("error::xvad.video.VideoWarning")   # healthy files must not warn
 
@@ -262,7 +278,9 @@ def test_read_clip_uses_model_config(videos):
     frames, _ = read_frames(videos["mp4"], frames=6)
     torch.testing.assert_close(clip, preprocess(frames, 24, IMAGENET_MEAN, IMAGENET_STD))
     Model.config.update(fps=5.0, crop="pad")
-    assert read_clip(videos["mp4"], Model(), start=1.0).shape == (6, 3, 24, 24)
+    every, _ = read_frames(videos["mp4"])   # at 5 fps from 1 s: ticks 1.0, 1.2, ... 2.0 are frames 10, 12, ... 20
+    torch.testing.assert_close(read_clip(videos["mp4"], Model(), start=1.0),
+                               preprocess(every[10:21:2], 24, IMAGENET_MEAN, IMAGENET_STD, crop="pad"))
 
 
 # -- frame pairs and motion input ---------------------------------------------------------------------

@@ -93,7 +93,7 @@ def run_predict(a) -> int:
 
 def add_explain(sub) -> None:
     from .explain import NORMALIZE
-    from .render.contours import MODES as CONTOUR_MODES
+    from .render.threshold import MODES as CONTOUR_MODES
 
     p = sub.add_parser("explain", help="explain a model's decision on a video, frame by frame",
                        description="Writes per-method overlay videos, a contact sheet, maps.npz and "
@@ -125,13 +125,13 @@ def run_explain(a) -> int:
     options = {m: {"layer": a.layer} for m in methods if a.layer and m in ("gradcam", "gradcam++", "layercam",
                                                                             "guided_gradcam")}
     r = explain_video(model, a.video, methods, a.out, start=a.start, frames=a.frames, target=target,
-                      normalize=a.normalize, contours=a.contours, q=a.q, **options)
+                      normalize=a.normalize, contours=a.contours, q=a.q, options=options)
     print(f"{os.path.basename(a.video)}: p({r['class_name']}) = {r['score']:.3f}; "
           f"frames {r['timestamps'][0]:.2f}-{r['timestamps'][-1]:.2f} s")
     for m, e in r["explanations"].items():
         top = np.argsort(-np.asarray(e.frame_importance))[:3]
         print(f"  {m:<22} most important frames: {', '.join(str(int(t)) for t in top)}")
-    for name, path in r["paths"].items():
+    for path in r["paths"].values():
         print(f"wrote {path}")
     return 0
 

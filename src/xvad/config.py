@@ -202,7 +202,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, presets:
                             help="start from these settings instead of the defaults; options given "
                                  "explicitly override them")
     for f in fields(cls):
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no default, so it cannot be an option")
         shown = f"default {_show(default)}"
         for name, values in (presets or {}).items():
             if f.name in values:

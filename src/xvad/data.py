@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
 from .errors import DatasetError
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts", ".flv", ".wmv"}
@@ -37,7 +38,7 @@ class Dataset:
     def labels(self) -> np.ndarray:
         return np.array([s.label for s in self.samples])
 
-    def subset(self, idx) -> "Dataset":
+    def subset(self, idx) -> Dataset:
         return Dataset([self.samples[i] for i in idx], self.classes, self.root)
 
 

@@ -1,6 +1,9 @@
 """Explaining a video file end to end: read the window the model sees, run the methods, write files."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -47,15 +50,18 @@ def shown_frames(rgb: np.ndarray, config: dict) -> np.ndarray:
 
 def explain_video(model: CRNN, path: str, methods: list[str], out_dir: str, start: float = 0.0,
                   frames: int | None = None, duration: float | None = None, target=None,
-                  normalize: str = "clip", contours: str = "top", q: float = 10.0, **options) -> dict:
-    """Explain ``model`` on a window of the video with each method; write overlays, sheet, maps, JSON."""
+                  normalize: str = "clip", contours: str = "top", q: float = 10.0,
+                  options: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+    """Explain ``model`` on a window of the video with each method; write overlays, sheet, maps, JSON.
+    ``options``: extra options per method name (``{"gradcam": {"layer": ...}}``)."""
     from .explain import explain, get_method
     from .render import write_explanation_outputs
 
     for m in methods:
         get_method(m)  # an unknown name fails before any work is done
     clip, shown, ts = read_window(model, path, start, frames, duration)
-    explanations = {m: explain(model, clip, method=m, target=target, normalize=normalize, **options.get(m, {}))
+    per_method = options or {}
+    explanations = {m: explain(model, clip, method=m, target=target, normalize=normalize, **per_method.get(m, {}))
                     for m in methods}
     span = float(ts[-1] - ts[0]) if len(ts) > 1 else 0.0
     fps = model.config.get("fps") or ((len(ts) - 1) / span if span > 0 else 8.0)  # the window's own rate

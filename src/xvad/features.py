@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class FeatureCache:
     def __init__(self, root: str, model: CRNN) -> None:
         self.root = root
         os.makedirs(root, exist_ok=True)
-        cfg = {k: model.config.get(k) for k in FEATURE_KEYS}
+        cfg: dict[str, Any] = {k: model.config.get(k) for k in FEATURE_KEYS}
         cfg["precision"] = model.precision
         streams = input_streams(cfg["input"])
         if "motion" in streams:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -55,9 +55,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[
                    roc_auc=roc_auc(y_true == 1, proba[:, 1]), threshold=0.5 if threshold is None else threshold)
     else:
         aucs = [roc_auc(y_true == c, proba[:, c]) for c in range(n)]
-        aucs = [a for a in aucs if a is not None]
+        defined = [a for a in aucs if a is not None]
         out.update(precision=float(precision.mean()), recall=float(recall.mean()), f1=float(f1.mean()),
-                   roc_auc=float(np.mean(aucs)) if aucs else None,
+                   roc_auc=float(np.mean(defined)) if defined else None,
                    per_class={c: {"precision": float(precision[i]), "recall": float(recall[i]),
                                   "f1": float(f1[i])} for i, c in enumerate(classes)})
     return out

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), in pixels
 
 

@@ -57,8 +57,9 @@ def reset_head(model: CRNN, seed: int) -> None:
     """Fresh random GRU and head weights (the backbone is kept)."""
     torch.manual_seed(seed)
     for m in [m for part in model.temporal_modules() for m in part.modules()]:
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: np.ndarray,
@@ -86,8 +87,8 @@ def fit(model: CRNN, inputs: dict, train_items: list, val_items: list, labels: n
         model.train()
         order = rng.permutation(len(train_items))
         total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            batch = [train_items[j] for j in order[start:start + cfg.batch_size]]
+        for first in range(0, len(order), cfg.batch_size):
+            batch = [train_items[j] for j in order[first:first + cfg.batch_size]]
             if len(batch) == 1 < len(order):
                 continue  # a lone leftover clip: batch statistics need two
             x = stack(inputs, batch).to(model.device)
@@ -177,7 +178,8 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         return [(int(i), v) for i in idx for v in range(n_views) if (int(i), v) in inputs]
 
     resume = RunState(out_dir, cfg)
-    splits = group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1 else [group_split(good, cfg.val_fraction, cfg.seed)]
+    splits = (group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1
+              else [group_split(good, cfg.val_fraction, cfg.seed)])
     fold_results = resume.folds
     for f, (tr, va) in enumerate(splits):
         if f < len(fold_results):
@@ -244,7 +246,7 @@ def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
 
 def plot_curves(path: str, folds: list[dict]) -> None:
     """Per fold, the epoch-choosing run: training and inner-validation loss, accuracy and ROC-AUC."""
-    from matplotlib.figure import Figure   # drawn on its own canvas: no backend, no global state
+    from matplotlib.figure import Figure  # drawn on its own canvas: no backend, no global state
 
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)

@@ -12,15 +12,16 @@ methods that hook a layer), runs the method, removes every hook and restores the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..errors import ExplainError
 
+from ..errors import ExplainError
 from ..render.image import gaussian_blur as blur_planes
 
 NORMALIZE = ("clip", "frame", "none")
@@ -59,7 +60,7 @@ class Explanation:
     normalize: str = "clip"
     batched: bool = False
 
-    def unbatch(self) -> list["Explanation"]:
+    def unbatch(self) -> list[Explanation]:
         """One :class:`Explanation` per clip (a single clip's explanation gives a list of one)."""
         if not self.batched:
             return [self]
@@ -194,6 +195,12 @@ def _choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
 
 
 # -- model state -------------------------------------------------------------------------------
+class _InPlace(Protocol):
+    """A module with an ``inplace`` switch (ReLU, ReLU6, Dropout, ...)."""
+
+    inplace: bool
+
+
 @contextlib.contextmanager
 def explaining(model: nn.Module, out_of_place: bool = False) -> Iterator[None]:
     """Eval mode, no parameter gradients, grad enabled, cuDNN off on CUDA; with ``out_of_place``
@@ -204,15 +211,16 @@ def explaining(model: nn.Module, out_of_place: bool = False) -> Iterator[None]:
     """
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    inplace = [(m, m.inplace) for m in model.modules()
-               if out_of_place and isinstance(getattr(m, "inplace", None), bool)]
+    switchable = [cast(_InPlace, m) for m in model.modules()
+                  if out_of_place and isinstance(getattr(m, "inplace", None), bool)]
+    inplace = [(act, act.inplace) for act in switchable]
     device = model_device(model)
     try:
         model.eval()
         for p, _ in flags:
             p.requires_grad_(False)
-        for m, _ in inplace:
-            m.inplace = False  # hooks and saved activations must not be overwritten in place
+        for act, _ in inplace:
+            act.inplace = False  # hooks and saved activations must not be overwritten in place
         # cuDNN's RNN refuses backward in eval mode.
         cudnn = torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else contextlib.nullcontext()
         with torch.enable_grad(), cudnn:
@@ -222,8 +230,8 @@ def explaining(model: nn.Module, out_of_place: bool = False) -> Iterator[None]:
             m.training = mode
         for p, flag in flags:
             p.requires_grad_(flag)
-        for m, flag in inplace:
-            m.inplace = flag
+        for act, flag in inplace:
+            act.inplace = flag
 
 
 # -- the base class ----------------------------------------------------------------------------
@@ -342,7 +350,7 @@ class Explainer:
 
     def _pack(self, result: _Result, x: torch.Tensor, batched: bool, normalize: str) -> Explanation:
         raw = wide(result.raw)
-        maps = normalise(upsample(self._shown(raw), tuple(x.shape[-2:])), normalize)
+        maps = normalise(upsample(self._shown(raw), (x.shape[-2], x.shape[-1])), normalize)
         probs = result.logits.detach().float().softmax(dim=1)
         target = result.target.detach().cpu()
         score = probs.gather(1, result.target.view(-1, 1)).squeeze(1).cpu().numpy()

@@ -19,8 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Explanation, ExplainError, _choice, auto_chunk, black_frame, check_clip, explaining, \
-    gaussian_blur, model_device, model_dtype
+from .base import (
+    ExplainError,
+    Explanation,
+    _choice,
+    auto_chunk,
+    black_frame,
+    check_clip,
+    explaining,
+    gaussian_blur,
+    model_device,
+    model_dtype,
+)
 from .occlusion import FILLS, neutral_frames
 
 BASELINES = ("blurred", "mean", "black")
@@ -119,9 +129,9 @@ def faithfulness(model: nn.Module, clip: Any, explanation: Explanation | None = 
     frame_orders = {"map": _order(explanation.frame_importance, rng), "random": rng.permutation(t)}
 
     def voxel_clips(order: np.ndarray, insert: bool) -> torch.Tensor:
-        position = np.empty(n, np.int64)
-        position[order] = np.arange(n)
-        position = torch.from_numpy(position).to(x.device).view(1, t, 1, h, w)
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        position = torch.from_numpy(rank).to(x.device).view(1, t, 1, h, w)
         steps = torch.from_numpy(counts).to(x.device).view(-1, 1, 1, 1, 1)
         chosen = position < steps  # [steps+1, T, 1, H, W]: the voxels removed (or inserted) so far
         if insert:

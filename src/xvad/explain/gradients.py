@@ -175,9 +175,9 @@ class IntegratedGradients(_Gradient):
         logits, base_logits = ends[:b], ends[b:]
         target = self._resolve_target(target, logits)
         steps = int(self.options["steps"])
-        alphas, weights = path_points(steps, self.options["rule"])
-        alphas = torch.as_tensor(alphas, dtype=x.dtype, device=x.device)
-        weights = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+        points, quadrature = path_points(steps, self.options["rule"])
+        alphas = torch.as_tensor(points, dtype=x.dtype, device=x.device)
+        weights = torch.as_tensor(quadrature, dtype=x.dtype, device=x.device)
         delta = x - base
         avg = torch.zeros_like(x)
         for idx in _chunks(b * steps, self._batch_size(x)):
@@ -189,8 +189,8 @@ class IntegratedGradients(_Gradient):
         attr = delta * avg
         diff = (self._select(logits, target) - self._select(base_logits, target)).detach()
         error = (attr.sum((1, 2, 3, 4)) - diff).abs()
-        extra = {"completeness_error": [float(e) for e in error],
-                 "logit_difference": [float(d) for d in diff]}
+        extra: dict[str, Any] = {"completeness_error": [float(e) for e in error],
+                                 "logit_difference": [float(d) for d in diff]}
         if not isinstance(self.options["baseline"], str):
             extra["baseline"] = "tensor"
         return _Result(attr.sum(2), attr.sum((2, 3, 4)), logits, target, extra)
@@ -207,7 +207,7 @@ class _GuidedReLU(torch.autograd.Function):
     """ReLU (or ReLU6) whose backward also zeroes negative incoming gradients while ``switch.guided``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, upper: float | None, switch: "GuidedReLUs") -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, upper: float | None, switch: GuidedReLUs) -> torch.Tensor:
         if upper is None:
             mask = x > 0
             out = x.clamp(min=0)
@@ -311,5 +311,5 @@ class GuidedGradCAM(GradCAM):
         guided.guided = True
         (grads,) = torch.autograd.grad(score, xs)
         cam = self._cam_result(acts, layer_grads, logits, target, x.shape[0])
-        raw = wide(grads).abs().amax(2) * upsample(cam.raw, tuple(x.shape[-2:]))
+        raw = wide(grads).abs().amax(2) * upsample(cam.raw, (x.shape[-2], x.shape[-1]))
         return _Result(raw, cam.frame_importance, logits, target)

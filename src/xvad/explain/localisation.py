@@ -11,7 +11,8 @@ whose maximum is noise; ``min_peak=0.1`` asks "where does it point, where it poi
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,8 @@ def _pairs(maps: Any, boxes: Sequence[Any], min_peak: float = 0.0) -> Iterator[t
         floor = min_peak * clip_maps.max() if min_peak > 0 else -np.inf
         for frame, box in zip(clip_maps, clip_boxes):
             if box is not None and frame.max() >= floor:
-                yield frame, tuple(int(v) for v in box)
+                x0, y0, x1, y1 = (int(v) for v in box)
+                yield frame, (x0, y0, x1, y1)
 
 
 def pointing_game(maps: Any, boxes: Sequence[Any], tolerance: int = 0, min_peak: float = 0.0) -> float:
@@ -45,13 +47,13 @@ def pointing_game(maps: Any, boxes: Sequence[Any], tolerance: int = 0, min_peak:
 
     A constant map points nowhere and counts as a miss. NaN when no frame has a box.
     """
-    hits = []
+    hits: list[bool] = []
     for frame, (x0, y0, x1, y1) in _pairs(maps, boxes, min_peak):
         if frame.max() <= frame.min():
             hits.append(False)
             continue
         y, x = np.unravel_index(int(np.argmax(frame)), frame.shape)
-        hits.append(x0 - tolerance <= x < x1 + tolerance and y0 - tolerance <= y < y1 + tolerance)
+        hits.append(bool(x0 - tolerance <= x < x1 + tolerance and y0 - tolerance <= y < y1 + tolerance))
     return float(np.mean(hits)) if hits else float("nan")
 
 

@@ -50,7 +50,7 @@ class Occlusion(Explainer):
             raise ExplainError(f"span={span} is longer than the clip ({t} frames)")
         starts = list(range(0, t - span + 1, stride))
         neutral = neutral_frames(self.model, x, self.options["fill"])
-        size = self.options["batch_size"] or auto_chunk(t, *x.shape[-2:], budget=64)
+        size = self.options["batch_size"] or auto_chunk(t, x.shape[-2], x.shape[-1], budget=64)
         with torch.no_grad():
             logits = self.model(x)
             target = self._resolve_target(target, logits)

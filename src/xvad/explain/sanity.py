@@ -11,7 +11,8 @@ are reading the input (edges, contrast), not the model.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,15 +65,15 @@ def backbone_stages(backbone: nn.Module, frame: torch.Tensor, granularity: str =
     sizes: dict[nn.Module, tuple[int, int]] = {}
 
     def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        sizes.setdefault(module, tuple(output.shape[-2:]))
+        sizes.setdefault(module, (output.shape[-2], output.shape[-1]))
 
     handles = [c.register_forward_hook(record) for c in convs]
     try:
         with torch.no_grad():
             backbone(frame)
     finally:
-        for h in handles:
-            h.remove()
+        for handle in handles:
+            handle.remove()
     owner: dict[nn.Module, nn.Module] = {}
     current = convs[0]
     for m in backbone.modules():
@@ -116,10 +117,11 @@ def reinitialise(modules: Sequence[nn.Module], seed: int) -> None:
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for m in modules:
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-                if hasattr(m, "reset_running_stats"):
-                    m.reset_running_stats()
+            reset, reset_stats = getattr(m, "reset_parameters", None), getattr(m, "reset_running_stats", None)
+            if callable(reset):
+                reset()
+                if callable(reset_stats):
+                    reset_stats()
             else:
                 for p in m.parameters(recurse=False):
                     p.normal_(0.0, float(p.std()) if p.numel() > 1 else 1.0)

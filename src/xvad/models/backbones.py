@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import WeightsError
 from .efficientnet import EfficientNetLite0, bundled_weights_path
 from .vgg import VGG, last_conv_relu
-from ..errors import WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,19 +109,19 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
     if weights in ("none", ""):
         weights = None
     if name in VGG_URLS:
-        net = VGG(name)
+        vgg = VGG(name)
         if weights is not None:
             sd = download_weights(VGG_URLS[name]) if weights == "imagenet" else _read_state_dict(weights)
-            _load_strict(net, sd, weights)
-        info = BackboneInfo(512, IMAGENET_MEAN, IMAGENET_STD, f"body.{last_conv_relu(net.features)}")
-        return Backbone(net.features, info)
+            _load_strict(vgg, sd, weights)
+        info = BackboneInfo(512, IMAGENET_MEAN, IMAGENET_STD, f"body.{last_conv_relu(vgg.features)}")
+        return Backbone(vgg.features, info)
     if name == "efficientnet_lite0":
-        net = EfficientNetLite0()
+        lite = EfficientNetLite0()
         if weights is not None:
             path = bundled_weights_path() if weights == "imagenet" else weights
-            _load_strict(net, _read_state_dict(path), path)
+            _load_strict(lite, _read_state_dict(path), path)
         # Trained in TensorFlow on inputs scaled to [-1, 1].
-        return Backbone(_LiteFeatures(net), BackboneInfo(1280, (0.5,) * 3, (0.5,) * 3, "body.net._head_act"))
+        return Backbone(_LiteFeatures(lite), BackboneInfo(1280, (0.5,) * 3, (0.5,) * 3, "body.net._head_act"))
     if name == "tiny":
         if weights is not None:
             raise WeightsError("backbone 'tiny' has no pretrained weights; use weights=None")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
-from typing import Any, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -60,6 +61,11 @@ class CRNN(nn.Module):
     norm that divides each feature by at least ``sqrt(norm_eps)`` (a floor for features nearly
     constant in training) and, with ``norm_clamp``, bounds the result (see :class:`Standardise`).
     """
+
+    # Set by xvad.checkpoint.load_model only (a model built in memory has none of them).
+    checkpoint_id: str
+    checkpoint_path: str
+    extra: dict[str, Any]
 
     def __init__(self, backbone: str | None = None, num_classes: int = 2, classes: Sequence[str] | None = None,
                  freeze_backbone: bool = True, **settings: Any) -> None:
@@ -105,7 +111,7 @@ class CRNN(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig, num_classes: int = 2, classes: Sequence[str] | None = None,
-                    freeze_backbone: bool = True) -> "CRNN":
+                    freeze_backbone: bool = True) -> CRNN:
         """The model ``config`` (a ModelConfig or TrainConfig) describes, for ``num_classes`` classes."""
         return cls(num_classes=num_classes, classes=classes, freeze_backbone=freeze_backbone, **config.kwargs())
 
@@ -143,12 +149,12 @@ class CRNN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def set_precision(self, precision: str) -> "CRNN":
+    def set_precision(self, precision: str) -> CRNN:
         resolve_precision(precision, "cpu")  # validates
         self.config["precision"] = precision
         return self
 
-    def freeze_backbone(self, frozen: bool = True) -> "CRNN":
+    def freeze_backbone(self, frozen: bool = True) -> CRNN:
         """Freeze (no gradients, BatchNorm statistics fixed) or unfreeze the backbone."""
         self.config["freeze_backbone"] = frozen
         for p in self.backbone.parameters():
@@ -156,7 +162,7 @@ class CRNN(nn.Module):
         self.backbone.train(self.training and not frozen)
         return self
 
-    def train(self, mode: bool = True) -> "CRNN":
+    def train(self, mode: bool = True) -> CRNN:
         super().train(mode)
         if self.config["freeze_backbone"]:
             self.backbone.eval()  # a frozen backbone keeps its BatchNorm statistics
@@ -220,8 +226,9 @@ class CRNN(nn.Module):
     def _stream_log_proba(self, feats: torch.Tensor) -> torch.Tensor:
         """``[B, T, D]`` features of a multi-stream pooled model -> ``[B, streams, classes]``: each
         stream's head on the mean and max over time of that stream's features, as log-probabilities."""
+        heads = cast(nn.ModuleList, self.head)   # several streams: one head each
         return torch.stack([head(torch.cat([f.mean(1), f.amax(1)], dim=1)).log_softmax(-1)
-                            for head, f in zip(self.head, feats.chunk(self.streams, dim=2))], dim=1)
+                            for head, f in zip(heads, feats.chunk(self.streams, dim=2))], dim=1)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or x.shape[2] != 3 * self.streams:

@@ -15,7 +15,11 @@ from torch import nn
 # (expand ratio, kernel, stride, repeats, out channels) per stage, as in EfficientNet-B0.
 STAGES = [(1, 3, 1, 1, 16), (6, 3, 2, 2, 24), (6, 5, 2, 2, 40), (6, 3, 2, 3, 80),
           (6, 5, 1, 3, 112), (6, 5, 2, 4, 192), (6, 3, 1, 1, 320)]
-BN = dict(eps=1e-3, momentum=0.01)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with the checkpoint's TensorFlow settings (eps 1e-3, momentum 0.01)."""
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
 class SameConv2d(nn.Conv2d):
@@ -40,11 +44,11 @@ class MBConv(nn.Module):
         mid = cin * expand
         if expand != 1:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, **BN)
+            self._bn0 = batch_norm(mid)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, **BN)
+        self._bn1 = batch_norm(mid)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(cout, **BN)
+        self._bn2 = batch_norm(cout)
         self.expand = expand != 1
         self.skip = stride == 1 and cin == cout
 
@@ -65,7 +69,7 @@ class EfficientNetLite0(nn.Module):
         gives the family's larger members (Lite1, Lite2 keep the stem and the 1280-channel head)."""
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, **BN)
+        self._bn0 = batch_norm(32)
         blocks, cin = [], 32
         for expand, kernel, stride, repeats, cout in stages:
             for i in range(repeats):
@@ -73,9 +77,9 @@ class EfficientNetLite0(nn.Module):
                 cin = cout
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(cin, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, **BN)
+        self._bn1 = batch_norm(1280)
         self._head_act = nn.ReLU6()  # a module, so explanation hooks can name the last activation
-        self._fc = nn.Linear(1280, num_classes)
+        self._fc: nn.Module = nn.Linear(1280, num_classes)  # replaceable (features only: nn.Identity)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))

@@ -13,14 +13,15 @@ and y down, with pixel centres at integers; boxes are ``(x0, y0, x1, y1)`` with 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from .image import gaussian_blur
-from .threshold import MODES, threshold
+from .threshold import threshold
 
 Point = tuple[float, float]
 Polygon = list[Point]
@@ -88,7 +89,7 @@ class Region:
         """All outer iso-lines, the main one first."""
         return [self.polygon, *self.parts]
 
-    def scaled(self, sx: float, sy: float) -> "Region":
+    def scaled(self, sx: float, sy: float) -> Region:
         """The region in another resolution: polygon coordinates map pixel centres to pixel
         centres (``x' = (x + 0.5) * sx - 0.5``), boxes scale their edges."""
         def tf(poly: Polygon) -> Polygon:
@@ -115,10 +116,11 @@ class Region:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Region":
+    def from_dict(cls, d: dict) -> Region:
         def tp(poly: Sequence[Sequence[float]]) -> Polygon:
             return [(float(x), float(y)) for x, y in poly]
-        return cls(tp(d["polygon"]), tuple(int(v) for v in d["box"]), int(d["area"]),
+        x0, y0, x1, y1 = (int(v) for v in d["box"])
+        return cls(tp(d["polygon"]), (x0, y0, x1, y1), int(d["area"]),
                    (int(d["peak"][0]), int(d["peak"][1])), float(d["mass"]),
                    float(d.get("value", 0.0)), [tp(p) for p in d.get("holes", [])],
                    [tp(p) for p in d.get("parts", [])])
@@ -205,9 +207,9 @@ def _line_owners(lines: list[np.ndarray], mask: np.ndarray, labels: np.ndarray,
     pixel nearest the vertex belongs to the region the line bounds. A line is an outer boundary
     when the kept side is its interior: the kept pixel lies on the left of the direction of travel
     exactly when the shoelace area is positive (a vote over a few vertices per line)."""
-    n = np.array([len(l) - 1 for l in lines], np.int64)          # vertices without the repeat
+    n = np.array([len(line) - 1 for line in lines], np.int64)          # vertices without the repeat
     offset = np.r_[0, np.cumsum(n)[:-1]]
-    pts = np.concatenate([l[:-1] for l in lines])
+    pts = np.concatenate([line[:-1] for line in lines])
     line_of = np.repeat(np.arange(len(lines)), n)
     local = np.arange(len(pts)) - offset[line_of]
     nxt = offset[line_of] + (local + 1) % n[line_of]
@@ -307,9 +309,9 @@ def find_regions(mask_or_map: Any, level: float | None = None, *, min_area: floa
         return [(float(x), float(y)) for x, y in line]
 
     regions: list[Region] = []
-    for lab in keep:
-        lab = int(lab)
-        lines_out = sorted(outer.get(lab, []), key=lambda l: -abs(polygon_area(l)))
+    for kept in keep:
+        lab = int(kept)
+        lines_out = sorted(outer.get(lab, []), key=lambda line: -abs(polygon_area(line)))
         if lines_out:
             poly = as_poly(lines_out[0])
         else:                                      # not expected; fall back to the box outline
@@ -323,8 +325,8 @@ def find_regions(mask_or_map: Any, level: float | None = None, *, min_area: floa
             peak=(px, py),
             mass=float(masses[lab] / total) if total > 0 else 0.0,
             value=float(zf[peak_at[lab]]),
-            holes=[as_poly(l) for l in holes.get(lab, [])],
-            parts=[as_poly(l) for l in lines_out[1:]],
+            holes=[as_poly(line) for line in holes.get(lab, [])],
+            parts=[as_poly(line) for line in lines_out[1:]],
         ))
     return regions
 

@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .contours import clip_contours, smooth
-from .threshold import threshold
 from ..jsonio import write_json
+from .contours import clip_contours, smooth
 from .files import explanation_record, safe_name, save_maps
 from .overlay import as_rgb_frames, overlay_frames, write_video
 from .sheet import as_named, contact_sheet
+from .threshold import threshold
 
 
 def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
                               explanations: Mapping[str, Any] | Sequence[Any], fps: float = 8.0,
-                              timestamps: Sequence[float] | None = None, source: Any = None,
+                              timestamps: Sequence[float | None] | np.ndarray | None = None, source: Any = None,
                               contour_mode: str = "top", q: float = 10.0, *,
                               min_area: float = 0.002, video: bool = True,
                               sheet: bool = True) -> dict[str, str]:

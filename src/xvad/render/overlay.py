@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -112,12 +113,12 @@ def _stroke(img: np.ndarray, lines: list[np.ndarray], colour: Colour, thickness:
     if not lines:
         return
     t = max(1, int(thickness))
-    colour = tuple(int(c) for c in colour)
+    ink = tuple(int(c) for c in colour)
     kind = cv2.LINE_AA if t > 1 else cv2.LINE_8        # a one-pixel line stays solid
-    cv2.polylines(img, lines, closed, colour, t, kind, SHIFT)
+    cv2.polylines(img, lines, closed, ink, t, kind, SHIFT)
     for p in lines:                                # a single point is a dot
         if len(p) == 1:
-            cv2.circle(img, (int(p[0, 0]), int(p[0, 1])), max(1, t // 2) << SHIFT, colour, -1, kind, SHIFT)
+            cv2.circle(img, (int(p[0, 0]), int(p[0, 1])), max(1, t // 2) << SHIFT, ink, -1, kind, SHIFT)
 
 
 def draw_polyline(img: np.ndarray, points: Any, colour: Colour = WHITE, thickness: int = 2,
@@ -301,7 +302,7 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
                    score: float | None = None, label: str | None = None, importance: bool = True, *,
                    alpha: float = 0.45, cmap: str = "jet", contours: bool = True,
                    contour_mode: str = "top", q: float = 10.0, boxes: bool = False,
-                   timestamps: Sequence[float] | None = None, min_side: int = 240,
+                   timestamps: Sequence[float | None] | None = None, min_side: int = 240,
                    title: str | None = None) -> np.ndarray:
     """Compose the overlay clip: each frame with its heatmap blended in and the region contours,
     a header bar above it with the method, class and score (left) and the frame number and time
@@ -347,8 +348,9 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
 
     def when(t: int) -> str:
         s = f"{t + 1}/{T}"
-        if timestamps is not None and t < len(timestamps) and timestamps[t] is not None:
-            s += f" {float(timestamps[t]):.2f} s"
+        stamp = timestamps[t] if timestamps is not None and t < len(timestamps) else None
+        if stamp is not None:
+            s += f" {float(stamp):.2f} s"
         return s
 
     # a header bar above the frame (so no text hides the picture): method, class and score on

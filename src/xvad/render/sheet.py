@@ -8,12 +8,12 @@ in orange). The figure title gives the score, class and target.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_path
-
 from .contours import Region, clip_contours
 from .overlay import HIGHLIGHT, as_rgb_frames, blend
 
@@ -61,7 +61,7 @@ def headline(expl: Any) -> str:
 
 def contact_sheet(frames: Any, explanations: Mapping[str, Any] | Sequence[Any],
                   path: str | os.PathLike, columns: int | None = None, contours: bool = True, *,
-                  timestamps: Sequence[float] | None = None, contour_mode: str = "top",
+                  timestamps: Sequence[float | None] | None = None, contour_mode: str = "top",
                   q: float = 10.0, regions: Mapping[str, Sequence[Sequence[Region]]] | None = None,
                   alpha: float = 0.45, cmap: str = "jet", title: str | None = None,
                   cell: float = 1.6, dpi: int = 100) -> str:

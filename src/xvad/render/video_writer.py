@@ -67,6 +67,7 @@ class VideoWriter:
             raise ValueError(f"{self.path}: frames must be uint8 RGB [H, W, 3], got {f.dtype} {f.shape}")
         if self._container is None:
             self.open(*f.shape[:2])
+        assert self.size is not None   # set by open() with the container
         if f.shape[:2] != self.size:
             raise ValueError(f"{self.path}: frame of {f.shape[1]}x{f.shape[0]} in a video of "
                              f"{self.size[1]}x{self.size[0]}")
@@ -108,7 +109,7 @@ class VideoWriter:
         if os.path.exists(self.part):
             os.remove(self.part)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:

@@ -28,7 +28,7 @@ __all__ = ["Alert", "AlertView", "Contours", "alert_events", "alerts_of", "archi
            "meaning", "model_card", "review_windows", "seeing", "stream_votes", "write_report"]
 
 
-def write_report(model: "CRNN", video: str, out_html: str, threshold: float = 0.5, alert: str = "3/5",
+def write_report(model: CRNN, video: str, out_html: str, threshold: float = 0.5, alert: str = "3/5",
                  stride: int = 2, fps: float | None = None, max_alerts: int = 5, events: str | None = None,
                  results: list | None = None, map_precision: str | None = "fp32",
                  contours: Contours = Contours()) -> dict:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -89,7 +90,7 @@ def importance_plot(importance: np.ndarray, times: np.ndarray, key: list[int]) -
     return figure_png(fig)
 
 
-def frame_panels(view: "AlertView", key: list[int], contours: Contours) -> list[dict]:
+def frame_panels(view: AlertView, key: list[int], contours: Contours) -> list[dict]:
     """Per key frame: the frame, its Grad-CAM overlay with ``contours``, its saliency overlay (PNGs)."""
     gc, sal = view.explanations["gradcam"], view.explanations["saliency"]
     scale = max(1, 256 // min(view.frames.shape[1:3]))  # small model inputs are enlarged for the eye

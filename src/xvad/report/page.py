@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -47,7 +48,7 @@ def section(view: AlertView, contours: Contours, rescored: str) -> dict:
             "importance": importance_plot(gc.frame_importance, view.window_times, key)}
 
 
-def render_html(video: str, model: "CRNN", results: Sequence["WindowResult"], alerts: Sequence[Alert],
+def render_html(video: str, model: CRNN, results: Sequence[WindowResult], alerts: Sequence[Alert],
                 views: Sequence[AlertView], threshold: float, alert_spec: tuple[int, int], files: dict[str, str],
                 contours: Contours, map_precision: str | None = None) -> str:
     """The page for ``video``: every alert counted, shaded and listed; the ``views`` explained in full."""
@@ -73,7 +74,7 @@ def render_html(video: str, model: "CRNN", results: Sequence["WindowResult"], al
         "meaning": meaning(model.config, contours),
         "card": model_card(model, map_precision),
         "events": alert_events(alerts),
-        "explained_ids": [v.alert.id for v in explained],
+        "explained_ids": [v.alert.id for v in views if v.alert is not None],
         "files": list(files.items()),
     }
     return environment().get_template("report.html.j2").render(**page)

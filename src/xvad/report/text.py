@@ -3,7 +3,8 @@ headline; every figure in them comes from the values the page was drawn with."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..models.precision import resolve_precision
@@ -34,7 +35,7 @@ def seeing(streams: list[str]) -> str:
             "they can point at movement or at still parts of the scene.")
 
 
-def contour_words(contours: "Contours") -> str:
+def contour_words(contours: Contours) -> str:
     """What the white contours enclose, said from the rule that drew them."""
     if contours.mode == "top":
         return f"The white contours enclose the top {contours.q:g} % of that map over the whole window."
@@ -42,7 +43,7 @@ def contour_words(contours: "Contours") -> str:
             "the whole window.")
 
 
-def meaning(config: dict, contours: "Contours") -> list[str]:
+def meaning(config: dict, contours: Contours) -> list[str]:
     """What the pictures mean, in plain words, for a model with ``config`` and maps outlined by ``contours``."""
     streams = input_streams(config.get("input", "rgb"))
     text = [
@@ -106,12 +107,12 @@ def headline(alerts: int, explained: int, open_ids: Sequence[int], peak: float, 
     return f"{counted}; {shown}. Peak score {peak:.2f}.{still}"
 
 
-def maps_precision(model: "CRNN", map_precision: str | None) -> str:
+def maps_precision(model: CRNN, map_precision: str | None) -> str:
     """The precision the maps are drawn at ("fp32" or "bf16"): ``map_precision``, else the model's own."""
     return resolve_precision(map_precision or model.config["precision"], model.device)
 
 
-def model_card(model: "CRNN", map_precision: str | None = None) -> list[tuple[str, str]]:
+def model_card(model: CRNN, map_precision: str | None = None) -> list[tuple[str, str]]:
     """The model's rows for the page: checkpoint, version, architecture, input, classes, precision, metrics."""
     cfg, extra = model.config, getattr(model, "extra", {}) or {}
     metrics = extra.get("metrics") or {}
@@ -122,7 +123,8 @@ def model_card(model: "CRNN", map_precision: str | None = None) -> list[tuple[st
             ("architecture", architecture(cfg)),
             ("input", f"{cfg['frames']} {' + '.join(SHOWN[s] for s in input_streams(cfg.get('input', 'rgb')))} "
                       f"at {cfg['size']} px, "
-                      f"{'%g fps' % cfg['fps'] if cfg.get('fps') else 'spread over the clip'}, crop {cfg.get('crop')}"),
+                      + (f"{cfg['fps']:g} fps" if cfg.get('fps') else "spread over the clip")
+                      + f", crop {cfg.get('crop')}"),
             ("classes", ", ".join(cfg["classes"])),
             ("precision", f"{model.precision} for the scores, {maps} for the maps")]
     if metrics:

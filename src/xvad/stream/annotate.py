@@ -90,6 +90,7 @@ class AnnotatedVideo:
         """The output frame: header bar, picture (red border during an alert), score timeline."""
         if self._size is None:
             self._layout(*image.shape[:2])
+        assert self._size is not None   # set by _layout
         h, w = self._size
         if image.shape[:2] != (h, w):
             image = resize_images(image, (h, w))

@@ -160,7 +160,7 @@ def run_detect(args: argparse.Namespace) -> int:
     results = detector.run(args.source)            # opens the source: a bad one fails here
 
     caught: list[int] = []
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: Any) -> None:
         if caught and signum == signal.SIGINT:

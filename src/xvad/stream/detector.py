@@ -16,8 +16,8 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Iterator
+from collections.abc import Generator
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from ..errors import StreamError, VideoError
 from ..video import frame_tensor, needs_partner, parse_source
 from .alerts import AlertTracker
 from .frames import Disconnect, End, Frame, FrameQueue, Gap
-from .inference import FrameFeature, Scorer, WindowBuffer, window_scores
+from .inference import FrameFeature, FrameInput, Scorer, WindowBuffer, WindowResult, window_scores
 from .outputs import OutputOptions, Outputs
 from .policy import parse_alert
 from .source import Reader, Reconnect
@@ -41,27 +41,6 @@ def camera_log(name: str) -> logging.Logger:
     """The logger of one camera (``xvad.camera.<name>``), so that each camera's lines can be told apart
     and silenced or raised on their own."""
     return logging.getLogger("xvad.camera." + "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:80])
-
-
-@dataclass
-class WindowResult:
-    """The score of one window, which ends at frame ``frame_index`` (source time ``time``, seconds).
-
-    ``latency``: seconds from the window's last frame being decoded to its score. ``event`` is
-    "start" or "end" when this window started or ended an alert (``alert_id`` names it).
-    """
-
-    frame_index: int
-    time: float
-    score: float
-    class_name: str | None
-    alert_on: bool
-    latency: float
-    start_frame: int = 0
-    start_time: float = 0.0
-    class_index: int = 1
-    event: str | None = None
-    alert_id: int | None = None
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -87,7 +66,9 @@ class Detector:
     frames waiting for the backbone (default: 2 for live sources, ``2 * batch`` for files).
     ``precision``: "auto", "fp32" or "bf16" for the backbone (default: the model's setting).
     ``log_windows``: an events line per window too. ``source_options``: FFmpeg options for
-    opening the source (e.g. ``{"rtsp_transport": "udp"}``).
+    opening the source (e.g. ``{"rtsp_transport": "udp"}``). ``name``: the camera's name in the log
+    (``xvad.camera.<name>``). ``skip_still``: motion and flow models skip the backbone on frames in
+    which nothing moves (:class:`~.inference.FrameInput`), using the feature of an empty image.
     """
 
     def __init__(self, model: Any, fps: float | None = None, window: int | None = None, stride: int = 2,
@@ -97,7 +78,8 @@ class Detector:
                  log_windows: bool = False, precision: str | None = None, realtime: bool = False,
                  reconnect: tuple[float, float] | None = (0.5, 10.0), give_up_after: float = 300.0,
                  timeout: float = 10.0, queue_size: int | None = None, explain_method: str = "gradcam",
-                 source_options: dict[str, str] | None = None, name: str | None = None) -> None:
+                 source_options: dict[str, str] | None = None, name: str | None = None,
+                 skip_still: bool = False) -> None:
         cfg = getattr(model, "config", {}) or {}
         self.model = model
         self.fps = float(fps if fps is not None else (cfg.get("fps") or DEFAULT_FPS))
@@ -132,6 +114,7 @@ class Detector:
         self.queue_size = queue_size
         self.source_options = dict(source_options or {})
         self.name = name
+        self.skip_still = skip_still
         self.log = camera_log(name or "detector")
         self.classes = list(getattr(model, "classes", None) or cfg.get("classes") or ["normal", "alert"])
         self.checkpoint = getattr(model, "checkpoint_id", None)
@@ -161,7 +144,7 @@ class Detector:
             pass
         return self.summary()
 
-    def run(self, source: Any) -> Iterator[WindowResult]:
+    def run(self, source: Any) -> Generator[WindowResult, None, None]:
         """Open ``source`` (one-line `VideoError` if impossible) and yield a result per window.
 
         The source is opened by this call; frames flow once iteration starts. Leaving the loop
@@ -179,7 +162,7 @@ class Detector:
         # live: a short queue, so that when processing falls behind the wait stays short (the
         # oldest frames are dropped); a file: room for two batches, so the backbone never waits
         qsize = self.queue_size or (max(2, self.batch // 4) if live else 2 * self.batch)
-        reader = Reader(spec, self.fps, lambda image, partner: frame_tensor(image, partner, cfg), FrameQueue(qsize),
+        reader = Reader(spec, self.fps, FrameInput(cfg, self.skip_still), FrameQueue(qsize),
                         live=live, keep_images=self.outputs.needs_images, realtime=self.realtime,
                         reconnect=self.reconnect, timeout=self.timeout, pairs=needs_partner(cfg))
         reader.open()                                  # fails here, before any output exists
@@ -204,13 +187,14 @@ class Detector:
         self._alerts = AlertTracker(self.threshold, self.k, self.n)
         self._end_reason: str | None = None
         self._explainer: Any = None
+        self._scorer: Scorer | None = None
 
-    def _run(self, spec: Any, reader: Reader, live: bool, outputs: Outputs) -> Iterator[WindowResult]:
+    def _run(self, spec: Any, reader: Reader, live: bool, outputs: Outputs) -> Generator[WindowResult, None, None]:
         self._running = True
         self._live = live
         self._reader = reader
         self.source = spec.name
-        scorer = Scorer(self.model, self.classes)
+        scorer = self._scorer = Scorer(self.model, self.classes)
         buffer = WindowBuffer(self.window, self.stride)
         error: BaseException | None = None
         self.log = camera_log(self.name or spec.name)
@@ -279,8 +263,11 @@ class Detector:
         keep_tensor = outputs.explainer is not None
         due: list[tuple[int, list[FrameFeature]]] = []     # (position in batch, the window's frames)
         for i, (f, feat) in enumerate(zip(batch, feats)):
-            window = buffer.push(FrameFeature(f.index, f.time, feat, f.arrival, f.image,
-                                              f.tensor if keep_tensor else None))
+            tensor = None
+            if keep_tensor:   # a still frame's input is that of the frame paired with itself
+                tensor = f.tensor if f.tensor is not None or f.image is None else \
+                    frame_tensor(f.image, f.image, self.model.config)
+            window = buffer.push(FrameFeature(f.index, f.time, feat, f.arrival, f.image, tensor))
             if window is not None:
                 due.append((i, window))
         self._frames += len(batch)
@@ -311,7 +298,8 @@ class Detector:
         if change == "start" and alert is not None:
             result.event, result.alert_id = "start", alert.id
             outputs.alert_started(alert, frames, f"{tracker.policy.count}/{self.n}", self.threshold)
-            self.log.info("%s: alert %d starts at %.2f s (score %.3f, %s)", self.source, alert.id, last.time, score, name)
+            self.log.info("%s: alert %d starts at %.2f s (score %.3f, %s)", self.source, alert.id, last.time,
+                          score, name)
         elif alert is not None:
             result.alert_id = alert.id
             if change == "end":
@@ -329,7 +317,8 @@ class Detector:
         end_time = end.time if end is not None else alert.start_time
         end_frame = end.frame_index if end is not None else alert.start_frame
         outputs.alert_ended(alert, reason, end_time, end_frame, None if result is None else result.score)
-        self.log.info("%s: alert %d ends at %.2f s (%s; peak %.3f)", self.source, alert.id, end_time, reason, alert.peak)
+        self.log.info("%s: alert %d ends at %.2f s (%s; peak %.3f)", self.source, alert.id, end_time, reason,
+                      alert.peak)
 
     def _finish(self, reader: Reader, outputs: Outputs, error: BaseException | None) -> None:
         reader.stop()
@@ -365,6 +354,7 @@ class Detector:
             "corrupt": stats.corrupt if stats else 0,
             "decoded": stats.decoded if stats else 0,
             "gaps": self._gaps,
+            "still_skipped": self._scorer.skipped if self._scorer is not None else 0,
             "reconnects": stats.reconnects if stats else 0,
             "seconds": round(elapsed, 3),
             "fps": (self._frames / elapsed) if elapsed > 0 else None,

@@ -60,7 +60,7 @@ class EventLog:
                 self._file.close()
                 self._file = None
 
-    def __enter__(self) -> "EventLog":
+    def __enter__(self) -> EventLog:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import StreamError
+from ..video import frame_tensor
+from ..video.images import is_still, still_image_exact
 
 
 @dataclass
@@ -52,6 +54,27 @@ def window_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return score, idx + 1
 
 
+@dataclass
+class WindowResult:
+    """The score of one window, which ends at frame ``frame_index`` (source time ``time``, seconds).
+
+    ``latency``: seconds from the window's last frame being decoded to its score. ``event`` is
+    "start" or "end" when this window started or ended an alert (``alert_id`` names it).
+    """
+
+    frame_index: int
+    time: float
+    score: float
+    class_name: str | None
+    alert_on: bool
+    latency: float
+    start_frame: int = 0
+    start_time: float = 0.0
+    class_index: int = 1
+    event: str | None = None
+    alert_id: int | None = None
+
+
 class WindowBuffer:
     """One camera's last ``window`` frame features; :meth:`push` returns the window's frames each time
     one is due (``window`` frames in, then every ``stride`` frames)."""
@@ -77,6 +100,21 @@ class WindowBuffer:
         self._since = 0
 
 
+class FrameInput:
+    """A frame (and its motion partner) -> the model input tensor, in the reader's thread. With
+    ``skip_still`` (motion and flow models only), a frame in which nothing moves gives None: its
+    backbone feature is that of an empty image, which :class:`Scorer` computes once."""
+
+    def __init__(self, config: dict, skip_still: bool = False) -> None:
+        self.config = config
+        self.skip_still = skip_still and still_image_exact(config)
+
+    def __call__(self, image: np.ndarray, partner: np.ndarray | None) -> torch.Tensor | None:
+        if self.skip_still and is_still(image, partner):
+            return None
+        return frame_tensor(image, partner, self.config)
+
+
 class Scorer:
     """The shared model: backbone features for a batch of frame tensors, and scores for windows."""
 
@@ -85,11 +123,32 @@ class Scorer:
         cfg = getattr(model, "config", {}) or {}
         self.classes = list(classes or getattr(model, "classes", None) or cfg.get("classes") or ["normal", "alert"])
         self.device = next(model.parameters()).device
+        self._still: torch.Tensor | None = None
+        self.skipped = 0                     # still frames that did not go through the backbone
 
-    def features(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``[B, D]`` backbone features of B frame tensors (from one camera or many) in one call."""
-        with torch.inference_mode():
-            return self.model.frame_features(torch.stack(list(tensors)).to(self.device))
+    def still_feature(self) -> torch.Tensor:
+        """The backbone feature of a frame in which nothing moves (an empty motion / flow image)."""
+        if self._still is None:
+            empty = np.full((64, 64, 3), 128, np.uint8)
+            with torch.inference_mode():
+                x = frame_tensor(empty, empty, self.model.config)[None].to(self.device)
+                self._still = self.model.frame_features(x)[0]
+        return self._still
+
+    def features(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """``[B, D]`` backbone features of B frame tensors (from one camera or many) in one call;
+        a None (a still frame, see :class:`FrameInput`) gets :meth:`still_feature`."""
+        moving = [i for i, t in enumerate(tensors) if t is not None]
+        batch = [t for t in tensors if t is not None]
+        if len(batch) == len(tensors):
+            with torch.inference_mode():
+                return self.model.frame_features(torch.stack(batch).to(self.device))
+        out = self.still_feature().expand(len(tensors), -1).clone()
+        if batch:
+            with torch.inference_mode():
+                out[moving] = self.model.frame_features(torch.stack(batch).to(self.device)).to(out.dtype)
+        self.skipped += len(tensors) - len(batch)
+        return out
 
     def score(self, windows: Sequence[Sequence[FrameFeature]]) -> list[WindowScore]:
         """One score per window of buffered features, all windows in one head call."""

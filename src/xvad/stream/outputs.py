@@ -80,10 +80,13 @@ class Outputs:
                           window_frames=[frames[0].index, last.index], window_times=[frames[0].time, last.time],
                           score=alert.score, **{"class": alert.class_name}, class_index=alert.class_index,
                           passes=passes, threshold=threshold)
-        if self.explainer is not None and all(f.image is not None and f.tensor is not None for f in frames):
+        if self.explainer is None:
+            return
+        images = [f.image for f in frames if f.image is not None]
+        tensors = [f.tensor for f in frames if f.tensor is not None]
+        if len(images) == len(tensors) == len(frames):   # every frame kept its picture and its input
             from .explainer import Job
-            self.explainer.submit(Job(alert.id, np.stack([f.image for f in frames]),
-                                      torch.stack([f.tensor for f in frames]), [f.time for f in frames],
+            self.explainer.submit(Job(alert.id, np.stack(images), torch.stack(tensors), [f.time for f in frames],
                                       [f.index for f in frames], alert.class_index, alert.score, alert.class_name))
 
     def alert_ended(self, alert: Alert, reason: str, time: float, frame: int, score: float | None) -> None:

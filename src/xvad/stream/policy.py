@@ -3,6 +3,7 @@ ends when fewer than k do (hysteresis), so one noisy window neither raises nor d
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import StreamError
@@ -11,7 +12,7 @@ from ..errors import StreamError
 def parse_alert(spec: str | tuple[int, int]) -> tuple[int, int]:
     """``"3/5"`` (or ``(3, 5)``) -> ``(k, n)`` with ``1 <= k <= n``."""
     if isinstance(spec, (tuple, list)):
-        parts = list(spec)
+        parts: Sequence[int | str] = list(spec)
     else:
         parts = str(spec).replace(" ", "").split("/")
         if len(parts) == 1 and parts[0]:
@@ -39,7 +40,7 @@ class AlertPolicy:
         self.on = False
 
     @classmethod
-    def from_spec(cls, threshold: float, spec: str | tuple[int, int]) -> "AlertPolicy":
+    def from_spec(cls, threshold: float, spec: str | tuple[int, int]) -> AlertPolicy:
         k, n = parse_alert(spec)
         return cls(float(threshold), k, n)
 

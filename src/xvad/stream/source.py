@@ -82,13 +82,14 @@ class Reader:
     its motion partner when ``pairs`` is set (the next decoded frame, see
     :class:`xvad.video.Partners`; else ``None``); with
     ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
-    ``realtime`` paces a file at its own timestamps (to simulate a camera).
+    ``realtime`` paces a file at its own timestamps (to simulate a camera); ``loop`` plays a file again
+    from the top each time it ends, its clock going on.
     """
 
     def __init__(self, spec: SourceSpec, fps: float | None,
                  transform: Callable[[np.ndarray, np.ndarray | None], Any], queue: FrameQueue, live: bool,
                  keep_images: bool = False, realtime: bool = False, reconnect: Reconnect | None = None,
-                 timeout: float = 10.0, pairs: bool = False) -> None:
+                 timeout: float = 10.0, pairs: bool = False, loop: bool = False) -> None:
         self.spec = spec
         self.fps = fps
         self.transform = transform
@@ -97,6 +98,7 @@ class Reader:
         self.live = live
         self.keep_images = keep_images
         self.realtime = realtime
+        self.loop = loop and spec.kind == "file"   # a file played again from the top at its end (demo cameras)
         self.reconnect = reconnect or Reconnect()
         self.timeout = timeout
         self.stats = ReaderStats()
@@ -171,6 +173,10 @@ class Reader:
             self._close()
             if self.stop_event.is_set():
                 return End("stopped")
+            if self.loop and reason == "ended" and self._index > 0:
+                self.open()                    # its clock goes on: the next segment starts after the last frame
+                segment += 1
+                continue
             if not (self.live and self.spec.kind != "file" and self.reconnect.enabled):
                 return End("end")
             # a live source went away: tell the consumer now, then try to get it back. If it went
@@ -240,6 +246,7 @@ class Reader:
         def deliver(item: tuple[Any, Any], pt: float, now: float) -> bool:
             """Sample and emit; False if stopped while pacing."""
             nonlocal pace_start
+            assert base is not None   # the loop sets it before any frame is delivered
             for picked, spt in sampler.push(item, pt):
                 time_s = base + spt
                 if self.realtime:

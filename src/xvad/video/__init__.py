@@ -3,11 +3,31 @@ images a backbone sees (:mod:`.images`) and the tensors a model takes (:mod:`.te
 clips from files (:mod:`.clip`). The live stream reader (:mod:`xvad.stream.source`) is built on the
 same pieces."""
 from ..errors import VideoError, VideoWarning
-from .clip import (Clip, VideoInfo, View, frame_tensor, iter_frames, load_clip, probe, read_clip, read_frame_pairs,
-                   read_frames, read_input)
+from .clip import (
+                   Clip,
+                   VideoInfo,
+                   View,
+                   frame_tensor,
+                   iter_frames,
+                   load_clip,
+                   probe,
+                   read_clip,
+                   read_frame_pairs,
+                   read_frames,
+                   read_input,
+)
 from .decode import SourceSpec, open_source, parse_source
-from .images import (FLOW_RULE, INPUTS, MOTION_RULE, flip_images, flow_images, input_streams, model_images,
-                     motion_images, needs_partner)
+from .images import (
+                   FLOW_RULE,
+                   INPUTS,
+                   MOTION_RULE,
+                   flip_images,
+                   flow_images,
+                   input_streams,
+                   model_images,
+                   motion_images,
+                   needs_partner,
+)
 from .sample import Nearest, Partners, with_partners
 from .tensor import CROPS, preprocess, preprocess_as
 

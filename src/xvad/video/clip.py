@@ -21,7 +21,7 @@ from ..errors import ConfigError, VideoError, VideoWarning
 from .decode import EPS, RGB, DecodeStats, decode, decode_from, errors, estimates, open_path, origin, rotation
 from .images import flip_images, model_images, needs_partner
 from .sample import Nearest, ticks, uniform_targets, with_partners
-from .tensor import preprocess, preprocess_as
+from .tensor import preprocess_as
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,7 +215,8 @@ class DecodeStats:
         self.frames, self.errors, self.ended, self.broken, self.error, self.last = 0, 0, False, False, None, None
 
 
-def decode(container: Any, stream: Any, stats: DecodeStats, start: float | None) -> Iterator[tuple[Any, float]]:
+def decode(container: Any, stream: Any, stats: DecodeStats,
+           start: float | None) -> Generator[tuple[Any, float], None, None]:
     """Decode ``stream`` in order, yielding (frame, seconds since ``start``, the first frame's time
     when ``None``). A frame without a timestamp gets the previous one plus the nominal frame period;
     packets that fail to decode are skipped and counted; a read error ends the stream after flushing
@@ -276,18 +277,19 @@ def packet_times(path: str) -> list[float]:
     container, stream = open_path(path)
     with container:
         base = origin(stream)
-        times: list[float] | None = []
+        times: list[float] = []
+        timed = True
         try:
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.is_discard:   # end-of-stream markers, edit-list leftovers
                     continue
                 if packet.pts is None:
-                    times = None
+                    timed = False
                     break
                 times.append(float(packet.pts * packet.time_base))
         except (av.FFmpegError, OSError):   # a damaged tail: the decoding pass reports it
             pass
-    if times is None:
+    if not timed:
         container, stream = open_path(path)
         with container:
             return [t for _, t in decode(container, stream, DecodeStats(), base)]

@@ -51,7 +51,7 @@ def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
     frames, partners = np.asarray(frames), np.asarray(partners)
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
     size = (FLOW_WIDTH, max(8, round(h * FLOW_WIDTH / w)))
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
     def grey(image: np.ndarray) -> np.ndarray:
         return cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), size,
@@ -60,7 +60,8 @@ def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
     out = np.empty(frames.shape, np.uint8)
     flat_in, flat_partner, flat_out = (a.reshape(-1, h, w, 3) for a in (frames, partners, out))
     for i in range(len(flat_in)):
-        d = dis.calc(grey(flat_in[i]), grey(flat_partner[i]), None)
+        # flow=None asks for a new array; OpenCV's stub does not list None
+        d = dis.calc(grey(flat_in[i]), grey(flat_partner[i]), None)  # type: ignore[call-overload]
         image = np.dstack([128 + FLOW_GAIN * d[..., 0], 128 + FLOW_GAIN * d[..., 1],
                            2 * FLOW_GAIN * np.hypot(d[..., 0], d[..., 1])])
         image = np.clip(image, 0, 255).astype(np.uint8)
@@ -91,3 +92,24 @@ def flip_images(images: np.ndarray, config: dict) -> np.ndarray:
         if stream == "flow":
             out[..., 3 * k] = np.minimum(256 - out[..., 3 * k].astype(np.int16), 255).astype(np.uint8)
     return out
+
+
+STILL_LEVEL = 8          # grey levels: a pixel that changes by more than this moved
+STILL_SHARE = 0.001      # a frame is still when fewer than this share of its pixels moved
+
+
+def is_still(frame: np.ndarray, partner: np.ndarray | None, level: int = STILL_LEVEL,
+             share: float = STILL_SHARE) -> bool:
+    """Whether nothing moves between ``frame`` and its partner: fewer than ``share`` of the pixels
+    change by more than ``level`` in any channel. A motion or flow model sees (almost) an empty image
+    for such a frame, so its backbone feature is (almost) that of an empty image."""
+    if partner is None or partner.shape != frame.shape:
+        return False
+    moved = np.abs(frame.astype(np.int16) - partner.astype(np.int16)).max(axis=-1) > level
+    return float(moved.mean()) < share
+
+
+def still_image_exact(config: dict) -> bool:
+    """Whether a still frame's model images are the same whatever the scene: every stream is motion or
+    flow (an RGB stream shows the scene itself)."""
+    return "rgb" not in input_streams(config.get("input", "rgb"))

@@ -1,0 +1,109 @@
+"""The HTTP API of ``xvad serve`` (FastAPI): cameras and their live state, alerts with filters and
+pages, each alert's media, health and Prometheus metrics. Every route needs ``Authorization: Bearer
+TOKEN``; a user limited to some cameras gets "not found" for the others' alerts and media.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from .. import __version__
+from . import auth
+from .metrics import metrics_text
+
+MEDIA_TYPES = {".mp4": "video/mp4", ".html": "text/html; charset=utf-8", ".json": "application/json",
+               ".png": "image/png", ".jpg": "image/jpeg", ".npz": "application/octet-stream"}
+
+
+def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
+    """The app over ``db``; ``service`` is the running :class:`~.runtime.Service` when this process
+    watches cameras itself (live figures, stop and start), else None (an API-only process)."""
+    app = FastAPI(title="xvad", version=__version__, description="Explainable video anomaly detection: "
+                  "cameras, alerts and their explanations.")
+    media_root = os.path.realpath(os.path.join(str(settings.data), "media"))
+
+    def user(authorization: Annotated[str | None, Header()] = None) -> Any:
+        scheme, _, token = (authorization or "").partition(" ")
+        found = auth.check_token(db, token.strip()) if scheme.lower() == "bearer" and token else None
+        if found is None:
+            raise HTTPException(401, "a valid API token is needed: Authorization: Bearer TOKEN",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+    User = Annotated[Any, Depends(user)]
+
+    def visible(u: Any, camera: str) -> bool:
+        return auth.user_can_see(u, camera)
+
+    def alert_for(u: Any, alert_id: int) -> dict:
+        a = db.alert(alert_id)
+        if a is None or not visible(u, a["camera"]):
+            raise HTTPException(404, f"no alert {alert_id}")
+        return a
+
+    @app.get("/healthz")
+    def healthz(u: User) -> dict:
+        return {"status": "ok", "version": __version__, "cameras": len(db.cameras()),
+                "detecting": service is not None, "media_paused": bool(service and service.media_paused)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics(u: User) -> PlainTextResponse:
+        return PlainTextResponse(metrics_text(db, service, media_root),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/api/cameras")
+    def cameras(u: User) -> list[dict]:
+        live = {c["name"]: c for c in (service.snapshot() if service is not None else [])}
+        out = []
+        for c in db.cameras():
+            if visible(u, c["name"]):
+                out.append({**c, "live": live.get(c["name"])})
+        return out
+
+    @app.post("/api/cameras/{name}/{action}")
+    def control(name: str, action: str, u: User) -> dict:
+        if action not in ("stop", "start"):
+            raise HTTPException(404, f"no action {action!r}: use stop or start")
+        if not visible(u, name) or name not in {c["name"] for c in db.cameras()}:
+            raise HTTPException(404, f"no camera {name!r}")
+        if u.role not in ("admin", "reviewer"):
+            raise HTTPException(403, "stopping and starting cameras needs the reviewer or admin role")
+        if service is not None and name in service.cameras:
+            (service.stop_camera if action == "stop" else service.start_camera)(name)
+        else:
+            db.set_camera_enabled(name, action == "start")   # the process that watches it follows the database
+        return {"camera": name, "action": action, "by": u.name}
+
+    @app.get("/api/alerts")
+    def alerts(u: User, camera: Annotated[list[str] | None, Query()] = None, state: str | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
+               limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+        allowed = [c["name"] for c in db.cameras() if visible(u, c["name"])]
+        chosen = allowed if not camera else [c for c in camera if c in allowed]
+        rows, total = db.alerts(cameras=chosen, state=state, since=since, until=until, min_score=min_score,
+                                limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset, "alerts": rows}
+
+    @app.get("/api/alerts/{alert_id}")
+    def alert(alert_id: int, u: User) -> dict:
+        return alert_for(u, alert_id)
+
+    @app.get("/api/alerts/{alert_id}/{name}")
+    def media(alert_id: int, name: str, u: User, request: Request) -> FileResponse:
+        a = alert_for(u, alert_id)
+        files = a.get("files") or {}
+        rel = {"clip.mp4": files.get("clip"), "report.html": files.get("report")}.get(name) \
+            or next((f for f in files.values() if f == name), None)
+        if not rel or not a.get("media_dir"):
+            raise HTTPException(404, f"alert {alert_id} has no {name!r}")
+        path = os.path.realpath(os.path.join(media_root, a["media_dir"], rel))
+        if not path.startswith(media_root + os.sep) or not os.path.isfile(path):
+            raise HTTPException(404, f"alert {alert_id} has no {name!r}")
+        return FileResponse(path, media_type=MEDIA_TYPES.get(os.path.splitext(path)[1], "application/octet-stream"))
+
+    return app

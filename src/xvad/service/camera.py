@@ -1,0 +1,167 @@
+"""One camera inside the service: its reader thread, ring buffer of features, alert lifecycle, the
+frames kept for the alerts' clips, and the figures the metrics and the API report.
+
+The service's inference thread drives it (:mod:`.runtime`): it takes the camera's frames without
+waiting, and after the shared backbone call hands back each frame's feature with :meth:`CameraRun.push`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import VideoError
+from ..stream.alerts import Alert, AlertTracker
+from ..stream.frames import Disconnect, End, Frame, FrameQueue, Gap
+from ..stream.inference import FrameFeature, WindowBuffer
+from ..stream.policy import parse_alert
+from ..stream.source import Reader, Reconnect
+from ..video import frame_tensor, needs_partner, parse_source
+
+QUEUE_FRAMES = 4          # a live camera's queue: when the service falls behind, the oldest frames go
+
+
+@dataclass
+class CameraStats:
+    """Counters of one camera since the service started (the metrics read them)."""
+
+    frames: int = 0
+    windows: int = 0
+    alerts: int = 0
+    last_score: float | None = None
+    latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
+    started: float = field(default_factory=time.monotonic)
+
+    def latency(self, q: float) -> float | None:
+        return float(np.percentile(np.asarray(self.latencies), q)) if self.latencies else None
+
+
+class CameraRun:
+    """A camera's state between the reader and the shared model; ``settings`` is its
+    :class:`~xvad.service.settings.CameraSettings`."""
+
+    def __init__(self, settings: Any, model: Any, live: bool | None = None) -> None:
+        self.settings = settings
+        self.name: str = settings.name
+        self.model = model
+        self.log = logging.getLogger(f"xvad.camera.{self.name}")
+        self.spec = parse_source(settings.source, dict(settings.source_options or {}))
+        cfg = model.config
+        self.fps = float(settings.fps or cfg.get("fps") or 8.0)
+        self.window = int(settings.window or cfg.get("frames", 16))
+        self.k, self.n = parse_alert(settings.alert)
+        self.buffer = WindowBuffer(self.window, settings.stride)
+        self.tracker = AlertTracker(settings.threshold, self.k, self.n)
+        self.live = self.spec.live or settings.realtime if live is None else live
+        self.reader = Reader(self.spec, self.fps, lambda image, partner: frame_tensor(image, partner, cfg),
+                             FrameQueue(QUEUE_FRAMES if self.live else 16), live=self.live, keep_images=True,
+                             realtime=settings.realtime and not self.spec.live,
+                             reconnect=Reconnect(settings.reconnect_initial, settings.reconnect_max,
+                                                 float("inf")),
+                             pairs=needs_partner(cfg), loop=settings.loop)
+        self.reader.log = self.log
+        self.stats = CameraStats()
+        self.state = "stopped"
+        self.error: str | None = None
+        self.ended = False
+        self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, round(settings.pre_roll * self.fps)))
+        self.last: FrameFeature | None = None
+
+    # -- life --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the source (a bad one raises `VideoError`) and start reading."""
+        try:
+            self.reader.open()
+        except VideoError as exc:
+            self.state, self.error = "offline", str(exc)
+            raise
+        self.reader.start()
+        self.state, self.error, self.ended = "running", None, False
+        self.log.info("%s: camera started (%s)", self.name, self.spec.kind)
+
+    def stop(self) -> None:
+        self.reader.stop()
+        self.state = "stopped"
+        self.log.info("%s: camera stopped", self.name)
+
+    # -- frames in -----------------------------------------------------------------------------------
+    def take(self, most: int) -> tuple[list[Frame], list[Any]]:
+        """Up to ``most`` frames that have arrived, and any markers among them, without waiting."""
+        frames, markers = [], []
+        while len(frames) < most:
+            item = self.reader.queue.get_nowait()
+            if item is None:
+                break
+            if isinstance(item, Frame):
+                frames.append(item)
+            else:
+                markers.append(item)
+                if isinstance(item, (Disconnect, End)):
+                    break
+        return frames, markers
+
+    def marker(self, item: Any) -> str | None:
+        """Note a reader marker; returns "disconnect", "back" or "end" for the runtime to act on."""
+        if isinstance(item, Disconnect):
+            self.buffer.clear()
+            self.tracker.reset()
+            self.state = "reconnecting"
+            self.log.warning("%s: source lost (%s); reconnecting", self.name, item.reason)
+            return "disconnect"
+        if isinstance(item, Gap):
+            self.state = "running" if item.reconnected else "offline"
+            self.log.info("%s: gap of %.1f s", self.name, item.seconds)
+            return "back" if item.reconnected else None
+        if isinstance(item, End):
+            self.ended = True
+            self.state = "offline" if item.error is not None or self.spec.live else "ended"
+            self.error = None if item.error is None else str(item.error)
+            self.log.info("%s: source ended (%s)", self.name, item.reason)
+            return "end"
+        return None
+
+    def push(self, frame: Frame, feature: Any) -> list[FrameFeature] | None:
+        """The frame's backbone feature into the ring buffer; returns a window when one is due."""
+        entry = FrameFeature(frame.index, frame.time, feature, frame.arrival, frame.image, None)
+        self.stats.frames += 1
+        if frame.image is not None:
+            self.recent.append((frame.time, frame.image))
+        self.last = entry
+        return self.buffer.push(entry)
+
+    def decide(self, frames: list[FrameFeature], score: float, class_index: int, name: str,
+               done: float) -> str | None:
+        """The window's score into the alert lifecycle: "start", "end" or None."""
+        last = frames[-1]
+        self.stats.windows += 1
+        self.stats.last_score = score
+        self.stats.latencies.append(done - last.arrival)
+        change = self.tracker.update(score, class_index, name, last.time, last.index)
+        if change == "start":
+            self.stats.alerts += 1
+        return change
+
+    def close_alert(self) -> Alert | None:
+        return self.tracker.close()
+
+    @property
+    def dropped(self) -> int:
+        return self.reader.stats.dropped
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.reader.queue)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live state the API shows."""
+        s = self.stats
+        seconds = max(1e-9, time.monotonic() - s.started)
+        return {"name": self.name, "state": self.state, "error": self.error, "source_kind": self.spec.kind,
+                "fps": self.fps, "frames": s.frames, "frames_per_second": s.frames / seconds,
+                "dropped": self.dropped, "windows": s.windows, "alerts": s.alerts, "alert_on": self.tracker.on,
+                "last_score": s.last_score, "latency_p50": s.latency(50), "latency_p95": s.latency(95),
+                "queue_depth": self.queue_depth, "purpose": self.settings.purpose}

@@ -1,0 +1,148 @@
+"""An alert's media: its clip (pre-roll to post-roll, from the decoded frames) and, in a background
+worker, its explanation and decision report (what ``xvad report`` shows, on that clip).
+
+Files go to ``DATA/media/<camera>/<alert uid>/`` and are each written atomically; the database
+record says whether they are complete, missing (the process died while writing) or skipped (the
+disk was nearly full, or the worker was busy).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import queue
+import shutil
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..render import VideoWriter
+
+log = logging.getLogger(__name__)
+
+CLIP = "clip.mp4"
+REPORT = "report.html"
+
+
+def free_mb(folder: str) -> float:
+    """Free space on the file system that holds ``folder``, in MiB."""
+    os.makedirs(folder, exist_ok=True)
+    return shutil.disk_usage(folder).free / 2**20
+
+
+class ClipRecorder:
+    """Writes one alert's clip: the pre-roll frames, every frame while the alert is on, then
+    ``post_roll`` seconds more. :meth:`add` returns True once the clip is finished."""
+
+    def __init__(self, folder: str, fps: float, pre: Iterable[tuple[float, np.ndarray]], post_roll: float) -> None:
+        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+        self.path = os.path.join(folder, CLIP)
+        self.post_roll = float(post_roll)
+        self.until: float | None = None        # source time at which the clip ends (set when the alert ends)
+        self.first: float | None = None
+        self.last: float | None = None
+        self.frames = 0
+        self._writer = VideoWriter(self.path, fps)
+        for t, image in pre:
+            self._write(t, image)
+
+    def _write(self, t: float, image: np.ndarray) -> None:
+        if self.last is not None and t <= self.last:
+            return
+        try:
+            self._writer.write(image)
+        except ValueError as exc:              # the camera changed its frame size: keep the clip as it is
+            log.debug("%s: frame at %.2f s not written: %s", self.path, t, exc)
+            return
+        self.first = t if self.first is None else self.first
+        self.last = t
+        self.frames += 1
+
+    def add(self, t: float, image: np.ndarray) -> bool:
+        if self.until is not None and t > self.until:
+            return True
+        self._write(t, image)
+        return self.until is not None and t >= self.until
+
+    def alert_ended(self, end_time: float) -> None:
+        self.until = end_time + self.post_roll
+
+    def close(self) -> str | None:
+        """Finish the file (renamed into place); None if it has no frame."""
+        if self.frames == 0:
+            self._writer.discard()
+            return None
+        return self._writer.close()
+
+    def discard(self) -> None:
+        self._writer.discard()
+
+
+@dataclass
+class ReportJob:
+    uid: str
+    camera: str
+    clip: str
+    folder: str
+    model: Any
+    threshold: float
+    alert: str
+    stride: int
+    fps: float
+
+
+class ReportWorker:
+    """Explains finished clips in one background thread (Grad-CAM in fp32, key frames, frame
+    importance, each stream's vote) and writes the decision report; never blocks detection: when its
+    queue is full the job is refused and the caller records the explanation as skipped."""
+
+    def __init__(self, on_done: Any, maxsize: int = 4) -> None:
+        self.on_done = on_done            # on_done(uid, state, files, error)
+        self.queue: queue.Queue[ReportJob | None] = queue.Queue(maxsize=maxsize)
+        self._models: dict[int, Any] = {}
+        self._thread = threading.Thread(target=self._main, name="xvad-report", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: ReportJob) -> bool:
+        try:
+            self.queue.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def close(self, timeout: float = 60.0) -> None:
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _model(self, model: Any) -> Any:
+        """A private copy per model: explanation hooks must not see the detector's forward passes."""
+        key = id(model)
+        if key not in self._models:
+            self._models[key] = copy.deepcopy(model).eval()
+        return self._models[key]
+
+    def _main(self) -> None:
+        from ..stream.source import one_thread
+
+        one_thread()          # detection keeps its threads; explanations take what is left
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            try:
+                from ..report import write_report
+
+                out = os.path.join(job.folder, REPORT)
+                write_report(self._model(job.model), job.clip, out, threshold=job.threshold, alert=job.alert,
+                             stride=job.stride, fps=job.fps, map_precision="fp32")
+                self.on_done(job.uid, "complete", {"report": REPORT}, None)
+            except Exception as exc:   # an explanation failing must never stop the service
+                log.warning("%s: alert %s: explanation failed: %s", job.camera, job.uid, exc)
+                self.on_done(job.uid, "failed", {}, " ".join(str(exc).split())[:300] or type(exc).__name__)

@@ -1,0 +1,302 @@
+"""The service's engine: every camera read in its own thread, one inference thread for all of them.
+
+The inference thread takes the frames that have arrived from every camera (round robin, at most a
+share of the batch each, never waiting on one camera), runs the backbone on all of them in one call
+per model, then each camera's due windows through the head in one call, and turns the scores into
+alerts. An alert's start is committed to the database before anything else happens; its clip is
+recorded from the decoded frames and explained in the background (:mod:`.media`); notifications go
+through the outbox (:mod:`.notify`). A camera that stalls only stops sending frames; the others go on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import __version__
+from ..errors import VideoError
+from ..stream.inference import FrameFeature, Scorer
+from .camera import CameraRun
+from .media import ClipRecorder, ReportJob, ReportWorker, free_mb
+
+log = logging.getLogger(__name__)
+RETRY_OPEN = (2.0, 60.0)          # seconds between attempts to open a camera that will not open: first, most
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class OpenAlert:
+    """An alert being recorded: its database uid and id, and its clip recorder (None: no media)."""
+
+    def __init__(self, uid: str, alert_id: int, recorder: ClipRecorder | None) -> None:
+        self.uid, self.id, self.recorder = uid, alert_id, recorder
+
+
+class Service:
+    """Runs ``settings.cameras`` (or the ones named in ``only``) against ``db``.
+
+    ``models``: a loader ``path or None -> model`` (default :func:`xvad.load_model`), called once per
+    distinct model. ``notify``: called as ``notify(event, payload)`` for alert starts and ends and
+    camera state changes (the outbox); it must not block.
+    """
+
+    def __init__(self, settings: Any, db: Any, *, only: Sequence[str] | None = None, models: Any = None,
+                 notify: Any = None, batch: int = 16) -> None:
+        from ..checkpoint import load_model
+
+        self.settings = settings
+        self.db = db
+        self.notify = notify or (lambda event, payload: None)
+        self.batch = int(batch)
+        self.media_root = os.path.join(str(settings.data), "media")
+        load = models or load_model
+        chosen = [c for c in settings.cameras if only is None or c.name in only]
+        unknown = set(only or []) - {c.name for c in settings.cameras}
+        if unknown:
+            from ..errors import ConfigError
+            raise ConfigError(f"--cameras: no camera named {', '.join(sorted(unknown))} in the configuration")
+        self._models: dict[str | None, Any] = {}
+        self.scorers: dict[str | None, Scorer] = {}
+        self.cameras: dict[str, CameraRun] = {}
+        for c in chosen:
+            key = None if c.model is None else str(c.model)
+            if key not in self._models:
+                self._models[key] = load(key)
+                self.scorers[key] = Scorer(self._models[key])
+            self.cameras[c.name] = CameraRun(c, self._models[key])
+        self._model_of = {c.name: (None if c.model is None else str(c.model)) for c in chosen}
+        self.open: dict[str, OpenAlert] = {}
+        self.finishing: list[tuple[CameraRun, OpenAlert]] = []     # clips still in their post-roll
+        self.reports = ReportWorker(self._report_done)
+        self.media_paused = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._retry: dict[str, tuple[float, float]] = {}             # camera -> (next attempt, delay)
+        self._wanted: dict[str, bool] = {c.name: bool(c.enabled) for c in chosen}
+        self._thread: threading.Thread | None = None
+        self.host, self.pid = socket.gethostname(), os.getpid()
+
+    # -- life ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Close what a crash left open, register the cameras, open them and start inference."""
+        names = list(self.cameras)
+        closed = self.db.close_interrupted(names)
+        if closed:
+            log.warning("closed %d alert(s) left open by an earlier run as interrupted", closed)
+        for name, cam in self.cameras.items():
+            s = cam.settings
+            self.db.upsert_camera(name, s.source, s.purpose or "", s.model_dump(mode="json"))
+            if self._wanted[name]:
+                self._open_camera(cam)
+            else:
+                self.db.set_camera_state(name, "stopped")
+        self._thread = threading.Thread(target=self._main, name="xvad-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain and stop: close open alerts (reason "shutdown"), finish clips, explanations and readers."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for cam in self.cameras.values():
+            self._close_alert(cam, "shutdown")
+            cam.stop()
+            self.db.set_camera_state(cam.name, "stopped")
+        for cam, alert in self.finishing:
+            self._finish_clip(cam, alert)
+        self.finishing.clear()
+        self.reports.close(timeout)
+
+    def stop_camera(self, name: str) -> None:
+        """The overseer's stop button for one camera: its open alert is closed, its reader stopped."""
+        cam = self.cameras[name]
+        with self._lock:
+            self._wanted[name] = False
+            self._close_alert(cam, "camera stopped")
+            cam.stop()
+        self.db.set_camera_state(name, "stopped")
+        self.notify("camera", {"camera": name, "state": "stopped"})
+
+    def start_camera(self, name: str) -> None:
+        cam = self.cameras[name]
+        with self._lock:
+            self._wanted[name] = True
+            if cam.state in ("running", "reconnecting"):
+                return
+            self.cameras[name] = cam = CameraRun(cam.settings, cam.model)
+            self._open_camera(cam)
+
+    def _open_camera(self, cam: CameraRun) -> None:
+        try:
+            cam.start()
+        except VideoError as exc:
+            delay = self._retry.get(cam.name, (0.0, RETRY_OPEN[0]))[1]
+            self._retry[cam.name] = (time.monotonic() + delay, min(delay * 2, RETRY_OPEN[1]))
+            log.warning("%s: cannot open the camera (%s); retrying in %.0f s", cam.name, exc, delay)
+            self.db.set_camera_state(cam.name, "offline")
+            self.notify("camera", {"camera": cam.name, "state": "offline", "error": str(exc)})
+            return
+        self._retry.pop(cam.name, None)
+        self.db.set_camera_state(cam.name, "running")
+        self.notify("camera", {"camera": cam.name, "state": "online"})
+
+    # -- the inference thread ----------------------------------------------------------------------------
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                busy = self.step()
+            if not busy:
+                self._stop.wait(0.005)
+
+    def step(self) -> bool:
+        """One round over every camera; False when no camera had a frame."""
+        self._reopen_due()
+        share = max(1, self.batch // max(1, len(self.cameras)))
+        taken: dict[str | None, list[tuple[CameraRun, Any]]] = {}
+        for name, cam in self.cameras.items():
+            if cam.state not in ("running", "reconnecting"):
+                continue
+            frames, markers = cam.take(share)
+            for f in frames:
+                taken.setdefault(self._model_of[name], []).append((cam, f))
+            for m in markers:
+                self._marker(cam, m)
+        if not taken:
+            return False
+        for key, items in taken.items():
+            scorer = self.scorers[key]
+            feats = scorer.features([f.tensor for _, f in items])      # every camera's frames, one call
+            due: list[tuple[CameraRun, list[FrameFeature]]] = []
+            for (cam, f), feat in zip(items, feats):
+                window = cam.push(f, feat)
+                self._record(cam, f)
+                if window is not None:
+                    due.append((cam, window))
+            done = time.perf_counter()
+            for (cam, window), s in zip(due, scorer.score([w for _, w in due])):
+                change = cam.decide(window, s.score, s.class_index, s.class_name, done)
+                if change == "start":
+                    self._alert_started(cam, window)
+                elif change == "end":
+                    self._close_alert(cam, "scores", end_time=window[-1].time)
+                elif cam.tracker.open is not None and cam.name in self.open:
+                    a = cam.tracker.open
+                    self.db.alert_updated(self.open[cam.name].uid, peak_score=a.peak, windows=a.windows)
+        return True
+
+    def _reopen_due(self) -> None:
+        now = time.monotonic()
+        for name, (when, _) in list(self._retry.items()):
+            if now >= when and self._wanted.get(name):
+                cam = self.cameras[name] = CameraRun(self.cameras[name].settings, self.cameras[name].model)
+                self._open_camera(cam)
+        for name, cam in self.cameras.items():   # a reader that gave up: open it again later
+            if cam.ended and cam.state == "offline" and self._wanted.get(name) and name not in self._retry:
+                self._retry[name] = (now + RETRY_OPEN[0], RETRY_OPEN[0] * 2)
+
+    def _marker(self, cam: CameraRun, item: Any) -> None:
+        what = cam.marker(item)
+        if what == "disconnect" or what == "end":
+            self._close_alert(cam, "disconnect" if what == "disconnect" else "source ended")
+            self.db.set_camera_state(cam.name, "offline" if cam.state != "ended" else "stopped")
+            self.notify("camera", {"camera": cam.name, "state": "offline"})
+        elif what == "back":
+            self.db.set_camera_state(cam.name, "running")
+            self.notify("camera", {"camera": cam.name, "state": "online"})
+
+    # -- alerts -----------------------------------------------------------------------------------------
+    def _alert_started(self, cam: CameraRun, window: list[FrameFeature]) -> None:
+        a = cam.tracker.open
+        assert a is not None
+        s = cam.settings
+        uid = uuid.uuid4().hex
+        folder = os.path.join(self.media_root, cam.name, uid)
+        self.media_paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
+        recorder = None
+        if not self.media_paused:
+            recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent if t < window[-1].time],
+                                    s.post_roll)
+        model = cam.model
+        alert_id = self.db.alert_started(
+            uid=uid, camera=cam.name, started_at=utcnow(), start_time=window[-1].time, score=a.score,
+            class_name=a.class_name, class_index=a.class_index, checkpoint_id=getattr(model, "checkpoint_id", None),
+            xvad_version=__version__, threshold=s.threshold, policy=f"{cam.k}/{cam.n}", window=cam.window,
+            stride=s.stride, fps=cam.fps,
+            media_dir=None if recorder is None else os.path.relpath(folder, self.media_root),
+            host=self.host, pid=self.pid)
+        if recorder is None:
+            self.db.media_state(uid, "skipped")
+            log.warning("%s: disk nearly full: alert %d recorded without media", cam.name, alert_id)
+        self.open[cam.name] = OpenAlert(uid, alert_id, recorder)
+        cam.log.info("%s: alert %d starts at %.2f s (score %.3f)", cam.name, alert_id, window[-1].time, a.score)
+        self.notify("alert_start", {"id": alert_id, "uid": uid, "camera": cam.name, "score": a.score,
+                                    "class": a.class_name, "time": window[-1].time})
+
+    def _close_alert(self, cam: CameraRun, reason: str, end_time: float | None = None) -> None:
+        a = cam.close_alert()
+        rec = self.open.pop(cam.name, None)
+        if a is None or rec is None:
+            return
+        t = end_time if end_time is not None else (cam.last.time if cam.last is not None else a.start_time)
+        self.db.alert_ended(rec.uid, ended_at=utcnow(), end_time=t, peak_score=a.peak, reason=reason)
+        cam.log.info("%s: alert %d ends (%s; peak %.3f)", cam.name, rec.id, reason, a.peak)
+        self.notify("alert_end", {"id": rec.id, "uid": rec.uid, "camera": cam.name, "peak_score": a.peak,
+                                  "reason": reason, "time": t})
+        if rec.recorder is not None:
+            if reason == "scores":
+                rec.recorder.alert_ended(t)
+                self.finishing.append((cam, rec))
+            else:                                 # no more frames will come: the clip ends here
+                self._finish_clip(cam, rec)
+
+    def _record(self, cam: CameraRun, frame: Any) -> None:
+        """Give the frame to the camera's clips: the open alert's, and those in their post-roll."""
+        if frame.image is None:
+            return
+        rec = self.open.get(cam.name)
+        if rec is not None and rec.recorder is not None:
+            rec.recorder.add(frame.time, frame.image)
+        for item in [x for x in self.finishing if x[0] is cam]:
+            if item[1].recorder is not None and item[1].recorder.add(frame.time, frame.image):
+                self.finishing.remove(item)
+                self._finish_clip(cam, item[1])
+
+    def _finish_clip(self, cam: CameraRun, rec: OpenAlert) -> None:
+        recorder = rec.recorder
+        if recorder is None:
+            return
+        try:
+            path = recorder.close()
+        except Exception as exc:                  # a clip failing must not stop the service
+            log.warning("%s: alert %d: clip not written: %s", cam.name, rec.id, exc)
+            recorder.discard()
+            path = None
+        if path is None:
+            self.db.media_state(rec.uid, "missing")
+            return
+        self.db.media_state(rec.uid, "complete", files={"clip": os.path.basename(path)})
+        if not cam.settings.explain:
+            return
+        s = cam.settings
+        job = ReportJob(rec.uid, cam.name, path, recorder.folder, cam.model, s.threshold, s.alert, s.stride, cam.fps)
+        if self.reports.submit(job):
+            self.db.explanation_state(rec.uid, "pending")
+        else:
+            self.db.explanation_state(rec.uid, "skipped", error="the explanation worker is busy")
+
+    def _report_done(self, uid: str, state: str, files: dict[str, str], error: str | None) -> None:
+        self.db.explanation_state(uid, state, error=error)
+        if files:
+            self.db.media_state(uid, "complete", files=files)
+
+    # -- figures ---------------------------------------------------------------------------------------
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [cam.snapshot() for cam in self.cameras.values()]
