@@ -200,10 +200,23 @@ def run_detect(a) -> int:
     return run(a)
 
 
+def service_command(name: str) -> tuple:
+    """The parser adder and runner of a service command (``xvad.service.cli``), imported when used."""
+    def add(sub) -> None:
+        from .service.cli import add_parser
+        add_parser(sub, name)
+
+    def run(a) -> int:
+        from .service.cli import run
+        return run(a)
+
+    return add, run
+
+
 COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate),
             "predict": (add_predict, run_predict), "explain": (add_explain, run_explain),
             "report": (add_report, run_report), "detect": (add_detect, run_detect),
-            "demo": (add_demo, run_demo)}
+            "demo": (add_demo, run_demo), "config": service_command("config"), "users": service_command("users")}
 
 
 def build_parser() -> argparse.ArgumentParser:
