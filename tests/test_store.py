@@ -12,9 +12,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from servers import postgres_server  # noqa: F401  (the session fixture)
 
 from xvad.service.store import Database
+
+from servers import postgres_server  # noqa: F401  (the session fixture)
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -216,7 +216,8 @@ def service_command(name: str) -> tuple:
 COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate),
             "predict": (add_predict, run_predict), "explain": (add_explain, run_explain),
             "report": (add_report, run_report), "detect": (add_detect, run_detect),
-            "demo": (add_demo, run_demo), "config": service_command("config"), "users": service_command("users")}
+            "demo": (add_demo, run_demo), "serve": service_command("serve"), "config": service_command("config"),
+            "users": service_command("users")}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,12 +17,13 @@ import numpy as np
 from ..errors import VideoError
 from ..stream.alerts import Alert, AlertTracker
 from ..stream.frames import Disconnect, End, Frame, FrameQueue, Gap
-from ..stream.inference import FrameFeature, WindowBuffer
+from ..stream.inference import FrameFeature, FrameInput, WindowBuffer
 from ..stream.policy import parse_alert
 from ..stream.source import Reader, Reconnect
-from ..video import frame_tensor, needs_partner, parse_source
+from ..video import needs_partner, parse_source
 
 QUEUE_FRAMES = 4          # a live camera's queue: when the service falls behind, the oldest frames go
+RECONNECT = (0.5, 10.0)   # seconds before reopening a lost source: first, at most (it never gives up)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class CameraRun:
     """A camera's state between the reader and the shared model; ``settings`` is its
     :class:`~xvad.service.settings.CameraSettings`."""
 
-    def __init__(self, settings: Any, model: Any, live: bool | None = None) -> None:
+    def __init__(self, settings: Any, model: Any, live: bool | None = None, skip_still: bool = False) -> None:
         self.settings = settings
         self.name: str = settings.name
         self.model = model
@@ -55,14 +56,15 @@ class CameraRun:
         self.window = int(settings.window or cfg.get("frames", 16))
         self.k, self.n = parse_alert(settings.alert)
         self.buffer = WindowBuffer(self.window, settings.stride)
-        self.tracker = AlertTracker(settings.threshold, self.k, self.n)
-        self.live = self.spec.live or settings.realtime if live is None else live
-        self.reader = Reader(self.spec, self.fps, lambda image, partner: frame_tensor(image, partner, cfg),
-                             FrameQueue(QUEUE_FRAMES if self.live else 16), live=self.live, keep_images=True,
-                             realtime=settings.realtime and not self.spec.live,
-                             reconnect=Reconnect(settings.reconnect_initial, settings.reconnect_max,
-                                                 float("inf")),
-                             pairs=needs_partner(cfg), loop=settings.loop)
+        self.threshold = float(settings.threshold if settings.threshold is not None
+                               else (getattr(model, "extra", None) or {}).get("threshold", 0.5))
+        self.tracker = AlertTracker(self.threshold, self.k, self.n)
+        self.live = (self.spec.live or settings.realtime) if live is None else live
+        queue = FrameQueue(QUEUE_FRAMES if self.live else 16)
+        self.reader = Reader(self.spec, self.fps, FrameInput(cfg, skip_still), queue, live=self.live,
+                             keep_images=True, realtime=settings.realtime and not self.spec.live,
+                             reconnect=Reconnect(*RECONNECT, float("inf")), pairs=needs_partner(cfg),
+                             loop=settings.loop)
         self.reader.log = self.log
         self.stats = CameraStats()
         self.state = "stopped"

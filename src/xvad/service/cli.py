@@ -141,8 +141,18 @@ def run_users(a: argparse.Namespace) -> int:
     return 0
 
 
+def add_serve(sub: Any) -> None:
+    from .serve import add_serve as add
+    add(sub)
+
+
+def run_serve(a: argparse.Namespace) -> int:
+    from .serve import run_serve as run
+    return run(a)
+
+
 PARSERS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
-    "config": (add_config, run_config), "users": (add_users, run_users)}
+    "serve": (add_serve, run_serve), "config": (add_config, run_config), "users": (add_users, run_users)}
 
 
 def add_parser(sub: Any, name: str) -> None:

@@ -5,13 +5,13 @@ claims due rows and delivers them, retrying with exponential backoff while the b
 is down, so a delivery problem never slows detection and no event is lost across restarts. Several
 processes may share one outbox: a row is claimed atomically before it is sent.
 
-MQTT topics (``PREFIX`` is ``mqtt.topic_prefix``, default ``xvad``):
+MQTT topics (``PREFIX`` is ``mqtt.prefix``, default ``xvad``):
 - ``PREFIX/available``: ``online`` / ``offline`` (retained; ``offline`` is also the will)
 - ``PREFIX/cameras/<camera>/state``: ``online``, ``offline`` or ``stopped`` (retained)
 - ``PREFIX/alerts`` and ``PREFIX/cameras/<camera>/alerts``: ``{"type": "start"|"end", "alert": {...}}``
 
 Webhooks get the same JSON as an HTTP POST, with ``X-Xvad-Event`` and
-``X-Xvad-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook's secret>``.
+``X-Xvad-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook's secret>`` (when it has one).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Notifier:
         self.db = db
         self.mqtt_settings = settings.mqtt
         self.webhooks = list(settings.webhooks or [])
-        self.prefix = (settings.mqtt.topic_prefix if settings.mqtt else "xvad").rstrip("/")
+        self.prefix = (settings.mqtt.prefix if settings.mqtt else "xvad").rstrip("/")
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -71,8 +71,7 @@ class Notifier:
                 out.append(("mqtt", "broker", f"{self.prefix}/alerts", body, False))
                 out.append(("mqtt", "broker", f"{self.prefix}/cameras/{payload['camera']}/alerts", body, False))
         for hook in self.webhooks:
-            if event in hook.events or "all" in hook.events:
-                out.append(("webhook", hook.url, None, body, False))
+            out.append(("webhook", hook.url, None, body, False))
         return out
 
     # -- delivery ----------------------------------------------------------------------------------
@@ -141,10 +140,10 @@ class Notifier:
         except Exception as exc:
             delay = min(BACKOFF[0] * 2 ** row["attempts"], BACKOFF[1])
             when = datetime.now(timezone.utc) + timedelta(seconds=delay)
-            self.db.outbox_retry(row["id"], " ".join(str(exc).split())[:300], when)
+            self.db.outbox_failed(row["id"], " ".join(str(exc).split())[:300], when)
             log.info("outbox: %s to %s failed (%s); retry in %.0f s", row["kind"], row["target"], exc, delay)
             return
-        self.db.outbox_done(row["id"])
+        self.db.outbox_sent(row["id"])
 
     def _publish(self, topic: str, body: str, retain: bool) -> None:
         client = self._mqtt
@@ -160,8 +159,9 @@ class Notifier:
 
         hook = next(h for h in self.webhooks if h.url == url)
         data = body.encode()
-        headers = {"Content-Type": "application/json", "X-Xvad-Event": event,
-                   "X-Xvad-Signature": sign(hook.secret, data)}
-        r = httpx.post(url, content=data, headers=headers, timeout=5.0)
+        headers = {"Content-Type": "application/json", "X-Xvad-Event": event}
+        if hook.secret:
+            headers["X-Xvad-Signature"] = sign(hook.secret, data)
+        r = httpx.post(url, content=data, headers=headers, timeout=hook.timeout)
         if r.status_code >= 300:
             raise ConnectionError(f"HTTP {r.status_code}")

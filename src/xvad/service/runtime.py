@@ -228,7 +228,7 @@ class Service:
         alert_id = self.db.alert_started(
             uid=uid, camera=cam.name, started_at=utcnow(), start_time=window[-1].time, score=a.score,
             class_name=a.class_name, class_index=a.class_index, checkpoint_id=getattr(model, "checkpoint_id", None),
-            xvad_version=__version__, threshold=s.threshold, policy=f"{cam.k}/{cam.n}", window=cam.window,
+            xvad_version=__version__, threshold=cam.threshold, policy=f"{cam.k}/{cam.n}", window=cam.window,
             stride=s.stride, fps=cam.fps,
             media_dir=None if recorder is None else os.path.relpath(folder, self.media_root),
             host=self.host, pid=self.pid)
@@ -286,7 +286,8 @@ class Service:
         if not cam.settings.explain:
             return
         s = cam.settings
-        job = ReportJob(rec.uid, cam.name, path, recorder.folder, cam.model, s.threshold, s.alert, s.stride, cam.fps)
+        job = ReportJob(rec.uid, cam.name, path, recorder.folder, cam.model, cam.threshold, s.alert, s.stride,
+                        cam.fps)
         if self.reports.submit(job):
             self.db.explanation_state(rec.uid, "pending")
         else:

@@ -51,7 +51,7 @@ def run_serve(a: argparse.Namespace) -> int:
     from .store.database import Database
 
     settings = load(a)
-    db = Database(settings.database_url())
+    db = Database(settings.db)
     db.migrate()
     notifier = Notifier(db, settings)
     only = [c.strip() for c in a.cameras.split(",") if c.strip()] if a.cameras else None

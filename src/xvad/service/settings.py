@@ -68,6 +68,7 @@ class CameraSettings(_Strict):
     source: str
     source_options: dict[str, str] = {}   # FFmpeg options for opening the source
     loop: bool = False                    # a file source starts over at its end (tests, demos)
+    realtime: bool = True                 # a file source is played at its own rate, as a camera would send it
     model: Optional[str] = None           # checkpoint file; None: the shipped model
     fps: Optional[float] = Field(None, gt=0)        # None: the model's rate
     window: Optional[int] = Field(None, gt=0)       # None: the model's

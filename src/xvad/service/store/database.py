@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
@@ -151,7 +151,7 @@ class Database:
         with self.transaction() as s:
             cam = s.scalar(select(Camera).where(Camera.name == name))
             if cam is None:
-                cam = Camera(name=name, state="stopped")
+                cam = Camera(name=name, state="stopped", enabled=True)
                 s.add(cam)
             cam.source, cam.purpose, cam.settings_json = source, purpose, json.dumps(settings, sort_keys=True)
             cam.updated_at = utcnow()
@@ -161,9 +161,15 @@ class Database:
         with self.transaction() as s:
             s.execute(update(Camera).where(Camera.name == name).values(state=state, updated_at=utcnow()))
 
+    def set_camera_enabled(self, name: str, enabled: bool) -> None:
+        """An overseer's stop (False) or start (True); the process watching the camera follows it."""
+        with self.transaction() as s:
+            s.execute(update(Camera).where(Camera.name == name).values(enabled=bool(enabled), updated_at=utcnow()))
+
     def cameras(self) -> list[dict]:
         with self.session() as s:
             return [{"name": c.name, "source": c.source, "purpose": c.purpose, "state": c.state,
+                     "enabled": bool(c.enabled),
                      "settings": json.loads(c.settings_json or "{}"), "updated_at": _iso(c.updated_at)}
                     for c in s.scalars(select(Camera).order_by(Camera.name))]
 
@@ -201,11 +207,13 @@ class Database:
     def media_state(self, uid: str, state: str, *, files: dict[str, str] | None = None) -> None:
         """Set the media state of alert ``uid``; ``files`` (name -> path relative to its media folder)."""
         _check(state, MEDIA_STATES, "media state")
-        values: dict[str, Any] = {"media_state": state}
-        if files is not None:
-            values["files_json"] = json.dumps(files, sort_keys=True)
         with self.transaction() as s:
-            s.execute(update(Alert).where(Alert.uid == uid).values(**values))
+            a = s.scalar(select(Alert).where(Alert.uid == uid))
+            if a is None:
+                return
+            a.media_state = state
+            if files:                     # added to the files already recorded (the clip, then the report)
+                a.files_json = json.dumps({**json.loads(a.files_json or "{}"), **files}, sort_keys=True)
 
     def explanation_state(self, uid: str, state: str, *, error: str | None = None) -> None:
         _check(state, EXPLANATION_STATES, "explanation state")
@@ -279,17 +287,34 @@ class Database:
         """Deliveries not yet sent whose next try is due, oldest first."""
         now = now or utcnow()
         with self.session() as s:
-            rows = s.scalars(select(Outbox).where(Outbox.sent_at.is_(None), Outbox.next_try_at <= now)
+            rows = s.scalars(select(Outbox).where(Outbox.sent_at.is_(None), Outbox.next_try_at <= now,
+                                                  Outbox.claimed_until.is_(None) | (Outbox.claimed_until < now))
                              .order_by(Outbox.id).limit(limit))
             return [{"id": o.id, "kind": o.kind, "target": o.target, "topic": o.topic,
                      "payload": json.loads(o.payload), "attempts": o.attempts} for o in rows]
 
+    def outbox_claim(self, owner: str, limit: int = 50, lease: float = 60.0) -> list[dict]:
+        """Due deliveries that ``owner`` now holds for ``lease`` seconds: each row is claimed in one
+        conditional update, so two processes sharing the outbox never send the same message."""
+        now = utcnow()
+        claimed = []
+        for row in self.outbox_due(limit, now):
+            with self.transaction() as s:
+                won = s.execute(update(Outbox).where(
+                    Outbox.id == row["id"], Outbox.sent_at.is_(None),
+                    (Outbox.claimed_until.is_(None)) | (Outbox.claimed_until < now)).values(
+                    claimed_by=owner, claimed_until=now + timedelta(seconds=lease))).rowcount
+            if won == 1:
+                claimed.append(row)
+        return claimed
+
     def outbox_sent(self, item_id: int) -> None:
         with self.transaction() as s:
             s.execute(update(Outbox).where(Outbox.id == item_id).values(
-                sent_at=utcnow(), attempts=Outbox.attempts + 1, error=None))
+                sent_at=utcnow(), attempts=Outbox.attempts + 1, error=None, claimed_by=None, claimed_until=None))
 
     def outbox_failed(self, item_id: int, error: str, next_try_at: datetime) -> None:
         with self.transaction() as s:
             s.execute(update(Outbox).where(Outbox.id == item_id).values(
-                attempts=Outbox.attempts + 1, error=error[:1000], next_try_at=next_try_at))
+                attempts=Outbox.attempts + 1, error=error[:1000], next_try_at=next_try_at, claimed_by=None,
+                claimed_until=None))

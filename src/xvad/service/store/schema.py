@@ -48,6 +48,7 @@ class Camera(Base):
     purpose: Mapped[str] = mapped_column(Text, default="")
     settings_json: Mapped[str] = mapped_column(Text, default="{}")
     state: Mapped[str] = mapped_column(String(16), default="stopped")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)   # stopped or started by an overseer
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -125,3 +126,5 @@ class Outbox(Base):
     next_try_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     sent_at: Mapped[Optional[datetime]] = mapped_column(UtcDateTime)
     error: Mapped[Optional[str]] = mapped_column(Text)
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(255))   # the process delivering it
+    claimed_until: Mapped[Optional[datetime]] = mapped_column(UtcDateTime)

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("purpose", sa.Text, nullable=False),
         sa.Column("settings_json", sa.Text, nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("enabled", sa.Boolean, nullable=False),
         sa.Column("updated_at", UTC, nullable=False),
     )
     op.create_table(
@@ -91,6 +92,8 @@ def upgrade() -> None:
         sa.Column("next_try_at", UTC, nullable=False, index=True),
         sa.Column("sent_at", UTC),
         sa.Column("error", sa.Text),
+        sa.Column("claimed_by", sa.String(255)),
+        sa.Column("claimed_until", UTC),
     )
 
 
