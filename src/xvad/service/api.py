@@ -2,11 +2,10 @@
 pages, each alert's media, health and Prometheus metrics. Every route needs ``Authorization: Bearer
 TOKEN``; a user limited to some cameras gets "not found" for the others' alerts and media.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations at run time.
 import os
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse
@@ -26,7 +25,7 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
                   "cameras, alerts and their explanations.")
     media_root = os.path.realpath(os.path.join(str(settings.data), "media"))
 
-    def user(authorization: Annotated[str | None, Header()] = None) -> Any:
+    def user(authorization: Annotated[Optional[str], Header()] = None) -> Any:
         scheme, _, token = (authorization or "").partition(" ")
         found = auth.check_token(db, token.strip()) if scheme.lower() == "bearer" and token else None
         if found is None:
@@ -79,9 +78,9 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
         return {"camera": name, "action": action, "by": u.name}
 
     @app.get("/api/alerts")
-    def alerts(u: User, camera: Annotated[list[str] | None, Query()] = None, state: str | None = None,
-               since: datetime | None = None, until: datetime | None = None,
-               min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
+    def alerts(u: User, camera: Annotated[Optional[list[str]], Query()] = None, state: Optional[str] = None,
+               since: Optional[datetime] = None, until: Optional[datetime] = None,
+               min_score: Annotated[Optional[float], Query(ge=0, le=1)] = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
         allowed = [c["name"] for c in db.cameras() if visible(u, c["name"])]
         chosen = allowed if not camera else [c for c in camera if c in allowed]

@@ -23,6 +23,7 @@ from ..stream.worker import Worker
 log = logging.getLogger(__name__)
 
 CLIP = "clip.mp4"
+MAX_CLIP = 120.0           # seconds: a clip ends here even if its alert goes on
 REPORT = "report.html"
 
 
@@ -36,11 +37,13 @@ class ClipRecorder:
     """Writes one alert's clip: the pre-roll frames, every frame while the alert is on, then
     ``post_roll`` seconds more. :meth:`add` returns True once the clip is finished."""
 
-    def __init__(self, folder: str, fps: float, pre: Iterable[tuple[float, np.ndarray]], post_roll: float) -> None:
+    def __init__(self, folder: str, fps: float, pre: Iterable[tuple[float, np.ndarray]], post_roll: float,
+                 longest: float = MAX_CLIP) -> None:
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         self.path = os.path.join(folder, CLIP)
         self.post_roll = float(post_roll)
+        self.longest = float(longest)
         self.until: float | None = None        # source time at which the clip ends (set when the alert ends)
         self.first: float | None = None
         self.last: float | None = None
@@ -63,6 +66,8 @@ class ClipRecorder:
 
     def add(self, t: float, image: np.ndarray) -> bool:
         if self.until is not None and t > self.until:
+            return True
+        if self.first is not None and t - self.first >= self.longest:   # a long alert: its clip ends here
             return True
         self._write(t, image)
         return self.until is not None and t >= self.until

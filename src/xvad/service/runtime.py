@@ -9,6 +9,7 @@ through the outbox (:mod:`.notify`). A camera that stalls only stops sending fra
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import socket
@@ -91,6 +92,9 @@ class Service:
         closed = self.db.close_interrupted(names)
         if closed:
             log.warning("closed %d alert(s) left open by an earlier run as interrupted", closed)
+        for name in names:        # clips a killed run was still writing: their records say "missing"
+            for part in glob.glob(os.path.join(self.media_root, glob.escape(name), "*", "*.part")):
+                os.remove(part)
         for name, cam in self.cameras.items():
             s = cam.settings
             self.db.upsert_camera(name, s.source, s.purpose or "", s.model_dump(mode="json"))
@@ -262,8 +266,9 @@ class Service:
         if frame.image is None:
             return
         rec = self.open.get(cam.name)
-        if rec is not None and rec.recorder is not None:
-            rec.recorder.add(frame.time, frame.image)
+        if rec is not None and rec.recorder is not None and rec.recorder.add(frame.time, frame.image):
+            self._finish_clip(cam, rec)        # the longest clip: the alert goes on without more video
+            rec.recorder = None
         for item in [x for x in self.finishing if x[0] is cam]:
             if item[1].recorder is not None and item[1].recorder.add(frame.time, frame.image):
                 self.finishing.remove(item)

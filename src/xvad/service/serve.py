@@ -88,6 +88,10 @@ def _serve_http(db: Any, settings: Any, service: Any) -> None:
 
     app = create_app(db, settings, service)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    # uvicorn stops on SIGTERM / SIGINT, then raises the signal again once it has restored the handlers
+    # it found: make those harmless, so that the service drains after it (the caller's finally)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: log.info("stopping"))
     print(f"xvad serve: http://{settings.host}:{settings.port} ({len(service.cameras) if service else 0} "
           "camera(s)); stop with Ctrl-C", flush=True)
     uvicorn.Server(config).run()       # returns on SIGTERM / SIGINT
