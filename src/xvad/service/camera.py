@@ -93,7 +93,8 @@ class CameraRun:
     # -- frames in -----------------------------------------------------------------------------------
     def take(self, most: int) -> tuple[list[Frame], list[Any]]:
         """Up to ``most`` frames that have arrived, and any markers among them, without waiting."""
-        frames, markers = [], []
+        frames: list[Frame] = []
+        markers: list[Any] = []
         while len(frames) < most:
             item = self.reader.queue.get_nowait()
             if item is None:

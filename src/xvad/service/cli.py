@@ -64,7 +64,7 @@ def run_config(a: argparse.Namespace) -> int:
 
     s = load_settings(a.file)
     names = ", ".join(c.name + ("" if c.enabled else " (disabled)") for c in s.cameras) or "none"
-    print(f"{a.file}: ok: {len(s.cameras)} camera(s): {names}; database {redact(s.db)}; "
+    print(f"{a.file}: ok: {len(s.cameras)} camera(s): {names}; database {redact(s.db or '')}; "
           f"data {s.data}; http {s.host}:{s.port}")
     return 0
 

@@ -54,7 +54,7 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     if _in_memory(url):
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        os.makedirs(os.path.dirname(os.path.abspath(make_url(url).database)), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(str(make_url(url).database))), exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -232,8 +232,9 @@ class Database:
             return q if cameras is None else q.where(Alert.camera.in_(list(cameras)))
 
         with self.transaction() as s:
-            n = s.execute(of(update(Alert).where(Alert.state == "open")).values(
-                state="interrupted", ended_at=now, end_reason="interrupted")).rowcount
+            result: Any = s.execute(of(update(Alert).where(Alert.state == "open")).values(
+                state="interrupted", ended_at=now, end_reason="interrupted"))
+            n = result.rowcount
             s.execute(of(update(Alert).where(Alert.state != "open", Alert.media_state == "pending"))
                       .values(media_state="missing"))
             s.execute(of(update(Alert).where(Alert.state != "open",
@@ -258,7 +259,7 @@ class Database:
                limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
         """Alerts matching every filter given, newest first (``since <= started_at < until``), one page
         of them and the total that match."""
-        conditions = []
+        conditions: list[Any] = []
         if cameras is not None:
             conditions.append(Alert.camera.in_(list(cameras)))
         if state is not None:
@@ -300,11 +301,11 @@ class Database:
         claimed = []
         for row in self.outbox_due(limit, now):
             with self.transaction() as s:
-                won = s.execute(update(Outbox).where(
+                result: Any = s.execute(update(Outbox).where(
                     Outbox.id == row["id"], Outbox.sent_at.is_(None),
                     (Outbox.claimed_until.is_(None)) | (Outbox.claimed_until < now)).values(
-                    claimed_by=owner, claimed_until=now + timedelta(seconds=lease))).rowcount
-            if won == 1:
+                    claimed_by=owner, claimed_until=now + timedelta(seconds=lease)))
+            if result.rowcount == 1:
                 claimed.append(row)
         return claimed
 

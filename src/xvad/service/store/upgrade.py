@@ -28,7 +28,9 @@ def alembic_config() -> Config:
 
 def head() -> str:
     """The newest revision the package ships."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert revision is not None, "the package ships its migrations"
+    return revision
 
 
 def current(engine: Engine) -> str | None:
