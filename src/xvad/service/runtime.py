@@ -25,8 +25,11 @@ from ..errors import VideoError
 from ..stream.inference import FrameFeature, Scorer
 from .camera import CameraRun
 from .media import ClipRecorder, ReportJob, ReportWorker, free_mb
+from .retention import sweep
 
 log = logging.getLogger(__name__)
+SWEEP_EVERY = 3600.0              # seconds between retention sweeps
+POLL_EVERY = 2.0                  # seconds between looks at the cameras' enabled flags in the database
 RETRY_OPEN = (2.0, 60.0)          # seconds between attempts to open a camera that will not open: first, most
 
 
@@ -98,6 +101,9 @@ class Service:
         for name, cam in self.cameras.items():
             s = cam.settings
             self.db.upsert_camera(name, s.source, s.purpose or "", s.model_dump(mode="json"))
+        stopped = {c["name"] for c in self.db.cameras() if not c.get("enabled", True)}   # by an overseer
+        for name, cam in self.cameras.items():
+            self._wanted[name] = self._wanted[name] and name not in stopped
             if self._wanted[name]:
                 self._open_camera(cam)
             else:
@@ -126,11 +132,13 @@ class Service:
             self._wanted[name] = False
             self._close_alert(cam, "camera stopped")
             cam.stop()
+        self.db.set_camera_enabled(name, False)      # the stop holds across restarts, until a start
         self.db.set_camera_state(name, "stopped")
         self.notify("camera", {"camera": name, "state": "stopped"})
 
     def start_camera(self, name: str) -> None:
         cam = self.cameras[name]
+        self.db.set_camera_enabled(name, True)
         with self._lock:
             self._wanted[name] = True
             if cam.state in ("running", "reconnecting"):
@@ -154,11 +162,35 @@ class Service:
 
     # -- the inference thread ----------------------------------------------------------------------------
     def _main(self) -> None:
+        next_sweep = next_poll = 0.0
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_sweep:           # retention, once an hour
+                next_sweep = now + SWEEP_EVERY
+                self._sweep()
+            if now >= next_poll:            # stop and start asked through the database (another process)
+                next_poll = now + POLL_EVERY
+                self._follow_database()
             with self._lock:
                 busy = self.step()
             if not busy:
                 self._stop.wait(0.005)
+
+    def _sweep(self) -> None:
+        try:
+            sweep(self.db, [c.settings for c in self.cameras.values()], self.media_root)
+        except Exception as exc:            # retention failing must not stop detection
+            log.warning("retention sweep failed: %s", exc)
+
+    def _follow_database(self) -> None:
+        try:
+            wanted = {c["name"]: c.get("enabled", True) for c in self.db.cameras()}
+        except Exception as exc:
+            log.warning("cannot read the cameras' state: %s", exc)
+            return
+        for name, enabled in wanted.items():
+            if name in self.cameras and enabled != self._wanted.get(name):
+                (self.start_camera if enabled else self.stop_camera)(name)
 
     def step(self) -> bool:
         """One round over every camera; False when no camera had a frame."""

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +25,7 @@ from .schema import Alert, Camera, Outbox, utcnow
 log = logging.getLogger(__name__)
 
 ALERT_STATES = ("open", "closed", "interrupted")
-MEDIA_STATES = ("pending", "complete", "missing", "skipped")
+MEDIA_STATES = ("pending", "complete", "missing", "skipped", "deleted")
 EXPLANATION_STATES = ("pending", "running", "complete", "failed", "missing", "skipped")
 CAMERA_STATES = ("running", "stopped", "offline")
 
@@ -275,6 +275,24 @@ class Database:
             rows = s.scalars(select(Alert).where(*conditions).order_by(Alert.started_at.desc(), Alert.id.desc())
                              .limit(max(0, int(limit))).offset(max(0, int(offset))))
             return [alert_dict(a) for a in rows], int(total or 0)
+
+    # -- retention ----------------------------------------------------------------------------
+    def media_older_than(self, camera: str, before: datetime) -> list[dict]:
+        """Closed alerts of ``camera`` that started before ``before`` and still have media."""
+        with self.session() as s:
+            rows = s.scalars(select(Alert).where(
+                Alert.camera == camera, Alert.started_at < before, Alert.state != "open",
+                Alert.media_state.in_(("complete", "missing", "pending")), Alert.media_dir.is_not(None)))
+            return [alert_dict(a) for a in rows]
+
+    def delete_alerts_older_than(self, camera: str, before: datetime) -> list[int]:
+        """Delete the closed alerts of ``camera`` that started before ``before``; returns their ids."""
+        with self.transaction() as s:
+            ids = list(s.scalars(select(Alert.id).where(Alert.camera == camera, Alert.started_at < before,
+                                                        Alert.state != "open")))
+            if ids:
+                s.execute(delete(Alert).where(Alert.id.in_(ids)))
+            return ids
 
     # -- integrations -------------------------------------------------------------------------
     def enqueue(self, kind: str, target: str, payload: dict, topic: str | None = None) -> None:
