@@ -22,7 +22,7 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
     """The app over ``db``; ``service`` is the running :class:`~.runtime.Service` when this process
     watches cameras itself (live figures, stop and start), else None (an API-only process)."""
     app = FastAPI(title="xvad", version=__version__, description="Explainable video anomaly detection: "
-                  "cameras, alerts and their explanations.")
+                  "cameras, alerts and their explanations.", docs_url=None, redoc_url=None, openapi_url=None)
     media_root = os.path.realpath(os.path.join(str(settings.data), "media"))
 
     def user(authorization: Annotated[Optional[str], Header()] = None) -> Any:
@@ -43,6 +43,10 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
         if a is None or not visible(u, a["camera"]):
             raise HTTPException(404, f"no alert {alert_id}")
         return a
+
+    @app.get("/api/openapi.json")
+    def openapi(u: User) -> dict:
+        return app.openapi()            # the schema too needs a token (FastAPI's open /docs are off)
 
     @app.get("/healthz")
     def healthz(u: User) -> dict:
