@@ -122,7 +122,8 @@ def group_kfold(data: Dataset, k: int = 5, seed: int = 0) -> list[tuple[np.ndarr
     """
     groups = sorted({s.group for s in data.samples})
     if len(groups) < k:
-        raise DatasetError(f"{data.root}: {len(groups)} groups cannot make {k} group-wise folds")
+        raise DatasetError(f"{data.root}: {len(groups)} groups cannot make {k} group-wise folds "
+                           f"(--folds: at most {len(groups)}, or 0 for one hold-out split)")
     rng = np.random.default_rng(seed)
     rng.shuffle(groups)
     members = {g: [i for i, s in enumerate(data.samples) if s.group == g] for g in groups}
