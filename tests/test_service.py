@@ -338,8 +338,8 @@ def test_kill_9_in_the_middle_of_an_alert(live, serve, tmp_path):
     s.start()
     db = Database(f"sqlite:///{os.path.join(s.data, 'xvad.db')}")
     try:
-        wait_for("closed alert with its clip", lambda: closed_with_clip(s, "gate"), 90, s)
-        wait_for("open alert of gate", lambda: db.alerts(cameras=["gate"], state="open")[0], 60, s, every=0.1)
+        wait_for("closed alert with its clip", lambda: closed_with_clip(s, "gate"), 150, s)
+        wait_for("open alert of gate", lambda: db.alerts(cameras=["gate"], state="open")[0], 120, s, every=0.1)
         s.proc.kill()
         s.proc.wait(10)
         before, _ = db.alerts(limit=1000)
@@ -360,7 +360,7 @@ def test_kill_9_in_the_middle_of_an_alert(live, serve, tmp_path):
         assert not glob.glob(os.path.join(s.data, "media", "**", "*.part"), recursive=True)
         newest = max(a["id"] for a in before)
         wait_for("new alert after the restart", lambda: [a for a in db.alerts(limit=1000)[0]
-                                                         if a["id"] > newest and a["pid"] == s.proc.pid], 60, s)
+                                                         if a["id"] > newest and a["pid"] == s.proc.pid], 120, s)
         rows, total = db.alerts(limit=1000)
         assert len({a["uid"] for a in rows}) == len(rows) == total
         assert len([a for a in rows if a["id"] <= newest]) == len(before)
