@@ -30,7 +30,7 @@ import xvad
 
 from cameras import LiveCamera, mpegts_bytes
 from conftest import SURV_FIGHT
-from servers import free_port
+from servers import free_port, postgres_server  # noqa: F401  (the session fixture)
 
 FIGHT = os.path.join(SURV_FIGHT, "fight", "fi003.mp4")
 CALM = os.path.join(SURV_FIGHT, "noFight", "nofi002.mp4")
@@ -545,3 +545,49 @@ def test_webhook_signed_and_retried(serve, tmp_path):
         hook.shutdown()
         hook.server_close()
 
+
+
+# -- several processes on one PostgreSQL -----------------------------------------------------------------
+def test_two_detector_processes_and_an_api_process_share_postgresql(stream, tmp_path, request):
+    """As on several hosts: one `xvad serve --no-api` per camera and one `--api-only`, all on the same
+    PostgreSQL server; every alert either process raised is listed once by the API process."""
+    pg = request.getfixturevalue("postgres_server")
+    url = pg.create_database()
+    cam = LiveCamera(stream[0], stream[1], speed=SPEED, loop=True)
+    cam.start()
+    api = Serve(str(tmp_path), [camera("gate", cam.url), camera("hall", cam.url)], db=url)
+    workers = []
+    try:
+        for name in ("gate", "hall"):
+            log = open(os.path.join(str(tmp_path), f"{name}.log"), "a")
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "xvad", "serve", "--config", api.config, "--cameras", name, "--no-api"],
+                cwd=str(tmp_path), env=_env(), stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        log = open(api.logfile, "a")
+        api.proc = subprocess.Popen([sys.executable, "-m", "xvad", "serve", "--config", api.config, "--api-only"],
+                                    cwd=str(tmp_path), env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for("answer from the API process", api._up, 120, api)
+
+        def both_closed() -> bool:
+            got = {a["camera"] for a in api.alerts(state="closed")}
+            return {"gate", "hall"} <= got
+
+        wait_for("a closed alert from each detector process", both_closed, 240, api, every=1.0)
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            assert w.wait(90) == 0
+        rows = api.alerts()
+        uids = [a["uid"] for a in rows]
+        assert len(uids) == len(set(uids)) and {a["camera"] for a in rows} == {"gate", "hall"}
+        assert len({a["pid"] for a in rows}) == 2                    # each camera's alerts from its own process
+        assert all(a["state"] == "closed" for a in rows)             # drained: none left open
+        assert api.get("/api/alerts", limit=1).json()["total"] == len(rows)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+        api.stop(signal.SIGKILL)
+        cam.kill()
