@@ -239,10 +239,14 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x * 1000:.0f}"
 
 
+def _num(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def print_run(n: int, name: str, run: dict) -> None:
     t = run["totals"]
     print(f"N={n} {name}: total {t['fps']:.1f} frames/s, {t['dropped']} dropped, CPU {t['cpu_seconds']:.1f} s "
-          f"over {run['seconds']:.1f} s ({t['cpu_per_frame_ms']:.0f} ms/frame), "
+          f"over {run['seconds']:.1f} s ({_num(t['cpu_per_frame_ms'])} ms/frame), "
           f"{t['cameras_kept_up']}/{n} kept up, startup {run['startup_seconds']:.1f} s")
     for c in run["cameras"]:
         if "error" in c:
@@ -272,7 +276,8 @@ def main() -> None:
         info.append(meta)
         print(f"camera {len(cams) - 1}: {meta['clip']} {meta['size']} {meta['fps']} fps, "
               f"{meta['frames']} frames, looped")
-    results = []
+    results: list[dict] = []
+    meta = describe(a.seconds, info)
     order = a.order
     try:
         for n in counts:
@@ -290,9 +295,11 @@ def main() -> None:
             row["ratio_fps"] = sa["fps"] / sb["fps"] if sb["fps"] else None
             row["ratio_cpu_per_frame"] = (sa["cpu_per_frame_ms"] / sb["cpu_per_frame_ms"]
                                           if sa["cpu_per_frame_ms"] and sb["cpu_per_frame_ms"] else None)
-            print(f"N={n}: service / separate: total fps x{row['ratio_fps']:.2f}, CPU per frame "
-                  f"x{row['ratio_cpu_per_frame']:.2f}; load {row['load_average_after'][0]:.2f}")
+            print(f"N={n}: service / separate: total fps x{_num(row['ratio_fps'], 2)}, CPU per frame "
+                  f"x{_num(row['ratio_cpu_per_frame'], 2)}; load {row['load_average_after'][0]:.2f}")
             results.append(row)
+            save("serve", {**meta, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                           "runs": results, "complete": False})
             order = order[::-1]
     finally:
         for c in cams:
@@ -305,9 +312,15 @@ def main() -> None:
             t = row[key]["totals"]
             print(f"{row['cameras']:>2} {key:<10}{t['fps']:>10.1f}{t['fps_since_start']:>7.1f}{t['dropped']:>9}"
                   f"{t['cameras_kept_up']:>5}/{row['cameras']:<3}{_ms(t['latency_p50_max']):>8}"
-                  f"{_ms(t['latency_p95_max']):>8}{t['cpu_seconds']:>8.1f}{t['cpu_per_frame_ms']:>13.0f}")
-        print(f"{'':>2} {'ratio':<10}{row['ratio_fps']:>10.2f}{'':>49}{row['ratio_cpu_per_frame']:>13.2f}")
-    payload = {"seconds": a.seconds, "clips": info, "keep_up_tolerance": KEEP_UP,
+                  f"{_ms(t['latency_p95_max']):>8}{t['cpu_seconds']:>8.1f}{_num(t['cpu_per_frame_ms']):>13}")
+        print(f"{'':>2} {'ratio':<10}{_num(row['ratio_fps'], 2):>10}{'':>49}{_num(row['ratio_cpu_per_frame'], 2):>13}")
+    print("wrote", save("serve", {**meta, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                                  "runs": results, "complete": True}))
+
+
+def describe(seconds: float, info: list[dict]) -> dict:
+    """What the figures in the results file mean."""
+    return {"seconds": seconds, "clips": info, "keep_up_tolerance": KEEP_UP,
                "cpu_measure": "/proc/PID/stat utime+stime over the measured seconds (psutil not installed)",
                "latency": "per camera p50/p95 from frame to window score; totals give the worst camera",
                "service_fps": "frames counted between two /api/cameras reads D seconds apart",
@@ -316,9 +329,7 @@ def main() -> None:
                "separate_fps": "window lines (--log-windows) written in the measured seconds, times the stride; "
                                "fps_since_start: the stop line (frames over the detector's run)",
                "dropped": "over the whole run of each process (the stop line; the service's API), so start-up "
-                          "drops count; the service's dropped_measured counts only the measured seconds",
-               "load_average_before": load_before, "load_average_after": os.getloadavg(), "runs": results}
-    print("wrote", save("serve", payload))
+                          "drops count; the service's dropped_measured counts only the measured seconds"}
 
 
 if __name__ == "__main__":
