@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import socket
 import threading
@@ -141,12 +142,18 @@ class Service:
         self.db.set_camera_enabled(name, True)
         with self._lock:
             self._wanted[name] = True
-            if cam.state in ("running", "reconnecting"):
+            if cam.state in ("running", "reconnecting", "opening"):
                 return
             self.cameras[name] = cam = CameraRun(cam.settings, cam.model)
             self._open_camera(cam)
 
     def _open_camera(self, cam: CameraRun) -> None:
+        """Open the camera in a thread of its own: a source that takes long to answer (a network
+        timeout) must not hold up inference for the other cameras."""
+        cam.state = "opening"
+        threading.Thread(target=self._open_now, args=(cam,), name=f"xvad-open-{cam.name}", daemon=True).start()
+
+    def _open_now(self, cam: CameraRun) -> None:
         try:
             cam.start()
         except VideoError as exc:
@@ -230,8 +237,9 @@ class Service:
 
     def _reopen_due(self) -> None:
         now = time.monotonic()
-        for name, (when, _) in list(self._retry.items()):
+        for name, (when, delay) in list(self._retry.items()):
             if now >= when and self._wanted.get(name):
+                self._retry[name] = (math.inf, delay)         # until this attempt has failed or worked
                 cam = self.cameras[name] = CameraRun(self.cameras[name].settings, self.cameras[name].model)
                 self._open_camera(cam)
         for name, cam in self.cameras.items():   # a reader that gave up: open it again later
