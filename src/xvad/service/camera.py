@@ -70,7 +70,8 @@ class CameraRun:
         self.state = "stopped"
         self.error: str | None = None
         self.ended = False
-        self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, round(settings.pre_roll * self.fps)))
+        # the pre-roll, and the frames that came with it in the same batch (the alert's start is decided after)
+        self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=round(settings.pre_roll * self.fps) + 64)
         self.last: FrameFeature | None = None
 
     # -- life --------------------------------------------------------------------------------------

@@ -220,7 +220,6 @@ class Service:
             due: list[tuple[CameraRun, list[FrameFeature]]] = []
             for (cam, f), feat in zip(items, feats):
                 window = cam.push(f, feat)
-                self._record(cam, f)
                 if window is not None:
                     due.append((cam, window))
             done = time.perf_counter()
@@ -233,6 +232,8 @@ class Service:
                 elif cam.tracker.open is not None and cam.name in self.open:
                     a = cam.tracker.open
                     self.db.alert_updated(self.open[cam.name].uid, peak_score=a.peak, windows=a.windows)
+            for cam, f in items:       # after the decisions, so an alert started in this batch gets them
+                self._record(cam, f)
         return True
 
     def _reopen_due(self) -> None:
@@ -266,8 +267,9 @@ class Service:
         self.media_paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
         recorder = None
         if not self.media_paused:
-            recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent if t < window[-1].time],
-                                    s.post_roll)
+            start = window[-1].time
+            recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent
+                                                      if start - s.pre_roll - 1e-6 <= t < start], s.post_roll)
         model = cam.model
         alert_id = self.db.alert_started(
             uid=uid, camera=cam.name, started_at=utcnow(), start_time=window[-1].time, score=a.score,
