@@ -97,6 +97,9 @@ def test_alert_round_trip_keeps_every_field(db):
     assert a["files"] == {"clip.mp4": "clip.mp4", "report.html": "report/report.html"}
     assert (a["explanation_state"], a["explanation_error"]) == ("failed", "out of memory")
     assert db.alert_by_uid(f["uid"]) == a and db.alert(alert_id + 1000) is None
+    db.alert_ended(f["uid"], ended_at=T0 + timedelta(seconds=9.5), end_time=22.0, peak_score=0.95,
+                   reason="scores fell", windows=11)                   # the count of windows, at the end
+    assert db.alert(alert_id)["windows"] == 11
     with pytest.raises(ValueError):
         db.media_state(f["uid"], "done")
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VideoError
-from ..stream.alerts import Alert, AlertTracker
+from ..stream.alerts import AlertTracker
 from ..stream.frames import Disconnect, End, Frame, FrameQueue, Gap
 from ..stream.inference import FrameFeature, FrameInput, WindowBuffer
 from ..stream.policy import parse_alert
@@ -148,9 +148,6 @@ class CameraRun:
         if change == "start":
             self.stats.alerts += 1
         return change
-
-    def close_alert(self) -> Alert | None:
-        return self.tracker.close()
 
     @property
     def dropped(self) -> int:

@@ -39,10 +39,11 @@ def utcnow() -> datetime:
 
 
 class OpenAlert:
-    """An alert being recorded: its database uid and id, and its clip recorder (None: no media)."""
+    """An alert being recorded: its database uid and id, its clip recorder (None: no media) and the peak
+    score its record holds."""
 
-    def __init__(self, uid: str, alert_id: int, recorder: ClipRecorder | None) -> None:
-        self.uid, self.id, self.recorder = uid, alert_id, recorder
+    def __init__(self, uid: str, alert_id: int, recorder: ClipRecorder | None, peak: float) -> None:
+        self.uid, self.id, self.recorder, self.peak = uid, alert_id, recorder, peak   # peak: as recorded
 
 
 class Service:
@@ -230,8 +231,10 @@ class Service:
                 elif change == "end":
                     self._close_alert(cam, "scores", end_time=window[-1].time)
                 elif cam.tracker.open is not None and cam.name in self.open:
-                    a = cam.tracker.open
-                    self.db.alert_updated(self.open[cam.name].uid, peak_score=a.peak, windows=a.windows)
+                    a, rec = cam.tracker.open, self.open[cam.name]
+                    if a.peak > rec.peak:       # a commit when the record changes, not every window
+                        rec.peak = a.peak
+                        self.db.alert_updated(rec.uid, peak_score=a.peak, windows=a.windows)
             for cam, f in items:       # after the decisions, so an alert started in this batch gets them
                 self._record(cam, f)
         return True
@@ -281,18 +284,19 @@ class Service:
         if recorder is None:
             self.db.media_state(uid, "skipped")
             log.warning("%s: disk nearly full: alert %d recorded without media", cam.name, alert_id)
-        self.open[cam.name] = OpenAlert(uid, alert_id, recorder)
+        self.open[cam.name] = OpenAlert(uid, alert_id, recorder, a.score)
         cam.log.info("%s: alert %d starts at %.2f s (score %.3f)", cam.name, alert_id, window[-1].time, a.score)
         self.notify("alert_start", {"id": alert_id, "uid": uid, "camera": cam.name, "score": a.score,
                                     "class": a.class_name, "time": window[-1].time})
 
     def _close_alert(self, cam: CameraRun, reason: str, end_time: float | None = None) -> None:
-        a = cam.close_alert()
+        a = cam.tracker.close()
         rec = self.open.pop(cam.name, None)
         if a is None or rec is None:
             return
         t = end_time if end_time is not None else (cam.last.time if cam.last is not None else a.start_time)
-        self.db.alert_ended(rec.uid, ended_at=utcnow(), end_time=t, peak_score=a.peak, reason=reason)
+        self.db.alert_ended(rec.uid, ended_at=utcnow(), end_time=t, peak_score=a.peak, reason=reason,
+                            windows=a.windows)
         cam.log.info("%s: alert %d ends (%s; peak %.3f)", cam.name, rec.id, reason, a.peak)
         self.notify("alert_end", {"id": rec.id, "uid": rec.uid, "camera": cam.name, "peak_score": a.peak,
                                   "reason": reason, "time": t})

@@ -198,11 +198,14 @@ class Database:
             s.execute(update(Alert).where(Alert.uid == uid).values(peak_score=peak_score, windows=windows))
 
     def alert_ended(self, uid: str, *, ended_at: datetime, end_time: float, peak_score: float, reason: str,
-                    state: str = "closed") -> None:
+                    state: str = "closed", windows: int | None = None) -> None:
         _check(state, ALERT_STATES[1:], "alert end state")
+        values: dict[str, Any] = {"ended_at": ended_at, "end_time": end_time, "peak_score": peak_score,
+                                  "end_reason": reason, "state": state}
+        if windows is not None:
+            values["windows"] = windows
         with self.transaction() as s:
-            s.execute(update(Alert).where(Alert.uid == uid).values(
-                ended_at=ended_at, end_time=end_time, peak_score=peak_score, end_reason=reason, state=state))
+            s.execute(update(Alert).where(Alert.uid == uid).values(**values))
 
     def media_state(self, uid: str, state: str, *, files: dict[str, str] | None = None) -> None:
         """Set the media state of alert ``uid``; ``files`` (name -> path relative to its media folder)."""
