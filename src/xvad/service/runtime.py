@@ -69,16 +69,14 @@ class Service:
         if unknown:
             from ..errors import ConfigError
             raise ConfigError(f"--cameras: no camera named {', '.join(sorted(unknown))} in the configuration")
-        self._models: dict[str | None, Any] = {}
-        self.scorers: dict[str | None, Scorer] = {}
+        self.scorers: dict[str | None, Scorer] = {}                 # one per distinct model
         self.cameras: dict[str, CameraRun] = {}
+        self._model_of: dict[str, str | None] = {}
         for c in chosen:
-            key = None if c.model is None else str(c.model)
-            if key not in self._models:
-                self._models[key] = load(key)
-                self.scorers[key] = Scorer(self._models[key])
-            self.cameras[c.name] = CameraRun(c, self._models[key])
-        self._model_of = {c.name: (None if c.model is None else str(c.model)) for c in chosen}
+            key = self._model_of[c.name] = None if c.model is None else str(c.model)
+            if key not in self.scorers:
+                self.scorers[key] = Scorer(load(key))
+            self.cameras[c.name] = CameraRun(c, self.scorers[key].model)
         self.open: dict[str, OpenAlert] = {}
         self.finishing: list[tuple[CameraRun, OpenAlert]] = []     # clips still in their post-roll
         self.reports = ReportWorker(self._report_done)
@@ -145,8 +143,13 @@ class Service:
             self._wanted[name] = True
             if cam.state in ("running", "reconnecting", "opening"):
                 return
-            self.cameras[name] = cam = CameraRun(cam.settings, cam.model)
-            self._open_camera(cam)
+            self._open_camera(self._fresh(name))
+
+    def _fresh(self, name: str) -> CameraRun:
+        """A new run of camera ``name`` (a reader is started once), in place of the old one."""
+        old = self.cameras[name]
+        cam = self.cameras[name] = CameraRun(old.settings, old.model)
+        return cam
 
     def _open_camera(self, cam: CameraRun) -> None:
         """Open the camera in a thread of its own: a source that takes long to answer (a network
@@ -244,8 +247,7 @@ class Service:
         for name, (when, delay) in list(self._retry.items()):
             if now >= when and self._wanted.get(name):
                 self._retry[name] = (math.inf, delay)         # until this attempt has failed or worked
-                cam = self.cameras[name] = CameraRun(self.cameras[name].settings, self.cameras[name].model)
-                self._open_camera(cam)
+                self._open_camera(self._fresh(name))
         for name, cam in self.cameras.items():   # a reader that gave up: open it again later
             if cam.ended and cam.state == "offline" and self._wanted.get(name) and name not in self._retry:
                 self._retry[name] = (now + RETRY_OPEN[0], RETRY_OPEN[0] * 2)
