@@ -41,17 +41,19 @@ def motion_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
     return np.minimum(diff, 255).astype(np.uint8)
 
 
-def flow_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
+def flow_images(frames: np.ndarray, partners: np.ndarray,
+                preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> np.ndarray:
     """The optical flow from each frame to its partner drawn as an image, uint8 [T, H, W, 3]:
     R = 128 + 8·dx, G = 128 + 8·dy, B = 16·|d| (clipped), with d in pixels of a 320 px wide copy.
 
     Unlike a frame difference, flow says where things went and how fast, whatever their texture.
-    Dense DIS flow (OpenCV) on grey frames, then scaled back to the frame size.
+    Dense DIS flow (OpenCV) on grey frames, then scaled back to the frame size. The shipped models
+    were trained on the medium ``preset``; the others are for measuring cheaper flow (bench/).
     """
     frames, partners = np.asarray(frames), np.asarray(partners)
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
     size = (FLOW_WIDTH, max(8, round(h * FLOW_WIDTH / w)))
-    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow.create(preset)
 
     def grey(image: np.ndarray) -> np.ndarray:
         return cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), size,

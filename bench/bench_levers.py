@@ -1,0 +1,163 @@
+"""Where a served frame's CPU time goes, and what each cheaper way of doing it costs in scores.
+
+For the shipped model (motion + flow streams), on one 2 s window (16 frames at 8 fps) of real clips
+from ``../shared/data/surv-fight`` (every ``--every``-th clip), side by side in one run:
+
+- per-frame time of each stage: the motion image, the optical flow (DIS presets medium, the shipped
+  one, fast and ultrafast), the resize and normalisation to the 224 px input, and the backbone
+  (fp32 and the model's own precision, batches of 16 and 64 frames);
+- the levers that change the model's input: a cheaper flow preset, and resizing the uint8 images with
+  OpenCV before normalising (instead of an antialiased float resize of the full frame). For each, the
+  window's p(fight) against the shipped path: largest and mean change, the clips whose decision at
+  the model's threshold flips, and ROC-AUC both ways (the shipped model as it is, nothing retrained).
+
+Results go to ``bench/results/levers.json``.
+
+Usage: python bench/bench_levers.py [--every 4]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import save  # noqa: E402
+
+import xvad  # noqa: E402
+from xvad.metrics import roc_auc  # noqa: E402
+from xvad.stream.inference import window_scores  # noqa: E402
+from xvad.video import read_frame_pairs  # noqa: E402
+from xvad.video.images import flow_images, motion_images  # noqa: E402
+from xvad.video.tensor import preprocess_as  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                    "surv-fight")
+PRESETS = {"medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+           "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
+
+
+def images(frames: np.ndarray, partners: np.ndarray, preset: str = "medium") -> np.ndarray:
+    """The model's motion + flow images, with the flow of ``preset``."""
+    return np.concatenate([motion_images(frames, partners), flow_images(frames, partners, PRESETS[preset])], -1)
+
+
+def resized_first(imgs: np.ndarray, size: int) -> np.ndarray:
+    """The images shrunk with OpenCV (area averaging, uint8) so the shorter side is ``size``: what the
+    centre crop then needs no float resize for."""
+    h, w = imgs.shape[1:3]
+    scale = size / min(h, w)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    out = []
+    for im in imgs:   # cv2.resize takes at most 4 channels at a time here: do the streams apart
+        parts = [cv2.resize(np.ascontiguousarray(im[..., c:c + 3]), (nw, nh), interpolation=cv2.INTER_AREA)
+                 for c in range(0, im.shape[-1], 3)]
+        out.append(np.concatenate(parts, -1))
+    return np.stack(out)
+
+
+def per_frame(fn: Callable[[], object], frames: int, reps: int = 3) -> float:
+    """Median milliseconds per frame of ``fn`` over ``reps`` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times)) / frames
+
+
+def stage_times(frames: np.ndarray, partners: np.ndarray, shipped: np.ndarray, cfg: dict) -> dict[str, float]:
+    """Milliseconds per frame of each stage before the backbone, on one window."""
+    n = len(frames)
+    stages: dict[str, Callable[[], object]] = {"motion": lambda: motion_images(frames, partners)}
+    for name, preset in PRESETS.items():
+        stages[f"flow {name}"] = lambda preset=preset: flow_images(frames, partners, preset)
+    stages["resize+normalise (float, antialiased)"] = lambda: preprocess_as(shipped, cfg)
+    stages["resize+normalise (OpenCV uint8 first)"] = lambda: preprocess_as(resized_first(shipped, cfg["size"]), cfg)
+    return {name: per_frame(fn, n) for name, fn in stages.items()}
+
+
+def backbone_times(model: torch.nn.Module, x: torch.Tensor, batches: tuple[int, ...]) -> dict[str, list[float]]:
+    """Milliseconds per frame of the backbone in fp32 and in the model's own precision, per batch size."""
+    own = model.config["precision"]
+    out = {}
+    try:
+        for precision in ("fp32", own):
+            model.set_precision(precision)
+            for batch in batches:
+                xb = x.repeat((batch + len(x) - 1) // len(x), 1, 1, 1)[:batch]
+                with torch.inference_mode():
+                    ms = per_frame(lambda xb=xb: model.frame_features(xb), batch)
+                out[f"backbone {precision} batch {batch}"] = [ms]
+    finally:
+        model.set_precision(own)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--every", type=int, default=4, help="every N-th clip of surv-fight (1: all 232)")
+    a = ap.parse_args()
+    with open(os.path.join(DATA, "groups.csv")) as f:
+        rows = list(csv.DictReader(f))[:: a.every]
+    if not rows:
+        sys.exit(f"bench_levers: no clips under {DATA}")
+    model = xvad.load_model()
+    cfg, own = model.config, model.config["precision"]
+    threshold = float(model.extra.get("threshold", 0.5))
+    labels, probs = [], {}
+    timing: dict[str, list[float]] = {}
+
+    def score(x: torch.Tensor) -> float:
+        with torch.inference_mode():
+            return float(window_scores(model.classify(model.frame_features(x)[None]))[0][0])
+
+    for i, row in enumerate(rows):
+        path = os.path.join(DATA, row["label"], row["clip"] + ".mp4")
+        frames, partners, _ = read_frame_pairs(path, frames=16, fps=8)
+        labels.append(int(row["label"] == "fight"))
+        shipped = images(frames, partners)
+        for name, ms in stage_times(frames, partners, shipped, cfg).items():
+            timing.setdefault(name, []).append(ms)
+        inputs = {"shipped": preprocess_as(shipped, cfg)}
+        for name in ("fast", "ultrafast"):
+            inputs[f"flow {name}"] = preprocess_as(images(frames, partners, name), cfg)
+        inputs["OpenCV resize first"] = preprocess_as(resized_first(shipped, cfg["size"]), cfg)
+        for name, x in inputs.items():
+            probs.setdefault(name, []).append(score(x))
+        if i == 0:   # the backbone's cost does not depend on the clip: once, on this window
+            timing.update(backbone_times(model, inputs["shipped"], (16, 64)))
+        print(f"{i + 1}/{len(rows)} {row['clip']}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in probs.items()),
+              flush=True)
+    y = np.array(labels)
+    base = np.array(probs["shipped"])
+    effects = {}
+    for name, p in probs.items():
+        p = np.array(p)
+        effects[name] = {"max_change": float(np.abs(p - base).max()), "mean_change": float(np.abs(p - base).mean()),
+                         "decisions_flipped": int(((p >= threshold) != (base >= threshold)).sum()),
+                         "roc_auc": float(roc_auc(y, p)), "accuracy": float(((p >= threshold) == y).mean())}
+    ms = {k: float(np.median(v)) for k, v in timing.items()}
+    result = {"clips": len(rows), "every": a.every, "threshold": threshold, "precision": own,
+              "ms_per_frame": ms, "effects": effects}
+    print(f"saved {save('levers', result)}")
+    print("\nper-frame cost (ms, median over clips):")
+    for k, v in ms.items():
+        print(f"  {k:44s} {v:7.2f}")
+    print(f"\neffect on p(fight) of one window, {len(rows)} clips (threshold {threshold:.3f}):")
+    for k, e in effects.items():
+        print(f"  {k:22s} max |dp| {e['max_change']:.3f}  mean {e['mean_change']:.4f}  flipped "
+              f"{e['decisions_flipped']:3d}  ROC-AUC {e['roc_auc']:.3f}  acc {e['accuracy']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
