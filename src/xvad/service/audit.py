@@ -94,8 +94,8 @@ def record(db: Any, actor: str, action: str, target: str, details: dict | None =
     if not actor or not target:
         raise ValueError(f"audit entry: actor {actor!r} and target {target!r} must not be empty")
     actor, target = actor[:64], target[:128]    # e.g. a failed login's made-up user name: kept, cut short
-    details = dict(details or {})
-    canonical(details)                         # not JSON (or NaN): refused before anything is written
+    details = json.loads(canonical(dict(details or {})))   # as it reads back (tuples as lists, keys as text);
+    #                                              not JSON (or NaN): refused before anything is written
     if session is not None:
         _lock(session)
         return _append(session, actor, action, target, details)
