@@ -268,3 +268,30 @@ def test_the_audit_route_and_audited_camera_stops(api):
     page = client.get("/api/audit", params={"limit": 2, "offset": 1}, headers=tokens["root"]).json()
     assert [e["id"] for e in page["entries"]] == [e["id"] for e in everything["entries"][1:3]]
     assert client.get("/api/audit", params={"since": "not a time"}, headers=tokens["root"]).status_code == 422
+
+
+def test_alert_writes_and_their_audit_entries_commit_together(db):
+    f = dict(uid="u-1", camera="door", started_at=T0, start_time=1.0, score=0.9, class_name="fight", class_index=1,
+             checkpoint_id="c", xvad_version="0", threshold=0.5, policy="1/1", window=16, stride=2, fps=8.0,
+             media_dir=None, host="h", pid=1)
+
+    def failing(s, alert_id):
+        raise RuntimeError("no audit")
+
+    with pytest.raises(RuntimeError):
+        db.alert_started(**f, audit=failing)
+    assert db.alert_by_uid("u-1") is None                                # no alert without its entry
+    raised = audit.alert_hook(db, "alert.raised", {"camera": "door"})
+    i = db.alert_started(**f, audit=raised)
+    assert db.alert_started(**f, audit=raised) == i                      # the same uid again: no second entry
+    other = db.alert_started(**{**f, "uid": "u-2"}, audit=raised)
+    db.alert_ended("u-2", ended_at=T0, end_time=2.0, peak_score=0.9, reason="scores",
+                   audit=audit.alert_hook(db, "alert.ended", {"reason": "scores"}))
+    assert db.close_interrupted(["door"], audit=audit.alert_hook(db, "alert.ended", {"reason": "interrupted"})) == 1
+    got = [(e["action"], e["target"], e["details"]) for e in audit.export(db)]
+    assert got == [("alert.raised", f"alert:{i}", {"camera": "door"}), ("alert.raised", f"alert:{other}",
+                                                                        {"camera": "door"}),
+                   ("alert.ended", f"alert:{other}", {"reason": "scores"}),
+                   ("alert.ended", f"alert:{i}", {"reason": "interrupted"})]
+    with pytest.raises(ValueError):
+        audit.alert_hook(db, "alert.exploded")
