@@ -48,23 +48,31 @@ class ClipRecorder:
         self.first: float | None = None
         self.last: float | None = None
         self.frames = 0
+        self.error: str | None = None          # why the clip was given up (a write failed: the disk is full)
         self._writer = VideoWriter(self.path, fps)
         for t, image in pre:
             self._write(t, image)
 
     def _write(self, t: float, image: np.ndarray) -> None:
-        if self.last is not None and t <= self.last:
+        if self.error is not None or (self.last is not None and t <= self.last):
             return
         try:
             self._writer.write(image)
         except ValueError as exc:              # the camera changed its frame size: keep the clip as it is
             log.debug("%s: frame at %.2f s not written: %s", self.path, t, exc)
             return
+        except OSError as exc:                 # no space left (or a failing disk): no clip, no part file
+            log.warning("%s: clip given up: %s", self.path, exc)
+            self.error = str(exc)
+            self._writer.discard()
+            return
         self.first = t if self.first is None else self.first
         self.last = t
         self.frames += 1
 
     def add(self, t: float, image: np.ndarray) -> bool:
+        if self.error is not None:
+            return True
         if self.until is not None and t > self.until:
             return True
         if self.first is not None and t - self.first >= self.longest:   # a long alert: its clip ends here
@@ -76,8 +84,8 @@ class ClipRecorder:
         self.until = end_time + self.post_roll
 
     def close(self) -> str | None:
-        """Finish the file (renamed into place); None if it has no frame."""
-        if self.frames == 0:
+        """Finish the file (renamed into place); None if it has no frame or was given up."""
+        if self.frames == 0 or self.error is not None:
             self._writer.discard()
             return None
         return self._writer.close()

@@ -127,14 +127,27 @@ class Service:
 
     def stop_camera(self, name: str) -> None:
         """The overseer's stop button for one camera: its open alert is closed, its reader stopped."""
-        cam = self.cameras[name]
+        self._release(self._halt(name))
+
+    def _halt(self, name: str) -> CameraRun:
+        """Under the lock, and quick: the camera's alert and clips are closed and no frame of it is taken."""
         with self._lock:
+            cam = self.cameras[name]
             self._wanted[name] = False
             self._close_alert(cam, "camera stopped")
-            cam.stop()
-        self.db.set_camera_enabled(name, False)      # the stop holds across restarts, until a start
-        self.db.set_camera_state(name, "stopped")
-        self.notify("camera", {"camera": name, "state": "stopped"})
+            for item in [x for x in self.finishing if x[0] is cam]:    # clips in their post-roll end here
+                self.finishing.remove(item)
+                self._finish_clip(cam, item[1])
+            cam.state = "stopping"
+        return cam
+
+    def _release(self, cam: CameraRun) -> None:
+        """Stop the halted camera's reader (it may take seconds to let go of its source: outside the
+        lock, so that inference goes on for the others) and record the stop."""
+        cam.stop()
+        self.db.set_camera_enabled(cam.name, False)      # the stop holds across restarts, until a start
+        self.db.set_camera_state(cam.name, "stopped")
+        self.notify("camera", {"camera": cam.name, "state": "stopped"})
 
     def start_camera(self, name: str) -> None:
         cam = self.cameras[name]
@@ -160,6 +173,9 @@ class Service:
     def _open_now(self, cam: CameraRun) -> None:
         try:
             cam.start()
+            if not self._wanted.get(cam.name) or self.cameras.get(cam.name) is not cam:
+                cam.stop()                      # stopped (or replaced) while it was opening
+                return
         except VideoError as exc:
             delay = self._retry.get(cam.name, (0.0, RETRY_OPEN[0]))[1]
             self._retry[cam.name] = (time.monotonic() + delay, min(delay * 2, RETRY_OPEN[1]))
@@ -182,6 +198,7 @@ class Service:
             if now >= next_poll:            # stop and start asked through the database (another process)
                 next_poll = now + POLL_EVERY
                 self._follow_database()
+                self._check_disk()
             with self._lock:
                 busy = self.step()
             if not busy:
@@ -193,6 +210,17 @@ class Service:
         except Exception as exc:            # retention failing must not stop detection
             log.warning("retention sweep failed: %s", exc)
 
+    def _check_disk(self) -> None:
+        """Media writing pauses while the disk is nearly full (the metrics say so) and resumes after."""
+        try:
+            paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
+        except OSError as exc:
+            log.warning("cannot see the free space of %s: %s", self.media_root, exc)
+            paused = True
+        if paused != self.media_paused:
+            log.warning("media writing %s", "paused: the disk is nearly full" if paused else "resumes")
+        self.media_paused = paused
+
     def _follow_database(self) -> None:
         try:
             wanted = {c["name"]: c.get("enabled", True) for c in self.db.cameras()}
@@ -201,7 +229,10 @@ class Service:
             return
         for name, enabled in wanted.items():
             if name in self.cameras and enabled != self._wanted.get(name):
-                (self.start_camera if enabled else self.stop_camera)(name)
+                if enabled:
+                    self.start_camera(name)
+                else:                           # this is the inference thread: the reader stops in another
+                    threading.Thread(target=self._release, args=(self._halt(name),), daemon=True).start()
 
     def step(self) -> bool:
         """One round over every camera; False when no camera had a frame."""
@@ -269,12 +300,15 @@ class Service:
         s = cam.settings
         uid = uuid.uuid4().hex
         folder = os.path.join(self.media_root, cam.name, uid)
-        self.media_paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
+        self._check_disk()
         recorder = None
         if not self.media_paused:
             start = window[-1].time
-            recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent
-                                                      if start - s.pre_roll - 1e-6 <= t < start], s.post_roll)
+            try:
+                recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent
+                                                          if start - s.pre_roll - 1e-6 <= t < start], s.post_roll)
+            except OSError as exc:              # no room even for its folder
+                log.warning("%s: alert clip not started: %s", cam.name, exc)
         model = cam.model
         alert_id = self.db.alert_started(
             uid=uid, camera=cam.name, started_at=utcnow(), start_time=window[-1].time, score=a.score,
