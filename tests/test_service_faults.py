@@ -229,6 +229,7 @@ def test_stopping_a_camera_does_not_pause_the_others(stream, tmp_path):
         real = reader.stop
 
         def stop(wait: float = 3.0) -> None:
+            reader.stop = real                            # held once: a later stop (the service's) is plain
             start = service.cameras[other].stats.windows
             end = time.monotonic() + 120
             while service.cameras[other].stats.windows < start + 3 and time.monotonic() < end:

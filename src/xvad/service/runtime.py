@@ -85,6 +85,7 @@ class Service:
         self._lock = threading.Lock()
         self._retry: dict[str, tuple[float, float]] = {}             # camera -> (next attempt, delay)
         self._wanted: dict[str, bool] = {c.name: bool(c.enabled) for c in chosen}
+        self._seen: dict[str, bool] = {}                               # the enabled flags last read
         self._thread: threading.Thread | None = None
         self.host, self.pid = socket.gethostname(), os.getpid()
 
@@ -101,12 +102,13 @@ class Service:
         for name, cam in self.cameras.items():
             s = cam.settings
             self.db.upsert_camera(name, s.source, s.purpose or "", s.model_dump(mode="json"))
-        stopped = {c["name"] for c in self.db.cameras() if not c.get("enabled", True)}   # by an overseer
+        enabled = {c["name"]: c.get("enabled", True) for c in self.db.cameras()}   # an overseer's stop holds
         for name, cam in self.cameras.items():
-            self._wanted[name] = self._wanted[name] and name not in stopped
+            self._wanted[name] = self._seen[name] = self._wanted[name] and enabled.get(name, True)
             if self._wanted[name]:
                 self._open_camera(cam)
-            else:
+            else:                               # stopped here or in the configuration: a start is a change
+                self.db.set_camera_enabled(name, False)
                 self.db.set_camera_state(name, "stopped")
         self._thread = threading.Thread(target=self._main, name="xvad-inference", daemon=True)
         self._thread.start()
@@ -127,12 +129,18 @@ class Service:
 
     def stop_camera(self, name: str) -> None:
         """The overseer's stop button for one camera: its open alert is closed, its reader stopped."""
-        self._release(self._halt(name))
+        cam = self._halt(name)
+        self.db.set_camera_enabled(name, False)    # the stop holds across restarts, until a start
+        if cam is not None:
+            self._release(cam)
 
-    def _halt(self, name: str) -> CameraRun:
-        """Under the lock, and quick: the camera's alert and clips are closed and no frame of it is taken."""
+    def _halt(self, name: str) -> CameraRun | None:
+        """Under the lock, and quick: the camera's alert and clips are closed and no frame of it is taken
+        (None: it was already)."""
         with self._lock:
             cam = self.cameras[name]
+            if not self._wanted[name] and cam.state in ("stopping", "stopped"):
+                return None
             self._wanted[name] = False
             self._close_alert(cam, "camera stopped")
             for item in [x for x in self.finishing if x[0] is cam]:    # clips in their post-roll end here
@@ -145,7 +153,6 @@ class Service:
         """Stop the halted camera's reader (it may take seconds to let go of its source: outside the
         lock, so that inference goes on for the others) and record the stop."""
         cam.stop()
-        self.db.set_camera_enabled(cam.name, False)      # the stop holds across restarts, until a start
         self.db.set_camera_state(cam.name, "stopped")
         self.notify("camera", {"camera": cam.name, "state": "stopped"})
 
@@ -214,8 +221,7 @@ class Service:
         """Media writing pauses while the disk is nearly full (the metrics say so) and resumes after."""
         try:
             paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
-        except OSError as exc:
-            log.warning("cannot see the free space of %s: %s", self.media_root, exc)
+        except OSError:                         # not even the media folder can be made
             paused = True
         if paused != self.media_paused:
             log.warning("media writing %s", "paused: the disk is nearly full" if paused else "resumes")
@@ -227,12 +233,15 @@ class Service:
         except Exception as exc:
             log.warning("cannot read the cameras' state: %s", exc)
             return
-        for name, enabled in wanted.items():
-            if name in self.cameras and enabled != self._wanted.get(name):
+        for name, enabled in wanted.items():   # a change of the flag counts, not a difference (ours race it)
+            if name not in self.cameras or enabled == self._seen.get(name, enabled):
+                continue
+            self._seen[name] = enabled
+            if enabled != self._wanted.get(name):
                 if enabled:
                     self.start_camera(name)
-                else:                           # this is the inference thread: the reader stops in another
-                    threading.Thread(target=self._release, args=(self._halt(name),), daemon=True).start()
+                elif (cam := self._halt(name)) is not None:    # the reader stops in a thread of its own
+                    threading.Thread(target=self._release, args=(cam,), daemon=True).start()
 
     def step(self) -> bool:
         """One round over every camera; False when no camera had a frame."""
