@@ -28,9 +28,12 @@ REPORT = "report.html"
 
 
 def free_mb(folder: str) -> float:
-    """Free space on the file system that holds ``folder``, in MiB."""
-    os.makedirs(folder, exist_ok=True)
-    return shutil.disk_usage(folder).free / 2**20
+    """Free space on the file system that holds ``folder``, in MiB (0 if the folder cannot be made)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return 0.0
 
 
 class ClipRecorder:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import VideoError
+from ..stream.frames import Disconnect, End
 from ..stream.inference import FrameFeature, Scorer
 from .camera import CameraRun
 from .media import ClipRecorder, ReportJob, ReportWorker, free_mb
@@ -219,10 +220,7 @@ class Service:
 
     def _check_disk(self) -> None:
         """Media writing pauses while the disk is nearly full (the metrics say so) and resumes after."""
-        try:
-            paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
-        except OSError:                         # not even the media folder can be made
-            paused = True
+        paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
         if paused != self.media_paused:
             log.warning("media writing %s", "paused: the disk is nearly full" if paused else "resumes")
         self.media_paused = paused
@@ -244,10 +242,11 @@ class Service:
                     threading.Thread(target=self._release, args=(cam,), daemon=True).start()
 
     def step(self) -> bool:
-        """One round over every camera; False when no camera had a frame."""
+        """One round over every camera; False when no camera had anything."""
         self._reopen_due()
         share = max(1, self.batch // max(1, len(self.cameras)))
         taken: dict[str | None, list[tuple[CameraRun, Any]]] = {}
+        ends: list[tuple[CameraRun, Any]] = []      # a source lost or ended: after the frames that came before
         for name, cam in self.cameras.items():
             if cam.state not in ("running", "reconnecting"):
                 continue
@@ -255,9 +254,7 @@ class Service:
             for f in frames:
                 taken.setdefault(self._model_of[name], []).append((cam, f))
             for m in markers:
-                self._marker(cam, m)
-        if not taken:
-            return False
+                ends.append((cam, m)) if isinstance(m, (Disconnect, End)) else self._marker(cam, m)
         for key, items in taken.items():
             scorer = self.scorers[key]
             feats = scorer.features([f.tensor for _, f in items])      # every camera's frames, one call
@@ -280,7 +277,9 @@ class Service:
                         self.db.alert_updated(rec.uid, peak_score=a.peak, windows=a.windows)
             for cam, f in items:       # after the decisions, so an alert started in this batch gets them
                 self._record(cam, f)
-        return True
+        for cam, m in ends:
+            self._marker(cam, m)
+        return bool(taken or ends)
 
     def _reopen_due(self) -> None:
         now = time.monotonic()
