@@ -2,8 +2,8 @@
 worker, its explanation and decision report (what ``xvad report`` shows, on that clip).
 
 Files go to ``DATA/media/<camera>/<alert uid>/`` and are each written atomically; the database
-record says whether they are complete, missing (the process died while writing) or skipped (the
-disk was nearly full, or the worker was busy).
+record says whether they are complete, missing (the process died while writing, or a write failed:
+no space left) or skipped (the disk was nearly full, or the worker was busy).
 """
 from __future__ import annotations
 
