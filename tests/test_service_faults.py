@@ -1,5 +1,6 @@
 """Faults `xvad serve` must survive, with real components: a loopback camera that goes away for a minute
-and comes back, a media disk that fills up (a small tmpfs), and a camera stopped while the others go on.
+and comes back, a media disk that fills up (a small tmpfs), a camera stopped while the others go on, and a webhook
+endpoint that is not there.
 
 The cameras play surv-fight's fi003 (a fight) then nofi002 (no fight) on a loop, as in test_service.
 Every wait is bounded and generous (the machine is shared); no test asserts on how long anything took.
@@ -7,17 +8,22 @@ Every wait is bounded and generous (the machine is shared); no test asserts on h
 from __future__ import annotations
 
 import glob
+import http.server
+import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import test_service
 from test_service import FIGHT, FPS, MOSQUITTO, SPEED, Mosquitto, Serve, camera, decode, drain, subscriber, wait_for
 
 from cameras import LiveCamera, mpegts_bytes
+from servers import free_port
 
 stream = test_service.stream          # the fixture: fi003 then nofi002 as one MPEG-TS stream
 
@@ -270,3 +276,64 @@ def test_stopping_a_camera_does_not_pause_the_others(stream, tmp_path):
         service.stop()
         db.close()
         cam.kill()
+
+
+# -- a webhook endpoint that is not there at all ---------------------------------------------------------
+def test_webhook_endpoint_down_events_kept_and_delivered_later(tmp_path):
+    """Nothing listens on the webhook's port (connection refused, not an HTTP error): detection goes on,
+    the alert's start waits in the outbox with its failed attempts counted, and once an endpoint listens
+    it gets that start, once."""
+    from xvad.service.store import Database
+
+    port = free_port()
+    s = Serve(str(tmp_path), [camera("hall", FIGHT, loop=True)],
+              webhooks=[{"url": f"http://127.0.0.1:{port}/hook", "timeout": 2}])
+    got: list[dict] = []
+    lock = threading.Lock()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                got.append(body)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = None
+    db = Database(f"sqlite:///{os.path.join(s.data, 'xvad.db')}")
+
+    def waiting() -> list[dict]:
+        later = datetime.now(timezone.utc) + timedelta(days=1)
+        return [r for r in db.outbox_due(limit=1000, now=later) if r["kind"] == "webhook"]
+
+    try:
+        s.start()
+        alert = wait_for("an alert while the endpoint is down", lambda: s.alerts(camera="hall"), 120, s)[-1]
+        kept = wait_for("the alert's start retried in the outbox", lambda: [
+            r for r in waiting() if r["attempts"] >= 2 and json.loads(r["payload"]["body"]).get("alert", {})
+            .get("id") == alert["id"]], 120, s)
+        assert kept[0]["payload"]["event"] == "alert_start"
+        windows = cameras(s)["hall"]["live"]["windows"]
+        wait_for("detection going on", lambda: cameras(s)["hall"]["live"]["windows"] > windows + 2, 60, s)
+
+        hook = http.server.ThreadingHTTPServer(("127.0.0.1", port), Hook)     # the endpoint comes up
+        threading.Thread(target=hook.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+        def starts() -> list[dict]:
+            with lock:
+                return [b for b in got if b.get("type") == "start" and b["alert"]["id"] == alert["id"]]
+
+        wait_for("the kept start delivered", starts, 180, s)
+        wait_for("the outbox empty of it", lambda: not [r for r in waiting() if r["id"] == kept[0]["id"]], 60, s)
+        assert len(starts()) == 1
+        assert s.stop() == 0
+    finally:
+        s.stop(signal.SIGKILL)
+        db.close()
+        if hook is not None:
+            hook.shutdown()
+            hook.server_close()
