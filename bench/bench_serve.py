@@ -9,10 +9,15 @@ steady state and stopped with SIGTERM. Per camera and in total: sampled frames p
 the requested rate), dropped frames, latency p50/p95 from frame to window score, and CPU seconds of
 the processes (from /proc/PID/stat utime + stime).
 
+Two kinds of footage: every camera busy all the time (the clip alone, looped: the worst case), and,
+with ``--still S``, each clip followed by S seconds of a still image of its own first frame (the same
+scene with nobody moving, as CCTV mostly is), looped; results go to ``results/serve.json`` and
+``results/serve_still.json``.
+
 The service is read through its HTTP API (``/api/cameras``: each camera's live figures) with a token
 of a user made for the run; alert explanations are off in the service, as ``xvad detect`` makes none.
 
-Usage: python bench/bench_serve.py [--cameras 1,2,4,8] [--seconds 30] [--order ab|ba]
+Usage: python bench/bench_serve.py [--cameras 1,2,4,8] [--seconds 30] [--order ab|ba] [--still S]
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ import tempfile
 import time
 import urllib.request
 from typing import Any
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -58,15 +65,19 @@ def pick_clips(n: int, label: str = "fight") -> list[str]:
     return [os.path.join(DATA, label, c + ".mp4") for c in clips]
 
 
-def make_camera(path: str) -> tuple[LiveCamera, dict]:
-    """A looping loopback camera serving the clip at its own frame rate."""
+def make_camera(path: str, still: float = 0.0) -> tuple[LiveCamera, dict]:
+    """A looping loopback camera serving the clip at its own frame rate, followed by ``still`` seconds
+    of its first frame (the scene with nobody moving)."""
     frames, times = read_frames(path)
     fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 else 25.0
     rate = max(1, round(fps))
+    moving = len(frames)
+    if still > 0:
+        frames = np.concatenate([frames, np.repeat(frames[:1], round(still * rate), axis=0)])
     cam = LiveCamera(mpegts_bytes(frames, rate), len(frames) / rate, speed=1.0, loop=True)
     cam.start()
-    return cam, {"clip": os.path.relpath(path, DATA), "frames": len(frames), "fps": rate,
-                 "size": f"{frames.shape[2]}x{frames.shape[1]}", "url": cam.url}
+    return cam, {"clip": os.path.relpath(path, DATA), "frames": len(frames), "moving_frames": moving,
+                 "still_seconds": still, "fps": rate, "size": f"{frames.shape[2]}x{frames.shape[1]}", "url": cam.url}
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -266,7 +277,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="seconds measured per run (default 30)")
     ap.add_argument("--order", default="ab", choices=["ab", "ba"],
                     help="which goes first for the first N (then it alternates); default ab")
+    ap.add_argument("--still", type=float, default=0.0, metavar="S",
+                    help="after each clip, S seconds of a still image of its first frame (default 0: every "
+                         "camera busy all the time, the worst case)")
     a = ap.parse_args()
+    name = "serve_still" if a.still > 0 else "serve"
     counts = [int(x) for x in a.cameras.split(",")]
     if not os.path.isdir(DATA):
         raise SystemExit(f"{DATA}: not found (the benchmark needs the surv-fight clips)")
@@ -275,13 +290,13 @@ def main() -> None:
     print(f"load average {load_before[0]:.2f} on {os.cpu_count()} cores; {a.seconds:g} s per run")
     cams, info = [], []
     for path in clips:
-        cam, meta = make_camera(path)
+        cam, meta = make_camera(path, a.still)
         cams.append(cam)
         info.append(meta)
         print(f"camera {len(cams) - 1}: {meta['clip']} {meta['size']} {meta['fps']} fps, "
-              f"{meta['frames']} frames, looped")
+              f"{meta['moving_frames']} frames" + (f" then {a.still:g} s still" if a.still > 0 else "") + ", looped")
     results: list[dict] = []
-    meta = describe(a.seconds, info)
+    meta = describe(a.seconds, info, a.still)
     order = a.order
     try:
         for n in counts:
@@ -307,7 +322,7 @@ def main() -> None:
             print(f"N={n}: service / separate: total fps x{_num(row['ratio_fps'], 2)}, CPU per frame "
                   f"x{_num(row['ratio_cpu_per_frame'], 2)}; load {row['load_average_after'][0]:.2f}")
             results.append(row)
-            save("serve", {**meta, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            save(name, {**meta, "load_average_before": load_before, "load_average_after": os.getloadavg(),
                            "runs": results, "complete": False})
             order = order[::-1]
     finally:
@@ -323,13 +338,15 @@ def main() -> None:
                   f"{t['cameras_kept_up']:>5}/{row['cameras']:<3}{_ms(t['latency_p50_max']):>8}"
                   f"{_ms(t['latency_p95_max']):>8}{t['cpu_seconds']:>8.1f}{_num(t['cpu_per_frame_ms']):>13}")
         print(f"{'':>2} {'ratio':<10}{_num(row['ratio_fps'], 2):>10}{'':>49}{_num(row['ratio_cpu_per_frame'], 2):>13}")
-    print("wrote", save("serve", {**meta, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+    print("wrote", save(name, {**meta, "load_average_before": load_before, "load_average_after": os.getloadavg(),
                                   "runs": results, "complete": True}))
 
 
-def describe(seconds: float, info: list[dict]) -> dict:
+def describe(seconds: float, info: list[dict], still: float = 0.0) -> dict:
     """What the figures in the results file mean."""
     return {"seconds": seconds, "clips": info, "keep_up_tolerance": KEEP_UP,
+               "footage": (f"each clip then {still:g} s of a still image of its first frame, looped" if still > 0
+                           else "each clip looped: every camera busy all the time (the worst case)"),
                "cpu_measure": "/proc/PID/stat utime+stime over the measured seconds (psutil not installed)",
                "latency": "per camera p50/p95 from frame to window score; totals give the worst camera",
                "service_fps": "frames counted between two /api/cameras reads D seconds apart",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -221,3 +222,40 @@ def test_users_add_prompts_for_the_password_twice(tmp_path):
     assert check_password(db, "dora", "typed-secret-1") is None
     db.close()
     assert b"typed-secret-1" not in db_bytes(data)
+
+
+# a corrupt or wrong configuration: `xvad config check` and `xvad serve --config` both say so in one line
+# naming the file (and the field, where there is one), and exit with 2 before anything starts
+BROKEN = [
+    ("broken YAML", "cameras:\n  - name: door\n    source: [rtsp://x\n", r"line 4, column 1: YAML syntax error: "),
+    ("truncated", CAM + "  - {name: yard, source: 'rtsp://127.0.0.1/b'", r"line \d+, column \d+: YAML syntax error: "),
+    ("not text", b"\xff\xfe\x00cameras\x00\x9c", r"cannot read: 'utf-8' codec can't decode byte 0xff"),
+    ("wrong field", CAM.replace("}", ", treshold: 0.7}"), r"cameras\[0\]\.treshold: unknown key"),
+    ("bad value", CAM.replace("}", ", threshold: 1.5}"), r"cameras\[0\]\.threshold: must be less than or equal to 1"),
+    ("wrong type", "port: [8000]\n" + CAM, r"port: must be a valid integer"),
+    ("missing", None, r"no such configuration file"),
+]
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=[c[0] for c in BROKEN])
+def test_a_corrupt_or_wrong_config_stops_check_and_serve_with_one_line(tmp_path, capsys, case):
+    _, content, problem = case
+    path = tmp_path / "xvad.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    for argv in (["config", "check", str(path)], ["serve", "--config", str(path)]):
+        assert main(argv) == 2, argv
+        out = capsys.readouterr()
+        err = out.err.strip()
+        assert "\n" not in err and re.fullmatch(f"xvad: error: {re.escape(str(path))}: {problem}.*", err), (argv, err)
+        assert out.out.strip() == "", (argv, out.out)          # nothing said ok, nothing started
+    assert not (tmp_path / "xvad-data").exists()               # serve stopped before making its data folder
+
+
+def test_serve_with_a_wrong_config_exits_2_as_a_process(tmp_path):
+    path = write(tmp_path, CAM.replace("}", ", fps: fast}"))
+    r = run_xvad(["serve", "--config", path], "")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().splitlines()[-1].startswith(f"xvad: error: {path}: cameras[0].fps: must be a valid number")

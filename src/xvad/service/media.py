@@ -2,8 +2,8 @@
 worker, its explanation and decision report (what ``xvad report`` shows, on that clip).
 
 Files go to ``DATA/media/<camera>/<alert uid>/`` and are each written atomically; the database
-record says whether they are complete, missing (the process died while writing) or skipped (the
-disk was nearly full, or the worker was busy).
+record says whether they are complete, missing (the process died while writing, or a write failed:
+no space left) or skipped (the disk was nearly full, or the worker was busy).
 """
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ REPORT = "report.html"
 
 
 def free_mb(folder: str) -> float:
-    """Free space on the file system that holds ``folder``, in MiB."""
-    os.makedirs(folder, exist_ok=True)
-    return shutil.disk_usage(folder).free / 2**20
+    """Free space on the file system that holds ``folder``, in MiB (0 if the folder cannot be made)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return 0.0
 
 
 class ClipRecorder:
@@ -48,23 +51,31 @@ class ClipRecorder:
         self.first: float | None = None
         self.last: float | None = None
         self.frames = 0
+        self.error: str | None = None          # why the clip was given up (a write failed: the disk is full)
         self._writer = VideoWriter(self.path, fps)
         for t, image in pre:
             self._write(t, image)
 
     def _write(self, t: float, image: np.ndarray) -> None:
-        if self.last is not None and t <= self.last:
+        if self.error is not None or (self.last is not None and t <= self.last):
             return
         try:
             self._writer.write(image)
         except ValueError as exc:              # the camera changed its frame size: keep the clip as it is
             log.debug("%s: frame at %.2f s not written: %s", self.path, t, exc)
             return
+        except OSError as exc:                 # no space left (or a failing disk): no clip, no part file
+            log.warning("%s: clip given up: %s", self.path, exc)
+            self.error = str(exc)
+            self._writer.discard()
+            return
         self.first = t if self.first is None else self.first
         self.last = t
         self.frames += 1
 
     def add(self, t: float, image: np.ndarray) -> bool:
+        if self.error is not None:
+            return True
         if self.until is not None and t > self.until:
             return True
         if self.first is not None and t - self.first >= self.longest:   # a long alert: its clip ends here
@@ -76,8 +87,8 @@ class ClipRecorder:
         self.until = end_time + self.post_roll
 
     def close(self) -> str | None:
-        """Finish the file (renamed into place); None if it has no frame."""
-        if self.frames == 0:
+        """Finish the file (renamed into place); None if it has no frame or was given up."""
+        if self.frames == 0 or self.error is not None:
             self._writer.discard()
             return None
         return self._writer.close()

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import VideoError
+from ..stream.frames import Disconnect, End
 from ..stream.inference import FrameFeature, Scorer
 from . import audit
 from .camera import CameraRun
@@ -86,6 +87,7 @@ class Service:
         self._lock = threading.Lock()
         self._retry: dict[str, tuple[float, float]] = {}             # camera -> (next attempt, delay)
         self._wanted: dict[str, bool] = {c.name: bool(c.enabled) for c in chosen}
+        self._seen: dict[str, bool] = {}                               # the enabled flags last read
         self._thread: threading.Thread | None = None
         self.host, self.pid = socket.gethostname(), os.getpid()
 
@@ -103,12 +105,13 @@ class Service:
         for name, cam in self.cameras.items():
             s = cam.settings
             self.db.upsert_camera(name, s.source, s.purpose or "", s.model_dump(mode="json"))
-        stopped = {c["name"] for c in self.db.cameras() if not c.get("enabled", True)}   # by an overseer
+        enabled = {c["name"]: c.get("enabled", True) for c in self.db.cameras()}   # an overseer's stop holds
         for name, cam in self.cameras.items():
-            self._wanted[name] = self._wanted[name] and name not in stopped
+            self._wanted[name] = self._seen[name] = self._wanted[name] and enabled.get(name, True)
             if self._wanted[name]:
                 self._open_camera(cam)
-            else:
+            else:                               # stopped here or in the configuration: a start is a change
+                self.db.set_camera_enabled(name, False)
                 self.db.set_camera_state(name, "stopped")
         self._thread = threading.Thread(target=self._main, name="xvad-inference", daemon=True)
         self._thread.start()
@@ -129,14 +132,32 @@ class Service:
 
     def stop_camera(self, name: str) -> None:
         """The overseer's stop button for one camera: its open alert is closed, its reader stopped."""
-        cam = self.cameras[name]
+        cam = self._halt(name)
+        self.db.set_camera_enabled(name, False)    # the stop holds across restarts, until a start
+        if cam is not None:
+            self._release(cam)
+
+    def _halt(self, name: str) -> CameraRun | None:
+        """Under the lock, and quick: the camera's alert and clips are closed and no frame of it is taken
+        (None: it was already)."""
         with self._lock:
+            cam = self.cameras[name]
+            if not self._wanted[name] and cam.state in ("stopping", "stopped"):
+                return None
             self._wanted[name] = False
             self._close_alert(cam, "camera stopped")
-            cam.stop()
-        self.db.set_camera_enabled(name, False)      # the stop holds across restarts, until a start
-        self.db.set_camera_state(name, "stopped")
-        self.notify("camera", {"camera": name, "state": "stopped"})
+            for item in [x for x in self.finishing if x[0] is cam]:    # clips in their post-roll end here
+                self.finishing.remove(item)
+                self._finish_clip(cam, item[1])
+            cam.state = "stopping"
+        return cam
+
+    def _release(self, cam: CameraRun) -> None:
+        """Stop the halted camera's reader (it may take seconds to let go of its source: outside the
+        lock, so that inference goes on for the others) and record the stop."""
+        cam.stop()
+        self.db.set_camera_state(cam.name, "stopped")
+        self.notify("camera", {"camera": cam.name, "state": "stopped"})
 
     def start_camera(self, name: str) -> None:
         cam = self.cameras[name]
@@ -162,6 +183,9 @@ class Service:
     def _open_now(self, cam: CameraRun) -> None:
         try:
             cam.start()
+            if not self._wanted.get(cam.name) or self.cameras.get(cam.name) is not cam:
+                cam.stop()                      # stopped (or replaced) while it was opening
+                return
         except VideoError as exc:
             delay = self._retry.get(cam.name, (0.0, RETRY_OPEN[0]))[1]
             self._retry[cam.name] = (time.monotonic() + delay, min(delay * 2, RETRY_OPEN[1]))
@@ -184,6 +208,7 @@ class Service:
             if now >= next_poll:            # stop and start asked through the database (another process)
                 next_poll = now + POLL_EVERY
                 self._follow_database()
+                self._check_disk()
             with self._lock:
                 busy = self.step()
             if not busy:
@@ -196,21 +221,35 @@ class Service:
         except Exception as exc:            # retention failing must not stop detection
             log.warning("retention sweep failed: %s", exc)
 
+    def _check_disk(self) -> None:
+        """Media writing pauses while the disk is nearly full (the metrics say so) and resumes after."""
+        paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
+        if paused != self.media_paused:
+            log.warning("media writing %s", "paused: the disk is nearly full" if paused else "resumes")
+        self.media_paused = paused
+
     def _follow_database(self) -> None:
         try:
             wanted = {c["name"]: c.get("enabled", True) for c in self.db.cameras()}
         except Exception as exc:
             log.warning("cannot read the cameras' state: %s", exc)
             return
-        for name, enabled in wanted.items():
-            if name in self.cameras and enabled != self._wanted.get(name):
-                (self.start_camera if enabled else self.stop_camera)(name)
+        for name, enabled in wanted.items():   # a change of the flag counts, not a difference (ours race it)
+            if name not in self.cameras or enabled == self._seen.get(name, enabled):
+                continue
+            self._seen[name] = enabled
+            if enabled != self._wanted.get(name):
+                if enabled:
+                    self.start_camera(name)
+                elif (cam := self._halt(name)) is not None:    # the reader stops in a thread of its own
+                    threading.Thread(target=self._release, args=(cam,), daemon=True).start()
 
     def step(self) -> bool:
-        """One round over every camera; False when no camera had a frame."""
+        """One round over every camera; False when no camera had anything."""
         self._reopen_due()
         share = max(1, self.batch // max(1, len(self.cameras)))
         taken: dict[str | None, list[tuple[CameraRun, Any]]] = {}
+        ends: list[tuple[CameraRun, Any]] = []      # a source lost or ended: after the frames that came before
         for name, cam in self.cameras.items():
             if cam.state not in ("running", "reconnecting"):
                 continue
@@ -218,9 +257,7 @@ class Service:
             for f in frames:
                 taken.setdefault(self._model_of[name], []).append((cam, f))
             for m in markers:
-                self._marker(cam, m)
-        if not taken:
-            return False
+                ends.append((cam, m)) if isinstance(m, (Disconnect, End)) else self._marker(cam, m)
         for key, items in taken.items():
             scorer = self.scorers[key]
             feats = scorer.features([f.tensor for _, f in items])      # every camera's frames, one call
@@ -243,7 +280,9 @@ class Service:
                         self.db.alert_updated(rec.uid, peak_score=a.peak, windows=a.windows)
             for cam, f in items:       # after the decisions, so an alert started in this batch gets them
                 self._record(cam, f)
-        return True
+        for cam, m in ends:
+            self._marker(cam, m)
+        return bool(taken or ends)
 
     def _reopen_due(self) -> None:
         now = time.monotonic()
@@ -272,12 +311,15 @@ class Service:
         s = cam.settings
         uid = uuid.uuid4().hex
         folder = os.path.join(self.media_root, cam.name, uid)
-        self.media_paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
+        self._check_disk()
         recorder = None
         if not self.media_paused:
             start = window[-1].time
-            recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent
-                                                      if start - s.pre_roll - 1e-6 <= t < start], s.post_roll)
+            try:
+                recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent
+                                                          if start - s.pre_roll - 1e-6 <= t < start], s.post_roll)
+            except OSError as exc:              # no room even for its folder
+                log.warning("%s: alert clip not started: %s", cam.name, exc)
         model = cam.model
         alert_id = self.db.alert_started(
             uid=uid, camera=cam.name, started_at=utcnow(), start_time=window[-1].time, score=a.score,
