@@ -2,7 +2,8 @@
 (the Surveillance Camera Fight Dataset, MIT licence; the credit and licence are in ``demo-footage/``).
 
 ``demo_footage()`` lists the clips with their label and camera, ``demo_cameras()`` groups them by
-camera in the order of ``groups.csv`` (what ``xvad demo`` plays).
+camera in the order of ``groups.csv``, and ``camera_video()`` joins one camera's clips into one
+video, played again and again (what ``xvad demo`` gives the service as that camera).
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 
 from ..errors import VideoError
 
-__all__ = ["FOOTAGE_DIR", "SampleClip", "demo_cameras", "demo_footage"]
+__all__ = ["FOOTAGE_DIR", "SCENES", "CameraVideo", "SampleClip", "camera_video", "demo_cameras", "demo_footage"]
 
 FOOTAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo-footage")
+SCENES = {"g21": "a street at night", "g29": "a night club, infrared"}   # as demo-footage/README.md says
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,45 @@ def demo_cameras() -> dict[str, list[SampleClip]]:
     for c in demo_footage():
         out.setdefault(c.camera, []).append(c)
     return out
+
+
+@dataclass
+class CameraVideo:
+    """One camera's clips joined into one video: its file, frame rate, size (height, width), duration
+    in seconds, and where each clip lies in it (``(start, end, clip)``, seconds from its start)."""
+
+    path: str
+    fps: float
+    size: tuple[int, int]
+    duration: float
+    timeline: list[tuple[float, float, SampleClip]]
+
+    def clips_between(self, start: float, end: float) -> list[SampleClip]:
+        """The clips that seconds ``start`` to ``end`` of the video cover, in order (each once)."""
+        out: list[SampleClip] = []
+        for s, e, clip in self.timeline:
+            if s < end and e > start and clip not in out:
+                out.append(clip)
+        return out
+
+
+def camera_video(clips: list[SampleClip], path: str, loops: int = 1) -> CameraVideo:
+    """Write ``clips`` (one camera's, all of one size and frame rate) one after the other, ``loops``
+    times, as the H.264 MP4 ``path``: a camera that shows them at their own rate."""
+    from ..render import VideoWriter
+    from ..video import iter_frames, probe
+
+    infos = [probe(c.path) for c in clips]
+    shapes = {(i.height, i.width, round(i.fps, 3)) for i in infos}
+    if len(shapes) != 1:
+        raise VideoError(f"{path}: the clips {', '.join(c.name for c in clips)} differ in size or frame rate")
+    fps = infos[0].fps
+    timeline: list[tuple[float, float, SampleClip]] = []
+    with VideoWriter(path, fps) as writer:
+        for _ in range(max(1, int(loops))):
+            for clip in clips:
+                start = writer.frames / fps
+                for image, _t in iter_frames(clip.path):
+                    writer.write(image)
+                timeline.append((start, writer.frames / fps, clip))
+    return CameraVideo(path, fps, (infos[0].height, infos[0].width), timeline[-1][1], timeline)
