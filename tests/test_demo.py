@@ -3,10 +3,14 @@ import fnmatch
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import av
+import httpx
 import pytest
 
 import xvad
@@ -127,16 +131,19 @@ ROW = re.compile(r"^(g\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\w+)\s+(.
                  r"pending|deleted)\s+(\w+|-)\s+(\S+)$")
 
 
+def env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(ROOT, "src"),
+                                                                   os.environ.get("PYTHONPATH")) if p))
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     from xvad.service.auth import check_password
     from xvad.service.store import Database
 
     out = tmp_path / "demo"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(ROOT, "src"),
-                                                                  os.environ.get("PYTHONPATH")) if p))
     r = subprocess.run([sys.executable, "-m", "xvad", "demo", "--out", str(out), "--loops", "1"], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=600)
+                       env=env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     text = r.stdout
     user, password = re.search(r"^demo account: user (\S+), password (\S+) \(role reviewer\)$", text, re.M).groups()
@@ -166,3 +173,47 @@ def test_demo_end_to_end(tmp_path):
         assert check_password(db, user, password + "x") is None
     finally:
         db.close()
+
+
+@pytest.mark.slow
+def test_demo_serve_keeps_running_until_sigterm(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "xvad", "demo", "--serve", "--loops", "1", "--out",
+                             str(tmp_path / "demo")], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_for(what, check, timeout):
+        end = time.monotonic() + timeout
+        while not (value := check()):
+            assert proc.poll() is None, f"xvad demo --serve exited while waiting for {what}:\n" + "".join(lines)
+            assert time.monotonic() < end, f"no {what} after {timeout} s:\n" + "".join(lines)
+            time.sleep(0.25)
+        return value
+
+    try:
+        api = wait_for("API line", lambda: next((m for m in map(re.compile(
+            r"the API: curl -H 'Authorization: Bearer (\S+)' (http://127\.0\.0\.1:\d+)/api/alerts").search, lines)
+            if m), None), 120)
+        token, url = api.groups()
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def g29_frames() -> int:
+            cams = {c["name"]: c for c in httpx.get(url + "/api/cameras", headers=headers, timeout=30).json()}
+            assert set(cams) == {"g21", "g29"}
+            return cams["g29"]["live"]["frames"]
+
+        one_loop = sum(decoded(c.path)[0] / decoded(c.path)[3] for c in demo_cameras()["g29"]) * 8   # frames at 8 fps
+        wait_for("second loop of g29", lambda: g29_frames() > one_loop + 8, 120)   # it played its clips again
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(300) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(10)
+    text = "".join(lines)
+    assert "camera  alert  start s" in text or "no alert was raised" in text, text
+    assert re.search(r"^demo account: user demo, password \S+ \(role reviewer\)$", text, re.M), text

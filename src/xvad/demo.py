@@ -50,9 +50,14 @@ def prepare(out: str) -> str:
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.remove(path)
+    mark(out)
+    return out
+
+
+def mark(out: str) -> None:
+    """Say that ``out`` is the demo's folder (so a later run may empty it)."""
     with open(os.path.join(out, MARKER), "w", encoding="utf-8") as f:
         f.write("made by `xvad demo`; the next run empties this folder\n")
-    return out
 
 
 def demo_settings(out: str, videos: dict[str, CameraVideo], port: int, loop: bool,
@@ -103,11 +108,16 @@ class HttpThread:
 
 
 def on_signals(done: threading.Event) -> dict:
-    """SIGINT (Ctrl-C) and SIGTERM set ``done`` (the demo then drains and reports); returns the
-    handlers they had, to put back."""
+    """SIGINT (Ctrl-C) and SIGTERM set ``done`` (the demo then drains and reports), a second one stops
+    at once; returns the handlers they had, to put back."""
+    def handler(*_: Any) -> None:
+        if done.is_set():
+            raise KeyboardInterrupt
+        done.set()
+
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in before:
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, handler)
     return before
 
 
@@ -165,7 +175,8 @@ def run(out: str = "xvad-demo", loops: int = 2, serve: bool = False, port: int =
             print(f"  the API: curl -H 'Authorization: Bearer {token}' {url}/api/alerts")
             print("  running until Ctrl-C")
         watch(service, db, videos, done, None if serve else max(v.duration for v in videos.values()) + 120)
-        print("cameras stopped; finishing the alerts' clips and explanations ...", flush=True)
+        print("cameras stopped; finishing the alerts' clips and explanations"
+              + (" (Ctrl-C again: stop at once)" if done.is_set() else "") + " ...", flush=True)
         service.stop(timeout=600)
         stopped = True
         alerts = sorted(db.alerts(limit=100_000)[0], key=lambda a: (a["camera"], a["id"]))
@@ -267,6 +278,9 @@ def run_synthetic(out: str = "xvad-demo", quick: bool = False) -> dict:
     """Train on synthetic clips, score fresh ones and the sample footage, print a table; returns the rows."""
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     t0 = time.time()
+    if not os.path.isdir(out) or not os.listdir(out):      # a new folder: the demo's (the default one too)
+        os.makedirs(out, exist_ok=True)
+        mark(out)
     per_class, frames, size = (16, 8, 48) if quick else (60, 12, 64)
     print("xvad demo --synthetic: a SYNTHETIC task, trained here in a minute or two.")
     print(f"  Clips of {frames} frames at {size}x{size}: 'alert' clips contain a flickering object that starts")
@@ -290,7 +304,7 @@ def run_synthetic(out: str = "xvad-demo", quick: bool = False) -> dict:
         path = os.path.join(fresh, f"fresh_{i}_{'alert' if clip.label else 'normal'}.mp4")
         write_video(path, clip.frames)
         videos.append((path, "alert" if clip.label else "normal"))
-    videos += [(c.path, "real footage (no anomaly planted)") for c in demo_footage()]
+    videos += [(c.path, f"real {c.label} (no planted anomaly)") for c in demo_footage()]
 
     rows = [{**score_video(model, p), "truth": truth} for p, truth in videos]
     print(f"{'video':<34} {'truth':<34} {'p(alert)':>8}  predicted")
