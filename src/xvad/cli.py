@@ -178,6 +178,9 @@ def add_demo(sub) -> None:
     p.add_argument("--serve", action="store_true",
                    help="play the cameras on and on and keep the service and console running until Ctrl-C")
     p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--fast", action="store_true",
+                   help="play the footage as fast as it is scored, every frame, rather than at its rate "
+                        "(no frame dropped on a busy machine; for tests)")
     p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
     p.add_argument("--synthetic", action="store_true",
                    help="instead: train a small model on synthetic clips with a planted anomaly")
@@ -195,7 +198,7 @@ def run_demo(a) -> int:
     if a.synthetic:
         run_synthetic(a.out, quick=a.quick)
     else:
-        run(a.out, loops=a.loops, serve=a.serve, port=a.port, checkpoint=a.checkpoint)
+        run(a.out, loops=a.loops, serve=a.serve, port=a.port, checkpoint=a.checkpoint, fast=a.fast)
     return 0
 
 

@@ -3,11 +3,12 @@
 The default demo runs the service in this process (:class:`xvad.service.runtime.Service` and its HTTP
 API on a free loopback port) on xvad's sample footage as two cameras, ``g21`` (a street: a fight and
 a non-fight) and ``g29`` (a night club: two fights and a non-fight), each playing its clips at their
-own rate, ``loops`` times. It lets the alerts happen, waits for their clips and explanations, and
-prints what happened: every alert, its decision report, and how to open the console with the demo
-account. ``serve=True`` (``xvad demo --serve``) plays the cameras on and on and keeps the service and
-its console running until Ctrl-C or SIGTERM. ``--synthetic`` instead trains a small model on
-synthetic clips with a planted anomaly and scores fresh ones.
+own rate (``fast``: as fast as they are scored), ``loops`` times. It lets the alerts happen, waits
+for their clips and explanations, and prints what happened: every alert, its decision report, and
+how to open the console with the demo account. ``serve=True`` (``xvad demo --serve``) plays the
+cameras on and on and keeps the service and its console running until Ctrl-C or SIGTERM.
+``--synthetic`` instead trains a small model on synthetic clips with a planted anomaly and scores
+fresh ones.
 """
 from __future__ import annotations
 
@@ -60,12 +61,13 @@ def mark(out: str) -> None:
         f.write("made by `xvad demo`; the next run empties this folder\n")
 
 
-def demo_settings(out: str, videos: dict[str, CameraVideo], port: int, loop: bool,
-                  checkpoint: str | None) -> Any:
-    """The service's settings: one camera per video (played at its rate; again and again when ``loop``)."""
+def demo_settings(out: str, videos: dict[str, CameraVideo], port: int, loop: bool, checkpoint: str | None,
+                  fast: bool = False) -> Any:
+    """The service's settings: one camera per video, played at its rate (``fast``: as fast as it is
+    scored, every frame), again and again when ``loop``."""
     from .service.settings import ServiceSettings
 
-    cameras = [{"name": name, "source": v.path, "loop": loop, "realtime": True, "model": checkpoint,
+    cameras = [{"name": name, "source": v.path, "loop": loop, "realtime": not fast, "model": checkpoint,
                 "purpose": f"xvad demo: sample footage, {SCENES.get(name, name)}"} for name, v in videos.items()]
     return ServiceSettings.model_validate({"data": out, "host": "127.0.0.1", "port": port,
                                            "disk_min_free_mb": 100, "cameras": cameras})
@@ -122,7 +124,7 @@ def on_signals(done: threading.Event) -> dict:
 
 
 def run(out: str = "xvad-demo", loops: int = 2, serve: bool = False, port: int = 0,
-        checkpoint: str | None = None) -> dict:
+        checkpoint: str | None = None, fast: bool = False) -> dict:
     """The service on the sample footage (see the module's docstring); prints as it goes and returns
     ``{"out", "db", "alerts", "user", "password", "url", "seconds"}``."""
     from .service.api import create_app
@@ -147,10 +149,11 @@ def run(out: str = "xvad-demo", loops: int = 2, serve: bool = False, port: int =
     for name, v in videos.items():
         clips = ", ".join(f"{c.name} ({c.label})" for _, _, c in v.timeline[:len(demo_cameras()[name])])
         print(f"  camera {name}: {SCENES.get(name, name)}, {v.size[1]}x{v.size[0]} at {v.fps:.2f} fps: "
-              f"{clips}" + (" again and again" if serve else f", {loops} time(s): {v.duration:.1f} s"))
+              f"{clips}" + (" again and again" if serve else f", {loops} time(s): {v.duration:.1f} s")
+              + (", as fast as they are scored" if fast else ""))
     sock = loopback_socket(port)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = demo_settings(out, videos, sock.getsockname()[1], serve, checkpoint)
+    settings = demo_settings(out, videos, sock.getsockname()[1], serve, checkpoint, fast)
     db = Database(settings.db)
     db.migrate()
     password = secrets.token_urlsafe(12)

@@ -208,15 +208,17 @@ class Service:
         self._reopen_due()
         share = max(1, self.batch // max(1, len(self.cameras)))
         taken: dict[str | None, list[tuple[CameraRun, Any]]] = {}
+        markers: list[tuple[CameraRun, Any]] = []
         for name, cam in self.cameras.items():
             if cam.state not in ("running", "reconnecting"):
                 continue
-            frames, markers = cam.take(share)
+            frames, found = cam.take(share)
             for f in frames:
                 taken.setdefault(self._model_of[name], []).append((cam, f))
-            for m in markers:
-                self._marker(cam, m)
+            markers += [(cam, m) for m in found]
         if not taken:
+            for cam, m in markers:
+                self._marker(cam, m)
             return False
         for key, items in taken.items():
             scorer = self.scorers[key]
@@ -240,6 +242,8 @@ class Service:
                         self.db.alert_updated(rec.uid, peak_score=a.peak, windows=a.windows)
             for cam, f in items:       # after the decisions, so an alert started in this batch gets them
                 self._record(cam, f)
+        for cam, m in markers:         # after the frames that came before them (a source's end, a loss)
+            self._marker(cam, m)
         return True
 
     def _reopen_due(self) -> None:
