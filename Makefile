@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,samples]" "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]" "$(TORCH)"
 	touch $@
 
 install: $(VENV)/.installed

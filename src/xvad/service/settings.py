@@ -265,14 +265,16 @@ def load_settings(path: str) -> ServiceSettings:
     return _validate({} if raw is None else raw, path, os.path.dirname(os.path.abspath(path)))
 
 
-def quick_settings(cameras: list[str], data: str, host: str = "127.0.0.1", port: int = 8000,
+def quick_settings(cameras: list[str], data: str, host: Optional[str] = None, port: Optional[int] = None,
                    db: Optional[str] = None) -> ServiceSettings:
-    """The settings of the flag form ``--camera NAME=SOURCE ... --data DIR``: every camera with the defaults."""
+    """The settings of the flag form ``--camera NAME=SOURCE ... --data DIR``: every camera with the defaults
+    (and the service's defaults for what is None)."""
     entries = []
     for text in cameras:
         name, sep, source = text.partition("=")
         if not sep or not name.strip() or not source.strip():
             raise ConfigError(f"--camera {text!r}: expected NAME=SOURCE")
         entries.append({"name": name.strip(), "source": source.strip()})
-    raw = {"data": data, "host": host, "port": port, "db": db, "cameras": entries}
+    given = {"host": host, "port": port, "db": db}
+    raw = {"data": data, **{k: v for k, v in given.items() if v is not None}, "cameras": entries}
     return _validate(raw, "--camera/--data", os.getcwd())
