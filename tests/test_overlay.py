@@ -239,16 +239,18 @@ def test_maps_are_gradcam_of_each_window_and_importance_is_the_reports(alert):
 def on_boundary(m: np.ndarray, px: float, py: float, kept_min: float, dropped_max: float) -> bool:
     """Whether the point lies (within the JSON's rounding) on a grid edge of map ``m`` between a kept pixel
     centre and a dropped one, where the map interpolates linearly to a level between the two classes."""
+    tol = 0.05                                    # map pixels: the rounding of the coordinates to 1e-4 of the frame
     for along_y in (True, False):                 # on a vertical edge (x whole), or a horizontal one
         fixed, moving = (px, py) if along_y else (py, px)
-        if abs(fixed - round(fixed)) > 0.05:
+        if abs(fixed - round(fixed)) > tol:
             continue
-        c, lo = int(round(fixed)), int(np.floor(moving))
-        a, b = (m[lo, c], m[lo + 1, c]) if along_y else (m[c, lo], m[c, lo + 1])
-        v = a + (moving - lo) * (b - a)
-        slack = abs(b - a) * 0.05 + 1e-6          # the rounding of the coordinates to 1e-4 of the frame
-        if (a >= kept_min) != (b >= kept_min) and dropped_max - slack <= v <= kept_min + slack:
-            return True
+        c = int(round(fixed))
+        for lo in {int(np.floor(moving - tol)), int(np.floor(moving + tol))}:   # near a pixel centre: either edge
+            a, b = (m[lo, c], m[lo + 1, c]) if along_y else (m[c, lo], m[c, lo + 1])
+            v = a + float(np.clip(moving - lo, 0, 1)) * (b - a)
+            slack = abs(b - a) * tol + 1e-6
+            if (a >= kept_min) != (b >= kept_min) and dropped_max - slack <= v <= kept_min + slack:
+                return True
     return False
 
 
