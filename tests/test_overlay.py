@@ -151,7 +151,8 @@ def check_shape(d: dict) -> None:
     s = d["sprite"]
     assert set(s) == {"file", "columns", "tile_width", "tile_height"} and s["file"] == "maps.png"
     for k in d["key_frames"]:
-        assert k["t"] in ts and k["file"].startswith("key_") and k["file"].endswith(".jpg") and 0 <= k["importance"] <= 1
+        assert k["t"] in ts and k["file"].startswith("key_") and k["file"].endswith(".jpg")
+        assert 0 <= k["importance"] <= 1
     assert all(set(v) == {"stream", "p", "agrees"} and 0 <= v["p"] <= 1 and isinstance(v["agrees"], bool)
                for v in d["votes"])
     assert isinstance(d["agree"], bool)
