@@ -307,3 +307,29 @@ def test_a_clip_at_another_rate_and_shape(tmp_path):
     x, _, _ = read_window(model, DEMO, start=d["frames"][0]["t"], frames=16, fps=FPS)
     p = model.stream_proba(x)[:, 1].tolist()
     assert [v["p"] for v in d["votes"]] == pytest.approx(p, abs=1e-6)
+
+
+@pytest.mark.skipif(not os.path.exists(DEMO), reason="demo footage not found")
+def test_the_report_worker_writes_and_records_the_overlay_files(tmp_path):
+    """The service's background worker writes the report and, beside it, the overlay files, and hands
+    every name to its callback (which merges them into the alert's files)."""
+    import shutil
+
+    from xvad.service.media import ReportJob, ReportWorker
+
+    clip = str(tmp_path / "clip.mp4")
+    shutil.copy(DEMO, clip)
+    done: list[tuple] = []
+    worker = ReportWorker(lambda *args: done.append(args))
+    assert worker.submit(ReportJob("u1", "door", clip, str(tmp_path), xvad.load_model(), 0.5, "3/5", 2, FPS))
+    worker.close(timeout=600)
+    assert len(done) == 1
+    uid, state, files, error = done[0]
+    assert (uid, state, error) == ("u1", "complete", None)
+    with open(tmp_path / "explanation.json") as f:
+        d = json.load(f)
+    check_shape(d)
+    keys = {f"key_{i}": k["file"] for i, k in enumerate(d["key_frames"])}
+    assert files == {"report": "report.html", "explanation": "explanation.json", "maps": "maps.png", **keys}
+    assert all(os.path.isfile(tmp_path / name) for name in files.values())
+    assert d["clip"]["file"] == "clip.mp4" and d["model_fps"] == FPS
