@@ -254,6 +254,20 @@ def test_end_to_end_alert_clip_and_report(site):
     assert got[0]["details"]["camera"] == "gate" and got[0]["details"]["checkpoint_id"] == a["checkpoint_id"]
     assert got[1]["details"]["reason"] == "scores" and got[1]["details"]["peak_score"] == a["peak_score"]
     assert xvad_cli("audit", "verify", "--config", s.config, cwd=s.folder).startswith("audit log intact: ")
+    # beside it, the console's overlay: recorded in the alert's files, each one served
+    files = done["files"]
+    assert files["clip"] == "clip.mp4" and files["report"] == "report.html"
+    assert files["explanation"] == "explanation.json" and files["maps"] == "maps.png"
+    r = s.get(f"/api/alerts/{a['id']}/explanation.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    overlay = r.json()
+    assert overlay["clip"]["file"] == "clip.mp4" and overlay["clip"]["frames"] == n
+    assert len(overlay["frames"]) == n                      # at the model's rate: a map for every frame of the clip
+    assert [k["file"] for k in overlay["key_frames"]] == [files[f"key_{i}"] for i in range(len(overlay["key_frames"]))]
+    for name, kind in [("maps.png", "image/png"), *((k["file"], "image/jpeg") for k in overlay["key_frames"])]:
+        r = s.get(f"/api/alerts/{a['id']}/{name}")
+        assert r.status_code == 200 and r.headers["content-type"] == kind and len(r.content) > 1000, name
+        assert os.path.isfile(os.path.join(s.data, "media", done["media_dir"], name))
 
 
 def test_security(site):
