@@ -19,7 +19,9 @@ from servers import postgres_server  # noqa: F401  (the session fixture)
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
-TABLES = {"cameras", "alerts", "users", "api_tokens", "outbox", "alembic_version"}
+TABLES = {"cameras", "alerts", "users", "api_tokens", "outbox", "audit_log", "verdicts", "web_sessions",
+          "login_attempts", "alembic_version"}
+FIRST_TABLES = {"cameras", "alerts", "users", "api_tokens", "outbox", "alembic_version"}   # revision 0001
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -68,6 +70,28 @@ def test_migrations_bring_an_empty_database_to_the_models(url):
         with d.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    d.close()
+
+
+def test_the_review_migration_downgrades_and_upgrades_again_keeping_the_alerts(url):
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from xvad.service.store.upgrade import alembic_config, current, head
+
+    d = Database(url)
+    d.migrate()
+    alert_id, f = started(d)
+    cfg = alembic_config()
+    with d._write_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert current(d.engine) == "0001" and set(inspect(d.engine).get_table_names()) == FIRST_TABLES
+    with d.engine.connect() as conn:                       # 0001's tables and rows are untouched
+        assert conn.execute(text("SELECT uid FROM alerts WHERE id = :i"), {"i": alert_id}).scalar() == f["uid"]
+    d.migrate()                                            # and up again to the newest
+    assert current(d.engine) == head() == "0002" and set(inspect(d.engine).get_table_names()) == TABLES
+    assert d.alert(alert_id)["uid"] == f["uid"]
     d.close()
 
 

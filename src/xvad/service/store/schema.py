@@ -1,5 +1,6 @@
-"""The service's tables as SQLAlchemy 2 declarative models: cameras, alerts, users, API tokens and the
-outbox of MQTT/webhook deliveries. The migrations in ``migrations/versions`` create exactly these."""
+"""The service's tables as SQLAlchemy 2 declarative models: cameras, alerts, users, API tokens, the
+outbox of MQTT/webhook deliveries, and the review record (audit log, verdicts, console sessions, login
+attempts). The migrations in ``migrations/versions`` create exactly these."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -8,7 +9,8 @@ from typing import Any, Optional
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Alert", "ApiToken", "Base", "Camera", "Outbox", "User", "UtcDateTime", "utcnow"]
+__all__ = ["Alert", "ApiToken", "AuditEntry", "Base", "Camera", "LoginAttempt", "Outbox", "User", "UtcDateTime",
+           "Verdict", "WebSession", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -128,3 +130,58 @@ class Outbox(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     claimed_by: Mapped[Optional[str]] = mapped_column(String(255))   # the process delivering it
     claimed_until: Mapped[Optional[datetime]] = mapped_column(UtcDateTime)
+
+
+class AuditEntry(Base):
+    """One entry of the append-only audit log: who did what to which target, chained to the entry
+    before it by ``prev_hash`` (see :mod:`xvad.service.audit`). The id is the chain order; SQLite's
+    AUTOINCREMENT never hands out an id again, like PostgreSQL's sequence."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(64))               # "system" or a user name
+    action: Mapped[str] = mapped_column(String(32))              # alert.raised, user.login, ...
+    target: Mapped[str] = mapped_column(String(128), index=True)  # "alert:17", "camera:door", "user:ann"
+    details: Mapped[str] = mapped_column(Text)                   # a JSON object
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Verdict(Base):
+    """A person's decision on an alert (confirmed, dismissed, escalated) with its reason. Append-only:
+    the alert's current verdict is its newest row."""
+
+    __tablename__ = "verdicts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    user: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebSession(Base):
+    """A browser session of the console: only the sha256 of the cookie's secret is kept."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)   # sha256 hex of the cookie secret
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    csrf: Mapped[str] = mapped_column(String(64))                 # random, one per session
+    address: Mapped[Optional[str]] = mapped_column(String(64))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LoginAttempt(Base):
+    """One login attempt on the console, kept for the throttle on failures by user name and address."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
