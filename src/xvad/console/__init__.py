@@ -3,7 +3,7 @@ alert with its explanation, records a verdict, stops and starts cameras and read
 
 :mod:`.access` says who makes each request (API token, session cookie or trusted proxy), :mod:`.sessions`
 keeps the sessions and the login throttle, :mod:`.web` the templates, static files and security
-headers; the pages are in :mod:`.login`, :mod:`.queue`, :mod:`.alert` and :mod:`.admin`.
+headers; the pages are in :mod:`.login`, :mod:`.queue`, :mod:`.alert`, :mod:`.admin` and :mod:`.users`.
 """
 from __future__ import annotations
 
@@ -35,14 +35,17 @@ class Console:
 
 def mount(app: FastAPI, db: Any, settings: Any, service: Any = None, access: Access | None = None) -> Console:
     """Add the console's pages to ``app`` (and its security headers to every response)."""
-    from . import admin, alert, login, queue
-    from .web import SecurityHeaders, static_file
+    from . import admin, alert, login, queue, users
+    from starlette.exceptions import HTTPException
+
+    from .web import SecurityHeaders, http_error, static_file
 
     console = Console(db, settings, service, access or Access(db, settings))
     router = APIRouter()
     router.add_api_route("/static/{name}", static_file, methods=["GET"], include_in_schema=False)
-    for module in (login, queue, alert, admin):
+    for module in (login, queue, alert, admin, users):
         module.add_routes(router, console)
     app.include_router(router)
     app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(HTTPException, http_error)
     return console

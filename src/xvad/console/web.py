@@ -7,12 +7,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
 
-__all__ = ["STATIC", "TEMPLATES", "SecurityHeaders", "environment", "render", "static_file"]
+__all__ = ["STATIC", "TEMPLATES", "SecurityHeaders", "environment", "http_error", "render", "static_file"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATES = os.path.join(HERE, "templates")
@@ -46,10 +47,23 @@ def environment() -> Environment:
     return _env
 
 
-def render(name: str, who: Any, status: int = 200, **context: Any) -> HTMLResponse:
+def render(name: str, who: Any, status: int = 200, headers: dict | None = None, **context: Any) -> HTMLResponse:
     """The page ``name`` for ``who`` (None on the login page)."""
     html = environment().get_template(name).render(who=who, version=__version__, **context)
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 422: "Not valid", 429: "Too many attempts"}
+MACHINE_PATHS = ("/api/", "/healthz", "/metrics", "/queue/live")
+
+
+async def http_error(request: Request, exc: Any) -> Response:
+    """Errors of pages as a page; of the API, media and redirects as FastAPI answers them (JSON)."""
+    if request.url.path.startswith(MACHINE_PATHS) or exc.status_code < 400:
+        return await http_exception_handler(request, exc)
+    return render("error.html.j2", request.scope.get("who"), exc.status_code, status=exc.status_code,
+                  title=TITLES.get(exc.status_code, "Error"), message=str(exc.detail),
+                  headers=getattr(exc, "headers", None))
 
 
 def static_file(name: str) -> FileResponse:
