@@ -1,7 +1,6 @@
 """The cameras page (live state, purpose, the stop and start buttons: the overseer's stop) and the audit
 log page (admin: entries newest first, filtered by action and target, and whether the chain is intact)."""
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations at run time.
 import logging
 from typing import Annotated, Any
 from urllib.parse import urlencode

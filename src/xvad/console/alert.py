@@ -1,7 +1,6 @@
 """The alert page (the clip with its Grad-CAM overlay, the explanation, the verdicts), the verdict form,
 and the alert's export: one ZIP with its decision report, record, verdicts and audit entries."""
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations at run time.
 import io
 import json
 import logging

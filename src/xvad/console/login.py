@@ -3,8 +3,7 @@
 The login form is protected from cross-site posting by a token bound to a short pre-session cookie
 (``xvad_login``): the form's hidden ``csrf`` must equal it.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations at run time.
 import hmac
 import logging
 import math

@@ -1,10 +1,9 @@
 """The queue of alerts: unreviewed first, then newest; filters by camera, state, review, time and score
 (every one a bound parameter); counts per camera; a fragment the page polls for live updates."""
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations at run time.
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
@@ -28,11 +27,11 @@ class Filters:
     """The queue's filters as given (``text``, to put back in the form) and as values."""
 
     cameras: list[str] = field(default_factory=list)
-    state: str | None = None
-    review: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    min_score: float | None = None
+    state: Optional[str] = None
+    review: Optional[str] = None
+    since: Optional[datetime] = None
+    until: Optional[datetime] = None
+    min_score: Optional[float] = None
     page: int = 1
     text: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)

@@ -1,9 +1,8 @@
 """The users page (admin): every user with role, cameras and state; add one; change a role, the cameras
 or the password, disable or enable. Every change is on the record, and a changed user's sessions end."""
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations at run time.
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from argon2 import PasswordHasher
 from fastapi import APIRouter, Depends, Form, HTTPException
@@ -22,8 +21,8 @@ log = logging.getLogger(__name__)
 __all__ = ["add_routes", "change_user"]
 
 
-def change_user(db: Any, name: str, *, role: str, cameras: list[str] | None, disabled: bool,
-                password: str | None = None) -> dict:
+def change_user(db: Any, name: str, *, role: str, cameras: Optional[list[str]], disabled: bool,
+                password: Optional[str] = None) -> dict:
     """Set user ``name``'s role, cameras (None: all), disabled flag and (when given) password; returns
     what changed, ``{field: [before, after]}`` (passwords only as "changed")."""
     if role not in auth.ROLES:
@@ -63,7 +62,7 @@ def add_routes(router: APIRouter, console: Any) -> None:
         return render("users.html.j2", who, status, users=auth.users(db), roles=auth.ROLES, camera_names=names,
                       error=error, done=done)
 
-    def cameras_of(text: str) -> list[str] | None:
+    def cameras_of(text: str) -> Optional[list[str]]:
         chosen = auth.parse_cameras(text)
         known = {c["name"] for c in db.cameras()}
         unknown = [c for c in chosen or [] if c not in known]

@@ -61,7 +61,7 @@ async def http_error(request: Request, exc: Any) -> Response:
     """Errors of pages as a page; of the API, media and redirects as FastAPI answers them (JSON)."""
     if request.url.path.startswith(MACHINE_PATHS) or exc.status_code < 400:
         return await http_exception_handler(request, exc)
-    return render("error.html.j2", request.scope.get("who"), exc.status_code, status=exc.status_code,
+    return render("error.html.j2", request.scope.get("who"), exc.status_code, code=exc.status_code,
                   title=TITLES.get(exc.status_code, "Error"), message=str(exc.detail),
                   headers=getattr(exc, "headers", None))
 
