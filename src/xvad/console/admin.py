@@ -5,7 +5,7 @@ import logging
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..service import audit, auth
@@ -36,7 +36,7 @@ def control_camera(db: Any, service: Any, user: auth.AuthUser, name: str, action
     log.info("camera %s: %s by %s", name, action, user.name)
 
 
-def add_routes(router: APIRouter, console: Any) -> None:
+def add_routes(router: FastAPI, console: Any) -> None:
     db, access = console.db, console.access
     Page = Annotated[Who, Depends(access.page_user)]
 

@@ -7,7 +7,7 @@ import logging
 import zipfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..service import audit, auth, review
@@ -42,7 +42,7 @@ def export_zip(db: Any, media_root: str, alert: dict) -> bytes:
     return buf.getvalue()
 
 
-def add_routes(router: APIRouter, console: Any) -> None:
+def add_routes(router: FastAPI, console: Any) -> None:
     db, access = console.db, console.access
     Page = Annotated[Who, Depends(access.page_user)]
 

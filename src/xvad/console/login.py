@@ -10,7 +10,7 @@ import math
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ..service import audit, auth
@@ -24,7 +24,7 @@ LOGIN_COOKIE = "xvad_login"
 LOGIN_SECONDS = 1800            # the login form is good for half an hour
 
 
-def add_routes(router: APIRouter, console: Any) -> None:
+def add_routes(router: FastAPI, console: Any) -> None:
     db, access = console.db, console.access
     limit = console.settings.console.login_failures
 

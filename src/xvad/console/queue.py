@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 
@@ -123,7 +123,7 @@ def counts(db: Any, cameras: list[str]) -> list[dict]:
     return [{"camera": c, "total": found.get(c, (0, 0))[0], "unreviewed": found.get(c, (0, 0))[1]} for c in cameras]
 
 
-def add_routes(router: APIRouter, console: Any) -> None:
+def add_routes(router: FastAPI, console: Any) -> None:
     db, access = console.db, console.access
     Page = Annotated[Who, Depends(access.page_user)]
 
@@ -131,7 +131,7 @@ def add_routes(router: APIRouter, console: Any) -> None:
         allowed = [c["name"] for c in db.cameras() if auth.user_can_see(who.user, c["name"])]
         f = parse_filters(request.query_params, allowed)
         chosen = [c for c in f.cameras if c in allowed] if f.cameras else allowed
-        rows, total = queue_page(db, chosen, f)
+        rows, total = queue_page(db, chosen, f) if not f.errors else ([], 0)   # nothing shown for a bad filter
         pages = max(1, -(-total // PAGE))
         return {"filters": f, "alerts": rows, "total": total, "pages": pages, "cameras": allowed,
                 "counts": counts(db, allowed), "states": ALERT_STATES, "reviews": REVIEWS}

@@ -5,7 +5,7 @@ import logging
 from typing import Annotated, Any, Optional
 
 from argon2 import PasswordHasher
-from fastapi import APIRouter, Depends, Form, HTTPException
+from fastapi import Depends, FastAPI, Form, HTTPException
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
@@ -46,7 +46,7 @@ def change_user(db: Any, name: str, *, role: str, cameras: Optional[list[str]], 
     return changed
 
 
-def add_routes(router: APIRouter, console: Any) -> None:
+def add_routes(router: FastAPI, console: Any) -> None:
     db, access = console.db, console.access
 
     async def admin(who: Annotated[Who, Depends(access.page_user)]) -> Who:
