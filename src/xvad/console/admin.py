@@ -19,9 +19,10 @@ __all__ = ["add_routes", "control_camera"]
 AUDIT_PAGE = 50
 
 
-def control_camera(db: Any, service: Any, user: auth.AuthUser, name: str, action: str) -> None:
-    """Stop or start camera ``name`` for ``user`` (reviewer or admin), on the record. The process that
-    watches it follows the database when it is not this one."""
+def control_camera(db: Any, service: Any, user: auth.AuthUser, name: str, action: str, via: str = "console") -> None:
+    """Stop or start camera ``name`` for ``user`` (reviewer or admin), on the record (the API's route and
+    the cameras page both come here). The process that watches it follows the database when it is not
+    this one."""
     if action not in ("stop", "start"):
         raise HTTPException(404, f"no action {action!r}: use stop or start")
     if not auth.user_can_see(user, name) or name not in {c["name"] for c in db.cameras()}:
@@ -32,7 +33,8 @@ def control_camera(db: Any, service: Any, user: auth.AuthUser, name: str, action
         (service.stop_camera if action == "stop" else service.start_camera)(name)
     else:
         db.set_camera_enabled(name, action == "start")
-    audit.record(db, user.name, "camera.stopped" if action == "stop" else "camera.started", f"camera:{name}")
+    audit.record(db, user.name, "camera.stopped" if action == "stop" else "camera.started", f"camera:{name}",
+                 {"via": via})
     log.info("camera %s: %s by %s", name, action, user.name)
 
 

@@ -11,14 +11,13 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 
 from ..service import auth
-from ..service.store.database import ALERT_STATES, alert_dict
+from ..service.store.database import ALERT_STATES, REVIEWS, alert_dict
 from ..service.store.schema import Alert, Verdict
 from .access import Who
 from .web import environment, render
 
 __all__ = ["REVIEWS", "Filters", "add_routes", "parse_filters", "queue_page"]
 
-REVIEWS = ("unreviewed", "confirmed", "dismissed", "escalated")
 PAGE = 25
 
 
@@ -109,7 +108,7 @@ def queue_page(db: Any, cameras: list[str], f: Filters, limit: int = PAGE) -> tu
         total = s.scalar(select(func.count()).select_from(base.subquery()))
         rows = s.execute(base.order_by(Verdict.verdict.is_not(None), Alert.started_at.desc(), Alert.id.desc())
                          .limit(limit).offset((f.page - 1) * limit)).all()
-        return [{**alert_dict(a), "review": v or "unreviewed"} for a, v in rows], int(total or 0)
+        return [alert_dict(a, v or "unreviewed") for a, v in rows], int(total or 0)
 
 
 def counts(db: Any, cameras: list[str]) -> list[dict]:

@@ -4,46 +4,18 @@ or the password, disable or enable. Every change is on the record, and a changed
 import logging
 from typing import Annotated, Any, Optional
 
-from argon2 import PasswordHasher
 from fastapi import Depends, FastAPI, Form, HTTPException
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 
 from ..errors import ConfigError
-from ..service import audit, auth
-from ..service.store.schema import User
+from ..service import auth
 from . import sessions
 from .access import Who
 from .web import render
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_routes", "change_user"]
-
-
-def change_user(db: Any, name: str, *, role: str, cameras: Optional[list[str]], disabled: bool,
-                password: Optional[str] = None) -> dict:
-    """Set user ``name``'s role, cameras (None: all), disabled flag and (when given) password; returns
-    what changed, ``{field: [before, after]}`` (passwords only as "changed")."""
-    if role not in auth.ROLES:
-        raise ConfigError(f"role {role!r}: must be one of {', '.join(auth.ROLES)}")
-    if password is not None and len(password) < 8:
-        raise ConfigError("password: must have at least 8 characters")
-    with db.transaction() as s:
-        u = s.scalar(select(User).where(User.name == name))
-        if u is None:
-            raise LookupError(f"no user {name!r}")
-        after = {"role": role, "cameras": ",".join(cameras) if cameras else None, "disabled": bool(disabled)}
-        changed = {k: [getattr(u, k), v] for k, v in after.items() if getattr(u, k) != v}
-        for k, v in after.items():
-            setattr(u, k, v)
-        if password is not None:
-            u.password_hash = PasswordHasher().hash(password)
-            changed["password"] = ["", "changed"]
-        user_id = u.id
-    if changed:
-        sessions.end_user_sessions(db, user_id)      # a new role or fewer cameras hold from now on
-    return changed
+__all__ = ["add_routes"]
 
 
 def add_routes(router: FastAPI, console: Any) -> None:
@@ -77,11 +49,9 @@ def add_routes(router: FastAPI, console: Any) -> None:
     @router.post("/users", include_in_schema=False)
     def add(who: Admin, name: Text = "", role: Text = "viewer", cameras: Text = "", password: Text = "") -> Response:
         try:
-            u = auth.create_user(db, name.strip(), role, password, cameras_of(cameras))
+            auth.create_user(db, name.strip(), role, password, cameras_of(cameras), actor=who.user.name)
         except ConfigError as exc:
             return page(who, 422, str(exc))
-        audit.record(db, who.user.name, "user.added", f"user:{u.name}",
-                     {"role": u.role, "cameras": list(u.cameras) if u.cameras else None})
         return RedirectResponse("/users", 303)
 
     @router.post("/users/{name}", include_in_schema=False)
@@ -89,13 +59,15 @@ def add_routes(router: FastAPI, console: Any) -> None:
                password: Text = "") -> Response:
         if name == who.user.name and (role != "admin" or disabled):
             return page(who, 422, "you cannot take the admin role from yourself or disable yourself")
+        if name not in {u["name"] for u in auth.users(db)}:
+            raise HTTPException(404, f"no user {name!r}")
         try:
-            changed = change_user(db, name, role=role, cameras=cameras_of(cameras), disabled=bool(disabled),
-                                  password=password or None)
-        except LookupError:
-            raise HTTPException(404, f"no user {name!r}") from None
+            before = next(u for u in auth.users(db) if u["name"] == name)
+            after = auth.update_user(db, name, role=role, cameras=cameras_of(cameras), disabled=bool(disabled),
+                                     password=password or None, actor=who.user.name)
         except ConfigError as exc:
             return page(who, 422, str(exc))
-        if changed:
-            audit.record(db, who.user.name, "user.changed", f"user:{name}", {"changed": changed})
+        if (before["role"], before["cameras"], before["disabled"]) != (after.role, after.cameras, bool(disabled)) \
+                or password:
+            sessions.end_user_sessions(db, after.id)      # a new role, fewer cameras or a new password: log in again
         return RedirectResponse("/users", 303)

@@ -1,7 +1,8 @@
 """The HTTP API of ``xvad serve`` (FastAPI): cameras and their live state, alerts with filters and
-pages, each alert's media, health and Prometheus metrics. Every route needs ``Authorization: Bearer
-TOKEN`` or a console session (:mod:`xvad.console.access`); a user limited to some cameras gets "not
-found" for the others' alerts and media. The review console's pages are mounted on the same app.
+pages, each alert's media and verdicts, the audit log, health and Prometheus metrics. Every route needs
+``Authorization: Bearer TOKEN`` or a console session (:mod:`xvad.console.access`); a user limited to some
+cameras gets "not found" for the others' alerts and media. The review console's pages are mounted on
+the same app.
 """
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations at run time.
 import os
@@ -10,15 +11,23 @@ from typing import Annotated, Any, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse
+from pydantic import BaseModel
 
 from .. import __version__
 from ..console import Access, mount
 from ..console.admin import control_camera
-from . import auth
+from . import audit, auth, review
 from .metrics import metrics_text
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".html": "text/html; charset=utf-8", ".json": "application/json",
                ".png": "image/png", ".jpg": "image/jpeg", ".npz": "application/octet-stream"}
+
+
+class VerdictIn(BaseModel):
+    """The body of ``POST /api/alerts/{id}/verdicts``."""
+
+    verdict: str
+    reason: str
 
 
 def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
@@ -65,23 +74,50 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
 
     @app.post("/api/cameras/{name}/{action}")
     def control(name: str, action: str, u: User) -> dict:
-        control_camera(db, service, u, name, action)     # checks, stops or starts, on the audit record
+        control_camera(db, service, u, name, action, via="api")   # checks, stops or starts, on the record
         return {"camera": name, "action": action, "by": u.name}
 
     @app.get("/api/alerts")
     def alerts(u: User, camera: Annotated[Optional[list[str]], Query()] = None, state: Optional[str] = None,
                since: Optional[datetime] = None, until: Optional[datetime] = None,
                min_score: Annotated[Optional[float], Query(ge=0, le=1)] = None,
+               review: Annotated[Optional[str], Query(pattern="^(unreviewed|confirmed|dismissed|escalated)$")] = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
         allowed = [c["name"] for c in db.cameras() if visible(u, c["name"])]
         chosen = allowed if not camera else [c for c in camera if c in allowed]
         rows, total = db.alerts(cameras=chosen, state=state, since=since, until=until, min_score=min_score,
-                                limit=limit, offset=offset)
+                                review=review, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "alerts": rows}
 
     @app.get("/api/alerts/{alert_id}")
     def alert(alert_id: int, u: User) -> dict:
         return alert_for(u, alert_id)
+
+    @app.get("/api/alerts/{alert_id}/verdicts")
+    def alert_verdicts(alert_id: int, u: User) -> list[dict]:
+        alert_for(u, alert_id)
+        return review.verdicts(db, alert_id)
+
+    @app.post("/api/alerts/{alert_id}/verdicts", status_code=201)
+    def decide(alert_id: int, body: VerdictIn, u: User) -> dict:
+        try:
+            return review.add_verdict(db, alert_id, u, body.verdict, body.reason)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except PermissionError as exc:
+            raise HTTPException(403, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.get("/api/audit")
+    def audit_log(u: User, since: Optional[datetime] = None, until: Optional[datetime] = None,
+                  action: Optional[str] = None, target: Optional[str] = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+        if u.role != "admin":
+            raise HTTPException(403, "the audit log needs the admin role")
+        rows, total = audit.entries(db, since=since, until=until, action=action, target=target, limit=limit,
+                                    offset=offset)
+        return {"total": total, "limit": limit, "offset": offset, "entries": rows}
 
     @app.get("/api/alerts/{alert_id}/{name}")
     def media(alert_id: int, name: str, u: User, request: Request) -> FileResponse:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +25,8 @@ from .store.schema import AuditEntry, utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ACTIONS", "GENESIS", "VerifyResult", "entries", "entry_hash", "export", "prune", "record", "verify"]
+__all__ = ["ACTIONS", "GENESIS", "VerifyResult", "alert_hook", "entries", "entry_hash", "export", "prune", "record",
+           "verify"]
 
 GENESIS = "0" * 64
 ACTIONS = ("alert.raised", "alert.ended", "alert.viewed", "alert.exported", "alert.decided", "camera.stopped",
@@ -100,6 +101,19 @@ def record(db: Any, actor: str, action: str, target: str, details: dict | None =
     with db.transaction() as s:
         _lock(s)
         return _append(s, actor, action, target, details)
+
+
+def alert_hook(db: Any, action: str, details: dict | None = None, actor: str = "system") -> Callable[[Session, int],
+                                                                                                   None]:
+    """A hook for the database's alert writes: audits ``action`` on each alert it is called with, in the
+    write's own transaction (so the alert row and its entry commit together)."""
+    if action not in ACTIONS:
+        raise ValueError(f"audit action {action!r} is not one of {', '.join(ACTIONS)}")
+
+    def hook(s: Session, alert_id: int) -> None:
+        record(db, actor, action, f"alert:{alert_id}", details, session=s)
+
+    return hook
 
 
 @dataclass(frozen=True)

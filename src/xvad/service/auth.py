@@ -13,12 +13,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select, update
 
 from ..errors import ConfigError
+from . import audit
 from .settings import NAME
 from .store import Database
 from .store.schema import ApiToken, User, utcnow
@@ -26,7 +28,7 @@ from .store.schema import ApiToken, User, utcnow
 log = logging.getLogger(__name__)
 
 __all__ = ["ROLES", "AuthUser", "check_token", "check_password", "create_user", "issue_token", "revoke_token",
-           "user_can_see", "users"]
+           "update_user", "user_can_see", "users"]
 
 ROLES = ("admin", "reviewer", "viewer")
 PREFIX = "xvad_"
@@ -71,15 +73,20 @@ def parse_cameras(text: str | None) -> list[str] | None:
     return names
 
 
+def _check_password(password: str | None) -> None:
+    if password is not None and len(password) < 8:
+        raise ConfigError("password: must have at least 8 characters")
+
+
 def create_user(db: Database, name: str, role: str, password: str | None,
-                cameras: list[str] | None = None) -> AuthUser:
-    """Add user ``name`` with ``role`` (admin, reviewer, viewer), limited to ``cameras`` when given."""
+                cameras: list[str] | None = None, *, actor: str = "system") -> AuthUser:
+    """Add user ``name`` with ``role`` (admin, reviewer, viewer), limited to ``cameras`` when given;
+    audited as ``user.added`` by ``actor``."""
     if not NAME.match(name):
         raise ConfigError(f"user name {name!r}: use letters, digits, '_' and '-' (at most 64)")
     if role not in ROLES:
         raise ConfigError(f"--role {role!r}: must be one of {', '.join(ROLES)}")
-    if password is not None and len(password) < 8:
-        raise ConfigError("password: must have at least 8 characters")
+    _check_password(password)
     with db.transaction() as s:
         if s.scalar(select(User.id).where(User.name == name)) is not None:
             raise ConfigError(f"user {name!r} already exists")
@@ -88,7 +95,40 @@ def create_user(db: Database, name: str, role: str, password: str | None,
                  created_at=utcnow(), disabled=False)
         s.add(u)
         s.flush()
+        audit.record(db, actor, "user.added", f"user:{name}",
+                     {"role": role, "cameras": list(cameras) if cameras else None}, session=s)
         log.info("user %s added (%s)", name, role)
+        return _user(u)
+
+
+_KEEP = object()     # update_user: this setting is not changed
+
+
+def update_user(db: Database, name: str, *, role: str | None = None, cameras: Any = _KEEP,
+                disabled: bool | None = None, password: str | None = None, actor: str = "system") -> AuthUser:
+    """Change user ``name``'s role, cameras (a list, or None: every camera), disabled flag or password
+    (each only when given); audited as ``user.changed`` with what changed (never the password)."""
+    if role is not None and role not in ROLES:
+        raise ConfigError(f"role {role!r}: must be one of {', '.join(ROLES)}")
+    _check_password(password)
+    with db.transaction() as s:
+        u = s.scalar(select(User).where(User.name == name))
+        if u is None:
+            raise ConfigError(f"no user {name!r}")
+        changed: dict[str, Any] = {}
+        if role is not None and role != u.role:
+            u.role = changed["role"] = role
+        if cameras is not _KEEP:
+            text = ",".join(cameras) if cameras else None
+            if text != u.cameras:
+                u.cameras, changed["cameras"] = text, list(cameras) if cameras else None
+        if disabled is not None and bool(disabled) != u.disabled:
+            u.disabled = changed["disabled"] = bool(disabled)
+        if password is not None:
+            u.password_hash, changed["password"] = _hasher.hash(password), "changed"
+        if changed:
+            audit.record(db, actor, "user.changed", f"user:{name}", changed, session=s)
+            log.info("user %s changed: %s", name, ", ".join(changed))
         return _user(u)
 
 
@@ -111,8 +151,9 @@ def check_password(db: Database, name: str, password: str) -> AuthUser | None:
         return _user(u) if ok and u is not None and u.password_hash and not u.disabled else None
 
 
-def issue_token(db: Database, name: str) -> str:
-    """A new API token for user ``name``; the returned string is the only time the secret exists."""
+def issue_token(db: Database, name: str, *, actor: str = "system") -> str:
+    """A new API token for user ``name``; the returned string is the only time the secret exists.
+    Audited as ``user.token_issued`` (the token's id, never its secret)."""
     secret = secrets.token_urlsafe(32)
     with db.transaction() as s:
         u = s.scalar(select(User).where(User.name == name))
@@ -121,13 +162,19 @@ def issue_token(db: Database, name: str) -> str:
         t = ApiToken(user_id=u.id, secret_hash=_hasher.hash(secret), created_at=utcnow(), revoked=False)
         s.add(t)
         s.flush()
+        audit.record(db, actor, "user.token_issued", f"user:{name}", {"token_id": t.id}, session=s)
         log.info("token %d issued to %s", t.id, name)
         return f"{PREFIX}{t.id}_{secret}"
 
 
-def revoke_token(db: Database, token_id: int) -> None:
+def revoke_token(db: Database, token_id: int, *, actor: str = "system") -> None:
+    """Revoke API token ``token_id``; audited as ``user.changed`` of its owner."""
     with db.transaction() as s:
+        owner = s.scalar(select(User.name).join(ApiToken, ApiToken.user_id == User.id).where(
+            ApiToken.id == token_id, ApiToken.revoked.is_(False)))
         s.execute(update(ApiToken).where(ApiToken.id == token_id).values(revoked=True))
+        if owner is not None:
+            audit.record(db, actor, "user.changed", f"user:{owner}", {"token_revoked": token_id}, session=s)
 
 
 def check_token(db: Database, token: str) -> AuthUser | None:

@@ -1,4 +1,5 @@
-"""The service's commands: ``xvad config check FILE`` and ``xvad users add|token|list``.
+"""The service's commands: ``xvad config check FILE``, ``xvad users add|token|list`` and ``xvad audit
+verify|export``.
 
 Every command that touches the service's state finds its database the same way as ``xvad serve``:
 ``--config FILE`` (the database of that configuration), or ``--db URL``, or ``--data DIR`` (the
@@ -141,6 +142,90 @@ def run_users(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- xvad audit -------------------------------------------------------------------------------
+def add_audit(sub: Any) -> None:
+    p = sub.add_parser("audit", help="verify or export the service's audit log",
+                       description="The audit log is a chain of entries, each holding the SHA-256 of the one "
+                                   "before it: verify walks it and names the first entry that was edited, deleted, "
+                                   "inserted or moved.")
+    actions = p.add_subparsers(dest="action", required=True)
+    verify = actions.add_parser("verify", help="walk the chain; exit status 0 when intact, 1 when broken")
+    add_state_options(verify)
+    export = actions.add_parser("export", help="write the entries as JSON lines, oldest first")
+    export.add_argument("--since", metavar="DATE", default=None,
+                        help="only entries at or after DATE (YYYY-MM-DD or an ISO 8601 time; UTC unless it says)")
+    export.add_argument("--out", metavar="FILE", default=None, help="write to FILE (atomically) instead of stdout")
+    add_state_options(export)
+
+
+def _since(text: str | None) -> Any:
+    from datetime import datetime, timezone
+
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: not a date (use YYYY-MM-DD or an ISO 8601 time)") from None
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+
+
+def _write_lines(db: Any, since: Any, out: str | None) -> int:
+    import json
+    import sys
+    import tempfile
+
+    from ..errors import ConfigError
+    from . import audit
+
+    if out is None:
+        n = 0
+        for e in audit.export(db, since):
+            sys.stdout.write(json.dumps(e, sort_keys=True) + "\n")
+            n += 1
+        return n
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--out {out}: no such folder {folder}")
+    fd, tmp = tempfile.mkstemp(prefix=".audit-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            n = 0
+            for e in audit.export(db, since):
+                f.write(json.dumps(e, sort_keys=True) + "\n")
+                n += 1
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return n
+
+
+def run_audit(a: argparse.Namespace) -> int:
+    import sys
+
+    from . import audit
+
+    since = _since(getattr(a, "since", None))
+    db = open_database(a)
+    try:
+        if a.action == "verify":
+            v = audit.verify(db)
+            if not v.ok:
+                print(f"audit log broken at entry {v.first_bad}: {v.problem}")
+                return 1
+            print(f"audit log intact: {v.entries} entries")
+            return 0
+        n = _write_lines(db, since, a.out)
+    finally:
+        db.close()
+    if a.out:
+        print(f"{n} audit entries written to {a.out}", file=sys.stderr)
+    return 0
+
+
 def add_serve(sub: Any) -> None:
     from .serve import add_serve as add
     add(sub)
@@ -152,11 +237,12 @@ def run_serve(a: argparse.Namespace) -> int:
 
 
 PARSERS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
-    "serve": (add_serve, run_serve), "config": (add_config, run_config), "users": (add_users, run_users)}
+    "serve": (add_serve, run_serve), "config": (add_config, run_config), "users": (add_users, run_users),
+    "audit": (add_audit, run_audit)}
 
 
 def add_parser(sub: Any, name: str) -> None:
-    """Register the command ``name`` (config, users) on the ``xvad`` subparsers."""
+    """Register the command ``name`` (serve, config, users, audit) on the ``xvad`` subparsers."""
     PARSERS[name][0](sub)
 
 

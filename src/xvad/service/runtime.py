@@ -24,9 +24,10 @@ from typing import Any
 from .. import __version__
 from ..errors import VideoError
 from ..stream.inference import FrameFeature, Scorer
+from . import audit
 from .camera import CameraRun
 from .media import ClipRecorder, ReportJob, ReportWorker, free_mb
-from .retention import sweep
+from .retention import prune_audit, sweep
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 3600.0              # seconds between retention sweeps
@@ -92,7 +93,8 @@ class Service:
     def start(self) -> None:
         """Close what a crash left open, register the cameras, open them and start inference."""
         names = list(self.cameras)
-        closed = self.db.close_interrupted(names)
+        closed = self.db.close_interrupted(names, audit=audit.alert_hook(self.db, "alert.ended",
+                                                                         {"reason": "interrupted"}))
         if closed:
             log.warning("closed %d alert(s) left open by an earlier run as interrupted", closed)
         for name in names:        # clips a killed run was still writing: their records say "missing"
@@ -190,6 +192,7 @@ class Service:
     def _sweep(self) -> None:
         try:
             sweep(self.db, [c.settings for c in self.cameras.values()], self.media_root)
+            prune_audit(self.db, self.settings.audit_retention_days)
         except Exception as exc:            # retention failing must not stop detection
             log.warning("retention sweep failed: %s", exc)
 
@@ -282,7 +285,9 @@ class Service:
             xvad_version=__version__, threshold=cam.threshold, policy=f"{cam.k}/{cam.n}", window=cam.window,
             stride=s.stride, fps=cam.fps,
             media_dir=None if recorder is None else os.path.relpath(folder, self.media_root),
-            host=self.host, pid=self.pid)
+            host=self.host, pid=self.pid, audit=audit.alert_hook(self.db, "alert.raised", {
+                "camera": cam.name, "score": a.score, "class_name": a.class_name, "threshold": cam.threshold,
+                "checkpoint_id": getattr(model, "checkpoint_id", None)}))
         if recorder is None:
             self.db.media_state(uid, "skipped")
             log.warning("%s: disk nearly full: alert %d recorded without media", cam.name, alert_id)
@@ -298,7 +303,8 @@ class Service:
             return
         t = end_time if end_time is not None else (cam.last.time if cam.last is not None else a.start_time)
         self.db.alert_ended(rec.uid, ended_at=utcnow(), end_time=t, peak_score=a.peak, reason=reason,
-                            windows=a.windows)
+                            windows=a.windows, audit=audit.alert_hook(self.db, "alert.ended", {
+                                "camera": cam.name, "reason": reason, "peak_score": a.peak}))
         cam.log.info("%s: alert %d ends (%s; peak %.3f)", cam.name, rec.id, reason, a.peak)
         self.notify("alert_end", {"id": rec.id, "uid": rec.uid, "camera": cam.name, "peak_score": a.peak,
                                   "reason": reason, "time": t})

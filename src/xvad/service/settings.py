@@ -179,6 +179,7 @@ class ServiceSettings(_Strict):
     disk_min_free_mb: float = Field(500, ge=0)   # below this, alert media are no longer written
     console: ConsoleSettings = ConsoleSettings()
     cameras: list[CameraSettings] = []
+    audit_retention_days: float = Field(400, ge=183)   # at least six months, and longer than any camera's media
 
     @field_validator("data")
     @classmethod
@@ -205,6 +206,15 @@ class ServiceSettings(_Strict):
                 raise _FieldProblem(f"[{i}].name", f"{c.name!r} is already the name of cameras[{seen[c.name]}]")
             seen[c.name] = i
         return cameras
+
+    @field_validator("audit_retention_days")
+    @classmethod
+    def _audit_longer(cls, v: float, info: ValidationInfo) -> float:
+        for i, c in enumerate(info.data.get("cameras") or []):
+            if c.retention_media_days is not None and c.retention_media_days >= v:
+                raise ValueError(f"must be longer than every camera's media retention: cameras[{i}] ({c.name}) "
+                                 f"keeps media {c.retention_media_days:g} days")
+        return v
 
     @model_validator(mode="after")
     def _default_db(self) -> ServiceSettings:

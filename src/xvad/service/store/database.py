@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy.pool import StaticPool
 
 from ...errors import ConfigError
 from . import upgrade
-from .schema import Alert, Camera, Outbox, utcnow
+from .schema import Alert, Camera, Outbox, Verdict, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ ALERT_STATES = ("open", "closed", "interrupted")
 MEDIA_STATES = ("pending", "complete", "missing", "skipped", "deleted")
 EXPLANATION_STATES = ("pending", "running", "complete", "failed", "missing", "skipped")
 CAMERA_STATES = ("running", "stopped", "offline")
+VERDICTS = ("confirmed", "dismissed", "escalated")
+REVIEWS = ("unreviewed",) + VERDICTS          # an alert's review: its newest verdict, or none yet
+AuditHook = Callable[[Session, int], None]    # called in a write's transaction with each alert id it wrote
 
 
 def redact(url: str) -> str:
@@ -85,9 +88,9 @@ def migrate(url: str) -> None:
         db.close()
 
 
-def alert_dict(a: Alert) -> dict:
-    """An alert as the API shows it (datetimes ISO 8601 UTC, files name -> relative path)."""
-    return {"id": a.id, "uid": a.uid, "camera": a.camera, "started_at": _iso(a.started_at),
+def alert_dict(a: Alert, review: str = "unreviewed") -> dict:
+    """An alert as the API shows it (datetimes ISO 8601 UTC, files name -> relative path, its review)."""
+    return {"review": review, "id": a.id, "uid": a.uid, "camera": a.camera, "started_at": _iso(a.started_at),
             "ended_at": _iso(a.ended_at), "start_time": a.start_time, "end_time": a.end_time,
             "peak_score": a.peak_score, "score": a.score, "windows": a.windows, "class_name": a.class_name,
             "class_index": a.class_index, "state": a.state, "end_reason": a.end_reason,
@@ -96,6 +99,27 @@ def alert_dict(a: Alert) -> dict:
             "media_state": a.media_state, "media_dir": a.media_dir, "files": json.loads(a.files_json or "{}"),
             "explanation_state": a.explanation_state, "explanation_error": a.explanation_error,
             "model_version": a.model_version, "host": a.host, "pid": a.pid, "created_at": _iso(a.created_at)}
+
+
+def _newest_verdicts() -> Any:
+    """The id of each alert's newest verdict (verdicts are append-only: the newest is the current one)."""
+    return select(func.max(Verdict.id)).group_by(Verdict.alert_id)
+
+
+def _reviews(s: Session, ids: list[int]) -> dict[int, str]:
+    """Alert id -> its current verdict, for those of ``ids`` that have one."""
+    if not ids:
+        return {}
+    rows = s.execute(select(Verdict.alert_id, Verdict.verdict).where(Verdict.alert_id.in_(ids),
+                                                                     Verdict.id.in_(_newest_verdicts())))
+    return {alert_id: verdict for alert_id, verdict in rows}
+
+
+def _audit(s: Session, audit: AuditHook | None, ids: Any) -> None:
+    """Call the hook ``audit`` in transaction ``s`` for each alert id of ``ids`` (none: nothing)."""
+    if audit is not None:
+        for alert_id in ids:
+            audit(s, alert_id)
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
@@ -177,8 +201,10 @@ class Database:
     def alert_started(self, *, uid: str, camera: str, started_at: datetime, start_time: float, score: float,
                       class_name: str | None, class_index: int, checkpoint_id: str | None, xvad_version: str,
                       threshold: float, policy: str, window: int, stride: int, fps: float,
-                      media_dir: str | None, host: str, pid: int, model_version: str | None = None) -> int:
-        """Record a new open alert and return its id; the same ``uid`` again returns the first row's id."""
+                      media_dir: str | None, host: str, pid: int, model_version: str | None = None,
+                      audit: AuditHook | None = None) -> int:
+        """Record a new open alert and return its id; the same ``uid`` again returns the first row's id.
+        ``audit`` is called in the same transaction with the new id (not for a uid already there)."""
         with self.transaction() as s:
             existing = s.scalar(select(Alert.id).where(Alert.uid == uid))
             if existing is not None:
@@ -191,6 +217,7 @@ class Database:
                       pid=pid, created_at=utcnow())
             s.add(a)
             s.flush()
+            _audit(s, audit, [a.id])
             return a.id
 
     def alert_updated(self, uid: str, *, peak_score: float, windows: int) -> None:
@@ -198,7 +225,7 @@ class Database:
             s.execute(update(Alert).where(Alert.uid == uid).values(peak_score=peak_score, windows=windows))
 
     def alert_ended(self, uid: str, *, ended_at: datetime, end_time: float, peak_score: float, reason: str,
-                    state: str = "closed", windows: int | None = None) -> None:
+                    state: str = "closed", windows: int | None = None, audit: AuditHook | None = None) -> None:
         _check(state, ALERT_STATES[1:], "alert end state")
         values: dict[str, Any] = {"ended_at": ended_at, "end_time": end_time, "peak_score": peak_score,
                                   "end_reason": reason, "state": state}
@@ -206,6 +233,7 @@ class Database:
             values["windows"] = windows
         with self.transaction() as s:
             s.execute(update(Alert).where(Alert.uid == uid).values(**values))
+            _audit(s, audit, s.scalars(select(Alert.id).where(Alert.uid == uid)) if audit is not None else ())
 
     def media_state(self, uid: str, state: str, *, files: dict[str, str] | None = None) -> None:
         """Set the media state of alert ``uid``; ``files`` (name -> path relative to its media folder)."""
@@ -223,7 +251,7 @@ class Database:
         with self.transaction() as s:
             s.execute(update(Alert).where(Alert.uid == uid).values(explanation_state=state, explanation_error=error))
 
-    def close_interrupted(self, cameras: list[str] | None = None) -> int:
+    def close_interrupted(self, cameras: list[str] | None = None, audit: AuditHook | None = None) -> int:
         """Close the open alerts of ``cameras`` (None: all) as interrupted, now, and mark media and
         explanations they (or closed alerts) never finished as missing; returns how many alerts.
 
@@ -235,6 +263,7 @@ class Database:
             return q if cameras is None else q.where(Alert.camera.in_(list(cameras)))
 
         with self.transaction() as s:
+            ids = list(s.scalars(of(select(Alert.id).where(Alert.state == "open")))) if audit is not None else []
             result: Any = s.execute(of(update(Alert).where(Alert.state == "open")).values(
                 state="interrupted", ended_at=now, end_reason="interrupted"))
             n = result.rowcount
@@ -243,6 +272,7 @@ class Database:
             s.execute(of(update(Alert).where(Alert.state != "open",
                                              Alert.explanation_state.in_(("pending", "running"))))
                       .values(explanation_state="missing"))
+            _audit(s, audit, ids)
         if n:
             log.warning("%d alert(s) left open by a stopped process closed as interrupted", n)
         return n
@@ -250,18 +280,18 @@ class Database:
     def alert(self, alert_id: int) -> dict | None:
         with self.session() as s:
             a = s.get(Alert, alert_id)
-            return None if a is None else alert_dict(a)
+            return None if a is None else alert_dict(a, _reviews(s, [a.id]).get(a.id, "unreviewed"))
 
     def alert_by_uid(self, uid: str) -> dict | None:
         with self.session() as s:
             a = s.scalar(select(Alert).where(Alert.uid == uid))
-            return None if a is None else alert_dict(a)
+            return None if a is None else alert_dict(a, _reviews(s, [a.id]).get(a.id, "unreviewed"))
 
     def alerts(self, *, cameras: list[str] | None = None, state: str | None = None,
                since: datetime | None = None, until: datetime | None = None, min_score: float | None = None,
-               limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
-        """Alerts matching every filter given, newest first (``since <= started_at < until``), one page
-        of them and the total that match."""
+               review: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+        """Alerts matching every filter given, newest first (``since <= started_at < until``; ``review``:
+        "unreviewed" or the current verdict), one page of them and the total that match."""
         conditions: list[Any] = []
         if cameras is not None:
             conditions.append(Alert.camera.in_(list(cameras)))
@@ -273,11 +303,32 @@ class Database:
             conditions.append(Alert.started_at < until)
         if min_score is not None:
             conditions.append(Alert.peak_score >= min_score)
+        if review is not None:
+            _check(review, REVIEWS, "review")
+            decided = select(Verdict.alert_id)
+            conditions.append(Alert.id.not_in(decided) if review == "unreviewed" else Alert.id.in_(
+                decided.where(Verdict.verdict == review, Verdict.id.in_(_newest_verdicts()))))
         with self.session() as s:
             total = s.scalar(select(func.count()).select_from(Alert).where(*conditions))
-            rows = s.scalars(select(Alert).where(*conditions).order_by(Alert.started_at.desc(), Alert.id.desc())
-                             .limit(max(0, int(limit))).offset(max(0, int(offset))))
-            return [alert_dict(a) for a in rows], int(total or 0)
+            rows = list(s.scalars(select(Alert).where(*conditions).order_by(Alert.started_at.desc(), Alert.id.desc())
+                                  .limit(max(0, int(limit))).offset(max(0, int(offset)))))
+            reviews = _reviews(s, [a.id for a in rows])
+            return [alert_dict(a, reviews.get(a.id, "unreviewed")) for a in rows], int(total or 0)
+
+    def review_counts(self, cameras: list[str] | None = None) -> dict[str, dict[str, int]]:
+        """Camera -> review ("unreviewed", "confirmed", ...) -> how many of its alerts have it, for
+        ``cameras`` (None: every camera with an alert); every review word is there, 0 when none."""
+        newest = select(func.max(Verdict.id).label("vid"), Verdict.alert_id).group_by(Verdict.alert_id).subquery()
+        q = (select(Alert.camera, Verdict.verdict, func.count()).select_from(Alert)
+             .outerjoin(newest, newest.c.alert_id == Alert.id)
+             .outerjoin(Verdict, Verdict.id == newest.c.vid).group_by(Alert.camera, Verdict.verdict))
+        if cameras is not None:
+            q = q.where(Alert.camera.in_(list(cameras)))
+        out = {c: dict.fromkeys(REVIEWS, 0) for c in cameras or []}
+        with self.session() as s:
+            for camera, verdict, n in s.execute(q):
+                out.setdefault(camera, dict.fromkeys(REVIEWS, 0))[verdict or "unreviewed"] += int(n)
+        return out
 
     # -- retention ----------------------------------------------------------------------------
     def media_older_than(self, camera: str, before: datetime) -> list[dict]:
@@ -288,13 +339,15 @@ class Database:
                 Alert.media_state.in_(("complete", "missing", "pending")), Alert.media_dir.is_not(None)))
             return [alert_dict(a) for a in rows]
 
-    def delete_alerts_older_than(self, camera: str, before: datetime) -> list[int]:
-        """Delete the closed alerts of ``camera`` that started before ``before``; returns their ids."""
+    def delete_alerts_older_than(self, camera: str, before: datetime, audit: AuditHook | None = None) -> list[int]:
+        """Delete the closed alerts of ``camera`` that started before ``before`` (their verdicts go with
+        them: ON DELETE CASCADE); returns their ids."""
         with self.transaction() as s:
             ids = list(s.scalars(select(Alert.id).where(Alert.camera == camera, Alert.started_at < before,
                                                         Alert.state != "open")))
             if ids:
                 s.execute(delete(Alert).where(Alert.id.in_(ids)))
+            _audit(s, audit, ids)
             return ids
 
     # -- integrations -------------------------------------------------------------------------
