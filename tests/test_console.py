@@ -96,10 +96,11 @@ def test_viewer_cannot_decide_and_reviewer_can(site):
     a = site.alerts[1]["id"]
     viewer, token = session_client(site, "viewer")
     page = viewer.get(f"/alerts/{a}")
-    assert page.status_code == 200 and 'action="/alerts/%d/verdict"' % a not in page.text
+    assert page.status_code == 200 and f'action="/alerts/{a}/verdict"' not in page.text
     r = viewer.post(f"/alerts/{a}/verdict", data={"verdict": "dismissed", "reason": "looks calm", "csrf": token})
     assert r.status_code == 403
-    assert "decide" not in viewer.get(f"/alerts/{a}").text or "looks calm" not in viewer.get(f"/alerts/{a}").text
+    from xvad.service import review
+    assert review.verdicts(site.db, a) == []
     rev, token = session_client(site, "rev")
     r = rev.post(f"/alerts/{a}/verdict", data={"verdict": "dismissed", "reason": "  a man on a phone  ",
                                                  "csrf": token})
@@ -111,7 +112,6 @@ def test_viewer_cannot_decide_and_reviewer_can(site):
     assert r.status_code == 422
     r = rev.post(f"/alerts/{a}/verdict", data={"verdict": "deleted", "reason": "x", "csrf": token})
     assert r.status_code == 422
-    from xvad.service import review
     assert [(v["verdict"], v["reason"], v["user"]) for v in review.verdicts(site.db, a)] == [
         ("dismissed", "a man on a phone", "rev")]
 
@@ -147,7 +147,8 @@ def test_admin_pages_are_for_admins(site):
     c, token = session_client(site, "rev")
     assert c.get("/audit").status_code == 403
     assert c.get("/users").status_code == 403
-    assert c.post("/users", data={"csrf": token, "name": "eve", "role": "admin", "password": "x" * 10}).status_code == 403
+    r = c.post("/users", data={"csrf": token, "name": "eve", "role": "admin", "password": "x" * 10})
+    assert r.status_code == 403
     from xvad.service import auth
     assert "eve" not in {u["name"] for u in auth.users(site.db)}
 
@@ -254,10 +255,10 @@ def test_path_traversal_through_media_names(site, server):
 
 
 def test_sql_injection_through_the_filters(site):
-    from xvad.service.store.schema import Alert, AuditEntry
+    from xvad.service.store.schema import Alert
     c, _ = session_client(site, "admin")
     with site.db.session() as s:
-        before = (s.scalar(select(func.count()).select_from(Alert)), s.scalar(select(func.count()).select_from(AuditEntry)))
+        before = s.scalar(select(func.count()).select_from(Alert))
     for params in [{"camera": "A' OR '1'='1"}, {"camera": "A'; DROP TABLE alerts; --"},
                    {"state": "closed' OR '1'='1"}, {"review": "unreviewed' OR 1=1 --"},
                    {"since": "2020-01-01' OR '1'='1"}, {"until": "1; DELETE FROM alerts"},
@@ -274,7 +275,7 @@ def test_sql_injection_through_the_filters(site):
     assert c.get("/audit", params={"action": "user.login' OR 1=1 --"}).status_code == 400
     with site.db.session() as s:
         after = s.scalar(select(func.count()).select_from(Alert))
-    assert after == before[0]
+    assert after == before
     # and the filters give the right result: a brute-force count over what was inserted
     for params, keep in [({"camera": "A"}, lambda a: a["camera"] == "A"),
                          ({"min_score": "0.9"}, lambda a: a["score"] >= 0.9),

@@ -35,9 +35,9 @@ class Console:
 
 def mount(app: FastAPI, db: Any, settings: Any, service: Any = None, access: Access | None = None) -> Console:
     """Add the console's pages to ``app`` (and its security headers to every response)."""
-    from . import admin, alert, login, queue, users
     from starlette.exceptions import HTTPException
 
+    from . import admin, alert, login, queue, users
     from .web import SecurityHeaders, http_error, static_file
 
     console = Console(db, settings, service, access or Access(db, settings))

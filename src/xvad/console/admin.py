@@ -61,7 +61,8 @@ def add_routes(router: FastAPI, console: Any) -> None:
         target = (request.query_params.get("target") or "").strip()[:128]
         page_text = request.query_params.get("page") or "1"
         page = int(page_text) if page_text.isdigit() and int(page_text) >= 1 else 1
-        errors = [f"action: must be one of {', '.join(audit.ACTIONS)}"] if action and action not in audit.ACTIONS else []
+        known = not action or action in audit.ACTIONS
+        errors = [] if known else [f"action: must be one of {', '.join(audit.ACTIONS)}"]
         rows, total = audit.entries(db, action=action if action in audit.ACTIONS else None, target=target or None,
                                     limit=AUDIT_PAGE, offset=(page - 1) * AUDIT_PAGE)
         state = audit.verify(db)

@@ -7,7 +7,7 @@ import logging
 import zipfile
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, HTTPException
 from fastapi.responses import RedirectResponse, Response
 
 from ..service import audit, auth, review

@@ -65,11 +65,11 @@ class WebhookSettings(_Strict):
 class ConsoleSettings(_Strict):
     """The review console: its sessions, login throttle and optional single sign-on behind a proxy."""
 
-    session_hours: float = Field(8, gt=0)         # a session ends this long after its login
-    idle_minutes: float = Field(30, gt=0)         # or after this long without a request
-    secure_cookies: bool = False                  # Secure cookies even when the request came over plain HTTP
-    login_failures: int = Field(5, ge=1)          # failures within 15 minutes before logins are slowed down
-    trusted_proxy_header: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9-]+$")   # e.g. X-Remote-User
+    session_hours: float = Field(default=8, gt=0)     # a session ends this long after its login
+    idle_minutes: float = Field(default=30, gt=0)     # or after this long without a request
+    secure_cookies: bool = False                      # Secure cookies even on plain HTTP (TLS ends at a proxy)
+    login_failures: int = Field(default=5, ge=1)      # failures within 15 minutes before logins are slowed down
+    trusted_proxy_header: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")   # e.g. X-Remote-User
     trusted_proxies: list[str] = ["127.0.0.1", "::1"]   # addresses (or networks) that may send that header
 
     @field_validator("trusted_proxies")
