@@ -182,9 +182,9 @@ def test_proxy_header_is_honoured_only_from_a_trusted_address(tmp_path):
             assert c.cookies.get("xvad_session")                       # a session, for CSRF
             # the session's CSRF token is needed for forms, as for anyone
             assert c.post("/cameras/A/stop", headers={"X-Remote-User": "rev_a"}).status_code == 403
-            token = csrf_of(r.text)
-            assert c.post("/cameras/A/stop", data={"csrf": token}, headers={"X-Remote-User": "rev_a"}).status_code == 303
-            assert c.post("/cameras/A/start", data={"csrf": token}, headers={"X-Remote-User": "rev_a"}).status_code == 303
+            form = {"data": {"csrf": csrf_of(r.text)}, "headers": {"X-Remote-User": "rev_a"}}
+            assert c.post("/cameras/A/stop", **form).status_code == 303
+            assert c.post("/cameras/A/start", **form).status_code == 303
             # and the camera limit holds
             assert c.get(f"/alerts/{s.of('B')[0]['id']}", headers={"X-Remote-User": "rev_a"}).status_code == 404
         for address in ("10.2.0.1", "192.168.1.5", "testclient"):

@@ -32,10 +32,20 @@
     if (strip && strip.width !== w) strip.width = w;
   }
 
+  // a map is shown only within half a model frame of an explained frame's time
+  function near(i) {
+    return Math.abs(data.frames[i].t - video.currentTime) <= 0.5 / (data.model_fps || 8) + 1e-3;
+  }
+
   function drawOverlay(i) {
     const ctx = canvas.getContext("2d");
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const f = data.frames[i];
+    if (!near(i)) {
+      if (info) info.textContent = "no map here: this part of the clip was not explained";
+      canvas.dataset.frame = "";
+      return;
+    }
     const s = data.sprite;
     if (showMap.checked && sprite.complete && sprite.naturalWidth > 0) {
       const sx = (f.tile % s.columns) * s.tile_width, sy = Math.floor(f.tile / s.columns) * s.tile_height;
@@ -111,7 +121,10 @@
   video.addEventListener("play", loop);
   for (const ev of ["seeked", "timeupdate", "loadedmetadata", "pause"]) video.addEventListener(ev, draw);
   window.addEventListener("resize", draw);
-  for (const el of [showMap, showContours, opacity]) el.addEventListener("input", draw);
+  for (const el of [showMap, showContours, opacity]) {
+    el.addEventListener("input", draw);
+    el.addEventListener("change", draw);
+  }
   if (strip) {
     strip.addEventListener("click", (e) => {
       if (!data) return;
