@@ -79,10 +79,13 @@ def architecture(config: dict) -> str:
     return f"{config['backbone']} per {seen} ({config['weights']} weights), {config['pooling']}-pooled, {over}"
 
 
+LEAN = 0.5   # a stream leans towards the class when its own probability passes this
+
+
 def stream_votes(votes: list[tuple[str, float]], class_name: str) -> str:
     """One sentence on what each stream's head said about a window, whose score is their mean."""
     said = ", ".join(f"{SHOWN[name]} {p:.2f}" for name, p in votes)
-    above = [SHOWN[name] for name, p in votes if p > 0.5]
+    above = [SHOWN[name] for name, p in votes if p > LEAN]
     if 0 < len(above) < len(votes):
         verdict = (f"They disagree: only the {' and '.join(above)} lean towards {class_name}, "
                    "so weigh this alert with care.")

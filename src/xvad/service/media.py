@@ -1,5 +1,6 @@
 """An alert's media: its clip (pre-roll to post-roll, from the decoded frames) and, in a background
-worker, its explanation and decision report (what ``xvad report`` shows, on that clip).
+worker, its explanation: the decision report (what ``xvad report`` shows, on that clip) and the
+console's overlay files (:mod:`.overlay`).
 
 Files go to ``DATA/media/<camera>/<alert uid>/`` and are each written atomically; the database
 record says whether they are complete, missing (the process died while writing) or skipped (the
@@ -101,8 +102,9 @@ class ReportJob:
 
 class ReportWorker(Worker):
     """Explains finished clips in the background (Grad-CAM in fp32, key frames, frame importance,
-    each stream's vote) and writes the decision report; a full queue refuses the job, and the caller
-    records the explanation as skipped."""
+    each stream's vote): writes the decision report and, beside it, the console's overlay files
+    (:mod:`.overlay`); a full queue refuses the job, and the caller records the explanation as skipped.
+    When the overlay fails after the report was written, the explanation is failed and the report kept."""
 
     name = "xvad-report"
 
@@ -119,13 +121,19 @@ class ReportWorker(Worker):
         return self._models[key]
 
     def handle(self, job: ReportJob) -> None:
+        files: dict[str, str] = {}
         try:
             from ..report import write_report
+            from .overlay import write_overlay
 
+            model = self._model(job.model)
             out = os.path.join(job.folder, REPORT)
-            write_report(self._model(job.model), job.clip, out, threshold=job.threshold, alert=job.alert,
-                         stride=job.stride, fps=job.fps, map_precision="fp32")
-            self.on_done(job.uid, "complete", {"report": REPORT}, None)
+            summary = write_report(model, job.clip, out, threshold=job.threshold, alert=job.alert,
+                                   stride=job.stride, fps=job.fps, map_precision="fp32")
+            files["report"] = REPORT
+            files |= write_overlay(model, job.clip, job.folder, summary["results"], job.threshold,
+                                   views=summary["views"], fps=job.fps)
+            self.on_done(job.uid, "complete", files, None)
         except Exception as exc:   # an explanation failing must never stop the service
             log.warning("%s: alert %s: explanation failed: %s", job.camera, job.uid, exc)
-            self.on_done(job.uid, "failed", {}, " ".join(str(exc).split())[:300] or type(exc).__name__)
+            self.on_done(job.uid, "failed", files, " ".join(str(exc).split())[:300] or type(exc).__name__)

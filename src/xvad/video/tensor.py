@@ -47,22 +47,32 @@ def preprocess_as(frames: np.ndarray, config: dict) -> torch.Tensor:
     return preprocess(frames, int(config["size"]), config["mean"], config["std"], crop=config.get("crop", "center"))
 
 
+def fit(height: int, width: int, size: int, crop: str = "center") -> tuple[int, int, int, int]:
+    """Where the model's ``size`` x ``size`` input lies in a ``height`` x ``width`` frame under ``crop``:
+    ``(nh, nw, top, left)``, the frame resized to ``nh`` x ``nw`` and the input square's top-left corner
+    at ``(top, left)`` of the resized frame (negative: the square reaches past the frame, padded)."""
+    if crop == "full":
+        return size, size, 0, 0
+    if crop == "center":
+        scale = size / min(height, width)
+        nh, nw = (size, max(size, round(width * scale))) if height <= width else \
+            (max(size, round(height * scale)), size)
+        return nh, nw, (nh - size) // 2, (nw - size) // 2
+    scale = size / max(height, width)   # "pad": fit inside, then letterbox
+    nh, nw = (max(1, round(height * scale)), size) if height <= width else (size, max(1, round(width * scale)))
+    return nh, nw, -((size - nh) // 2), -((size - nw) // 2)
+
+
 def _fit(x: torch.Tensor, size: int, crop: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """One float [1, 3, H, W] frame (0..255) -> normalised [1, 3, size, size] by the ``crop`` rule."""
-    h, w = x.shape[-2:]
+    nh, nw, top, left = fit(x.shape[-2], x.shape[-1], size, crop)
     if crop == "full":
         return (_resize(x, size, size) / 255 - mean) / std
     if crop == "center":
-        scale = size / min(h, w)
-        nh, nw = (size, max(size, round(w * scale))) if h <= w else (max(size, round(h * scale)), size)
-        top, left = (nh - size) // 2, (nw - size) // 2
         x = _resize(x, nh, nw)[..., top: top + size, left: left + size]
         return (x / 255 - mean) / std
-    scale = size / max(h, w)   # "pad": fit inside, then letterbox with zeros (= the mean colour)
-    nh, nw = (max(1, round(h * scale)), size) if h <= w else (size, max(1, round(w * scale)))
-    x = (_resize(x, nh, nw) / 255 - mean) / std
-    top, left = (size - nh) // 2, (size - nw) // 2
-    return F.pad(x, (left, size - nw - left, top, size - nh - top))
+    x = (_resize(x, nh, nw) / 255 - mean) / std   # letterbox with zeros (= the mean colour)
+    return F.pad(x, (-left, size - nw + left, -top, size - nh + top))
 
 
 def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
