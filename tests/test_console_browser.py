@@ -157,7 +157,21 @@ def overlay_sum(d) -> int:
         let s = 0; for (let i = 3; i < px.length; i += 4) s += px[i]; return s;""")
 
 
+def toggle(d, box: str, on: bool) -> None:
+    """Click the checkbox ``box`` until it is ``on`` (a click during a redraw of the page may be lost)."""
+    from selenium.webdriver.common.by import By
+
+    def done() -> bool:
+        el = d.find_element(By.ID, box)
+        if el.is_selected() != on:
+            el.click()
+        return el.is_selected() == on
+
+    wait(f"{box} {'on' if on else 'off'}", done, 10)
+
+
 def test_review_in_a_real_browser(served, browser, shots):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     site, alert, base = served
@@ -177,9 +191,24 @@ def test_review_in_a_real_browser(served, browser, shots):
     first = d.find_element(By.CSS_SELECTOR, "table.alerts tbody tr td a")
     assert first.text == f"#{a}"
     shoot(d, shots, "2-queue")
+    # live: an alert raised while the queue is open appears without a reload
+    marker = d.execute_script("document.body.dataset.marker = 'same page'; return 1")
+    new = site.db.alert_started(uid=str(uuid.uuid4()), camera="B", started_at=datetime.now(timezone.utc),
+                                start_time=0.0, score=0.81, class_name="fight", class_index=1, checkpoint_id="x",
+                                xvad_version="0.1.0", threshold=0.5, policy="1/1", window=16, stride=2, fps=FPS,
+                                media_dir=None, host="test", pid=1)
+    wait("the new alert in the queue", lambda: d.find_elements(By.CSS_SELECTOR, f"a[href='/alerts/{new}']"), 30)
+    assert marker and d.execute_script("return document.body.dataset.marker") == "same page"
+
+    def open_alert() -> bool:
+        try:                                       # the table may be replaced by its next update meanwhile
+            d.find_element(By.CSS_SELECTOR, f"a[href='/alerts/{a}']").click()
+            return True
+        except StaleElementReferenceException:
+            return False
 
     # the alert page: the clip plays, the overlay draws the Grad-CAM map in step with it
-    first.click()
+    wait("a click on the alert", open_alert)
     wait("alert page", lambda: d.current_url.endswith(f"/alerts/{a}"))
     wait("explanation loaded", lambda: d.execute_script("return document.getElementById('overlay').dataset.ready"))
     wait("clip metadata", lambda: d.execute_script("return document.getElementById('clip').readyState >= 1"))
@@ -187,20 +216,19 @@ def test_review_in_a_real_browser(served, browser, shots):
     wait("playback", lambda: d.execute_script("return document.getElementById('clip').currentTime > 0.5"), 60)
     d.execute_script("document.getElementById('clip').pause()")
     data = json.loads(d.execute_script(f"return fetch('/api/alerts/{a}/explanation.json').then(r => r.text())"))
-    peak = data["peak"]["time"]
-    d.execute_script(f"document.getElementById('clip').currentTime = {peak};")
+    strongest = max(data["frames"], key=lambda f: f["importance"])["t"]       # the frame that counted most
+    d.execute_script(f"document.getElementById('clip').currentTime = {strongest};")
     wait("a map at the peak", lambda: d.execute_script("return document.getElementById('overlay').dataset.frame"))
     wait("sprite drawn", lambda: overlay_sum(d) > 0)
     with_map = overlay_sum(d)
     shoot(d, shots, "3-alert")
-    d.find_element(By.ID, "show-map").click()                      # heatmap off: only the contours are left
-    without_map = wait("the map gone", lambda: (s := overlay_sum(d)) < with_map and s + 1)
-    assert without_map - 1 < with_map * 0.9
-    d.find_element(By.ID, "show-contours").click()                 # contours off too: nothing drawn
+    toggle(d, "show-map", False)                                   # heatmap off: only the contours are left
+    without_map = wait("the map gone", lambda: (n := overlay_sum(d)) < with_map * 0.9 and n + 1) - 1
+    toggle(d, "show-contours", False)                              # contours off too: nothing drawn
     wait("an empty overlay", lambda: overlay_sum(d) == 0)
-    d.find_element(By.ID, "show-map").click()
+    toggle(d, "show-map", True)
     wait("the map back", lambda: overlay_sum(d) > without_map)
-    d.find_element(By.ID, "show-contours").click()
+    toggle(d, "show-contours", True)
     # the importance strip seeks: a click at its middle moves the clip to a frame near the middle
     strip = d.find_element(By.ID, "strip")
     d.execute_script("arguments[0].scrollIntoView()", strip)

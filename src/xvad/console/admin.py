@@ -46,7 +46,8 @@ def add_routes(router: FastAPI, console: Any) -> None:
     def cameras(who: Page) -> Response:
         live = {c["name"]: c for c in (console.service.snapshot() if console.service is not None else [])}
         rows = [{**c, "live": live.get(c["name"])} for c in db.cameras() if auth.user_can_see(who.user, c["name"])]
-        return render("cameras.html.j2", who, cameras=rows, can_control=who.user.role in ("admin", "reviewer"))
+        return render("cameras.html.j2", who, cameras=rows, can_control=who.user.role in ("admin", "reviewer"),
+                      live_here=console.service is not None)
 
     @router.post("/cameras/{name}/{action}", include_in_schema=False)
     def control(name: str, action: str, who: Page) -> Response:

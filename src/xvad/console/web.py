@@ -38,12 +38,24 @@ def when(value: str | datetime | None) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def plain(value: Any) -> str:
+    """A value of an audit entry's details in words: lists joined, None as "none"."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {plain(v)}" for k, v in value.items())
+    return str(value)
+
+
 def environment() -> Environment:
     global _env
     if _env is None:
         _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
                            trim_blocks=True, lstrip_blocks=True)
         _env.filters["when"] = when
+        _env.filters["plain"] = plain
     return _env
 
 
