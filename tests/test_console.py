@@ -355,3 +355,30 @@ def test_security_headers_on_pages_api_and_media(site):
     page = c.get("/").text
     assert "<script>" not in page and " on" + "click=" not in page      # no inline script: the CSP allows none
     assert not re.search(r'src="https?://', page)                       # nothing from another site
+
+
+# -- the alert page -----------------------------------------------------------------------------------
+def test_alert_page_while_the_explanation_is_pending_or_failed(site):
+    c, _ = session_client(site, "viewer")
+    a = site.of("B")[0]
+    page = c.get(f"/alerts/{a['id']}").text
+    assert f'<video id="clip" src="/api/alerts/{a["id"]}/clip.mp4"' in page          # the clip plays meanwhile
+    assert "being prepared" in page and 'id="overlay"' in page and "data-explanation" not in page
+    site.db.explanation_state(a["uid"], "failed", error="the clip is too short for one window")
+    page = c.get(f"/alerts/{a['id']}").text
+    assert "The explanation failed: the clip is too short for one window" in page
+    site.db.explanation_state(a["uid"], "pending")
+    from xvad.service import audit
+    viewed = audit.entries(site.db, action="alert.viewed", target=f"alert:{a['id']}", limit=10)[0]
+    assert len(viewed) == 2 and {e["actor"] for e in viewed} == {"viewer"}
+
+
+def test_score_chart_coordinates():
+    from xvad.console.explained import score_chart
+    data = {"clip": {"duration": 4.0}, "threshold": 0.6,
+            "windows": [{"start": 0.0, "time": 2.0, "score": 0.25}, {"start": 0.25, "time": 4.0, "score": 1.0}]}
+    chart = score_chart(data)
+    # by hand: x = 28 + (640 - 56) * t / 4, y = 140 - 28 - (140 - 56) * p
+    assert chart["points"] == "320.0,91.0 612.0,28.0"
+    assert chart["threshold_y"] == round(112 - 84 * 0.6, 1) == 61.6
+    assert [t["x"] for t in chart["ticks"]] == [28.0, 174.0, 320.0, 466.0, 612.0]

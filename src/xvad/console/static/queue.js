@@ -8,11 +8,11 @@
   async function poll() {
     try {
       const r = await fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}});
-      if (r.ok) {
+      if (r.redirected || r.status === 401) {
+        window.location.reload();          // the session ended: the page itself goes to the login
+      } else if (r.ok) {
         const html = await r.text();
         if (html !== last) { live.innerHTML = html; last = html; live.dataset.updated = String(Date.now()); }
-      } else if (r.status === 401 || r.redirected) {
-        window.location.reload();
       }
     } catch (e) { /* the service is restarting: try again next time */ }
   }
