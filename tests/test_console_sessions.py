@@ -207,3 +207,24 @@ def test_proxy_header_is_ignored_when_not_configured(site):
     c = site.client(address="127.0.0.1")
     r = c.get("/", headers={"X-Remote-User": "admin"})
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_console_settings_from_the_yaml_file(tmp_path):
+    from xvad.errors import ConfigError
+    from xvad.service.settings import load_settings
+    path = tmp_path / "xvad.yaml"
+    path.write_text("console:\n  session_hours: 2\n  idle_minutes: 10\n  login_failures: 3\n"
+                    "  trusted_proxy_header: X-Remote-User\n  trusted_proxies: [10.0.0.0/8, '::1']\n")
+    c = load_settings(str(path)).console
+    assert (c.session_hours, c.idle_minutes, c.login_failures, c.trusted_proxy_header, c.trusted_proxies) == (
+        2, 10, 3, "X-Remote-User", ["10.0.0.0/8", "::1"])
+    assert load_settings(str(path)).console.secure_cookies is False
+    for text, message in [("console:\n  trusted_proxies: [not-an-address]\n",
+                           "console.trusted_proxies[0]: 'not-an-address' is not an IP address or network"),
+                          ("console:\n  idle_minutes: 0\n", "console.idle_minutes: must be greater than 0"),
+                          ("console:\n  trusted_proxy_header: 'X Remote'\n", "console.trusted_proxy_header"),
+                          ("console:\n  sessions: 3\n", "console.sessions: unknown key")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_settings(str(path))
+        assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
