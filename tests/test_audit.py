@@ -94,7 +94,7 @@ def test_an_entry_hashes_its_canonical_json_and_chains_to_the_previous(db):
                                                                              "reason": "a fight"}
 
 
-def test_bad_entries_are_refused_and_nothing_is_written(db):
+def test_bad_entries_are_refused_and_long_names_cut_short(db):
     with pytest.raises(ValueError, match="alert.deleted"):
         audit.record(db, "system", "alert.deleted", "alert:1")
     with pytest.raises(ValueError):
@@ -102,6 +102,12 @@ def test_bad_entries_are_refused_and_nothing_is_written(db):
     with pytest.raises(ValueError):
         audit.record(db, "ann", "alert.viewed", "alert:1", {"score": float("nan")})
     assert rows(db) == [] and audit.verify(db) == audit.VerifyResult(True, 0)
+    odd = audit.record(db, "ann", "alert.viewed", "alert:1", {2: (1, 2), 10: "a"})   # kept as JSON reads it back
+    assert json.loads(rows(db)[0]["details"]) == {"2": [1, 2], "10": "a"} and audit.verify(db).ok
+    sql(db, "DELETE FROM audit_log WHERE id = :i", i=odd)
+    long = audit.record(db, "x" * 300, "user.login_failed", "user:" + "y" * 300)   # cut to the columns' sizes
+    assert [(r["id"], r["actor"], r["target"]) for r in rows(db)] == [(long, "x" * 64, "user:" + "y" * 123)]
+    assert audit.verify(db).ok
 
 
 def test_an_entry_in_a_rolled_back_transaction_leaves_no_trace(db):

@@ -248,6 +248,12 @@ def test_end_to_end_alert_clip_and_report(site):
     r = s.get(f"/api/alerts/{a['id']}/report.html")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "<html" in r.text.lower() and len(r.text) > 1000
+    # on the record: its start and end by the service itself, in a chain that verifies
+    got = s.get("/api/audit", target=f"alert:{a['id']}").json()["entries"][::-1]
+    assert [(e["actor"], e["action"]) for e in got[:2]] == [("system", "alert.raised"), ("system", "alert.ended")]
+    assert got[0]["details"]["camera"] == "gate" and got[0]["details"]["checkpoint_id"] == a["checkpoint_id"]
+    assert got[1]["details"]["reason"] == "scores" and got[1]["details"]["peak_score"] == a["peak_score"]
+    assert xvad_cli("audit", "verify", "--config", s.config, cwd=s.folder).startswith("audit log intact: ")
 
 
 def test_security(site):
@@ -352,6 +358,9 @@ def test_kill_9_in_the_middle_of_an_alert(live, serve, tmp_path):
             assert b["id"] == a["id"] and b["camera"] == a["camera"]
             if a["uid"] in was_open:
                 assert b["state"] == "interrupted" and b["end_reason"] == "interrupted" and b["ended_at"], b
+                got = s.get("/api/audit", target=f"alert:{b['id']}").json()["entries"][::-1]
+                assert [(e["action"], e["details"].get("reason")) for e in got] == \
+                    [("alert.raised", None), ("alert.ended", "interrupted")]      # closed by the next run
                 assert b["media_state"] in ("missing", "complete"), b
             assert b["media_state"] != "pending", b
             if b["media_state"] == "complete":            # complete only if the clip really is

@@ -91,10 +91,11 @@ def record(db: Any, actor: str, action: str, target: str, details: dict | None =
     transaction of ``db``) it commits or rolls back with that transaction."""
     if action not in ACTIONS:
         raise ValueError(f"audit action {action!r} is not one of {', '.join(ACTIONS)}")
-    if not actor or len(actor) > 64 or not target or len(target) > 128:
-        raise ValueError(f"audit entry: actor {actor!r} (1-64 characters) or target {target!r} (1-128) is wrong")
-    details = dict(details or {})
-    canonical(details)                         # not JSON (or NaN): refused before anything is written
+    if not actor or not target:
+        raise ValueError(f"audit entry: actor {actor!r} and target {target!r} must not be empty")
+    actor, target = actor[:64], target[:128]    # e.g. a failed login's made-up user name: kept, cut short
+    details = json.loads(canonical(dict(details or {})))   # as it reads back (tuples as lists, keys as text);
+    #                                              not JSON (or NaN): refused before anything is written
     if session is not None:
         _lock(session)
         return _append(session, actor, action, target, details)
