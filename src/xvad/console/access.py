@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fastapi import HTTPException, Request
 from sqlalchemy import select
 
-from ..service import auth
+from ..service import audit, auth
 from ..service.store.schema import User
 from . import sessions
 from .sessions import Session
@@ -106,7 +106,6 @@ class Access:
             return None
         secret, session = sessions.new_session(self.db, user, self.address(request), self.console.session_hours)
         self.set_cookie(request, secret)
-        from ..service import audit
         audit.record(self.db, user.name, "user.login", f"user:{user.name}",
                      {"address": self.address(request), "via": "proxy"})
         return Who(user, session, "proxy")

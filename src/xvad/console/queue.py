@@ -82,8 +82,8 @@ def parse_filters(params: Any, allowed: list[str]) -> Filters:
 
 
 def _latest_verdicts() -> Any:
-    newest = select(Verdict.alert_id, func.max(Verdict.id).label("vid")).group_by(Verdict.alert_id).subquery()
-    return newest
+    """Each alert's newest verdict id (``alert_id``, ``vid``): its current review."""
+    return select(Verdict.alert_id, func.max(Verdict.id).label("vid")).group_by(Verdict.alert_id).subquery()
 
 
 def queue_page(db: Any, cameras: list[str], f: Filters, limit: int = PAGE) -> tuple[list[dict], int]:
