@@ -1,18 +1,21 @@
 """The HTTP API of ``xvad serve`` (FastAPI): cameras and their live state, alerts with filters and
 pages, each alert's media and verdicts, the audit log, health and Prometheus metrics. Every route needs
-``Authorization: Bearer TOKEN``; a user limited to some cameras gets "not found" for the others' alerts
-and media.
+``Authorization: Bearer TOKEN`` or a console session (:mod:`xvad.console.access`); a user limited to some
+cameras gets "not found" for the others' alerts and media. The review console's pages are mounted on
+the same app.
 """
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations at run time.
 import os
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from .. import __version__
+from ..console import Access, mount
+from ..console.admin import control_camera
 from . import audit, auth, review
 from .metrics import metrics_text
 
@@ -34,15 +37,8 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
                   "cameras, alerts and their explanations.", docs_url=None, redoc_url=None, openapi_url=None)
     media_root = os.path.realpath(os.path.join(str(settings.data), "media"))
 
-    def user(authorization: Annotated[Optional[str], Header()] = None) -> Any:
-        scheme, _, token = (authorization or "").partition(" ")
-        found = auth.check_token(db, token.strip()) if scheme.lower() == "bearer" and token else None
-        if found is None:
-            raise HTTPException(401, "a valid API token is needed: Authorization: Bearer TOKEN",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return found
-
-    User = Annotated[Any, Depends(user)]
+    access = Access(db, settings)
+    User = Annotated[Any, Depends(access.api_user)]          # a Bearer token or a console session
 
     def visible(u: Any, camera: str) -> bool:
         return auth.user_can_see(u, camera)
@@ -78,18 +74,7 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
 
     @app.post("/api/cameras/{name}/{action}")
     def control(name: str, action: str, u: User) -> dict:
-        if action not in ("stop", "start"):
-            raise HTTPException(404, f"no action {action!r}: use stop or start")
-        if not visible(u, name) or name not in {c["name"] for c in db.cameras()}:
-            raise HTTPException(404, f"no camera {name!r}")
-        if u.role not in ("admin", "reviewer"):
-            raise HTTPException(403, "stopping and starting cameras needs the reviewer or admin role")
-        if service is not None and name in service.cameras:
-            (service.stop_camera if action == "stop" else service.start_camera)(name)
-        else:
-            db.set_camera_enabled(name, action == "start")   # the process that watches it follows the database
-        audit.record(db, u.name, "camera.stopped" if action == "stop" else "camera.started", f"camera:{name}",
-                     {"via": "api"})
+        control_camera(db, service, u, name, action, via="api")   # checks, stops or starts, on the record
         return {"camera": name, "action": action, "by": u.name}
 
     @app.get("/api/alerts")
@@ -145,6 +130,10 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
         path = os.path.realpath(os.path.join(media_root, a["media_dir"], rel))
         if not path.startswith(media_root + os.sep) or not os.path.isfile(path):
             raise HTTPException(404, f"alert {alert_id} has no {name!r}")
-        return FileResponse(path, media_type=MEDIA_TYPES.get(os.path.splitext(path)[1], "application/octet-stream"))
+        ext = os.path.splitext(path)[1]
+        # the report is a download (a page of its own, not run under the console's origin)
+        return FileResponse(path, media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
+                            filename=name if ext == ".html" else None)
 
+    mount(app, db, settings, service, access)
     return app

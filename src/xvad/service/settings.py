@@ -6,6 +6,7 @@ model, file sources) are taken from the file's folder, so a config means the sam
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Any, Optional
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ..errors import ConfigError, XvadError
 
-__all__ = ["CameraSettings", "MqttSettings", "ServiceSettings", "WebhookSettings", "load_settings",
+__all__ = ["CameraSettings", "ConsoleSettings", "MqttSettings", "ServiceSettings", "WebhookSettings", "load_settings",
            "quick_settings"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")   # safe in paths, MQTT topics, URLs and SQL
@@ -59,6 +60,27 @@ class WebhookSettings(_Strict):
     url: str = Field(pattern=r"^https?://\S+$")
     secret: Optional[str] = None          # HMAC-SHA256 key of the X-Xvad-Signature header
     timeout: float = Field(5.0, gt=0)
+
+
+class ConsoleSettings(_Strict):
+    """The review console: its sessions, login throttle and optional single sign-on behind a proxy."""
+
+    session_hours: float = Field(default=8, gt=0)     # a session ends this long after its login
+    idle_minutes: float = Field(default=30, gt=0)     # or after this long without a request
+    secure_cookies: bool = False                      # Secure cookies even on plain HTTP (TLS ends at a proxy)
+    login_failures: int = Field(default=5, ge=1)      # failures within 15 minutes before logins are slowed down
+    trusted_proxy_header: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")   # e.g. X-Remote-User
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]   # addresses (or networks) that may send that header
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for i, text in enumerate(v):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise _FieldProblem(f"[{i}]", f"{text!r} is not an IP address or network") from None
+        return v
 
 
 class CameraSettings(_Strict):
@@ -155,6 +177,7 @@ class ServiceSettings(_Strict):
     mqtt: Optional[MqttSettings] = None
     webhooks: list[WebhookSettings] = []
     disk_min_free_mb: float = Field(500, ge=0)   # below this, alert media are no longer written
+    console: ConsoleSettings = ConsoleSettings()
     cameras: list[CameraSettings] = []
     audit_retention_days: float = Field(400, ge=183)   # at least six months, and longer than any camera's media
 
