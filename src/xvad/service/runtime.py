@@ -38,13 +38,11 @@ RETRY_OPEN = (2.0, 60.0)          # seconds between attempts to open a camera th
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
-
 class OpenAlert:
-    """An alert being recorded: its database uid and id, its clip recorder (None: no media) and the peak
-    score its record holds."""
+    """An alert being recorded: its uid and id, its clip recorder (None: no media), its recorded peak."""
 
     def __init__(self, uid: str, alert_id: int, recorder: ClipRecorder | None, peak: float) -> None:
-        self.uid, self.id, self.recorder, self.peak = uid, alert_id, recorder, peak   # peak: as recorded
+        self.uid, self.id, self.recorder, self.peak = uid, alert_id, recorder, peak
 
 
 class Service:
@@ -137,8 +135,7 @@ class Service:
             self._release(cam)
 
     def _halt(self, name: str) -> CameraRun | None:
-        """Under the lock, and quick: the camera's alert and clips are closed and no frame of it is taken
-        (None: it was already)."""
+        """Under the lock, quick: close the camera's alert and clips, take no more of its frames."""
         with self._lock:
             cam = self.cameras[name]
             if not self._wanted[name] and cam.state in ("stopping", "stopped"):
@@ -152,8 +149,7 @@ class Service:
         return cam
 
     def _release(self, cam: CameraRun) -> None:
-        """Stop the halted camera's reader (it may take seconds to let go of its source: outside the
-        lock, so that inference goes on for the others) and record the stop."""
+        """Stop the halted camera's reader, outside the lock (it may take seconds): the others go on."""
         cam.stop()
         self.db.set_camera_state(cam.name, "stopped")
         self.notify("camera", {"camera": cam.name, "state": "stopped"})
