@@ -288,7 +288,7 @@ def write_overlay(model: Any, video: str, folder: str, results: Sequence[WindowR
     """Explain ``video`` (an alert's clip, scored by the stream detector as ``results``) for the console and
     write the files into ``folder``; returns them by name (``explanation``, ``maps``, ``key_0`` ...),
     relative to ``folder``. ``views``: the decision report's explained windows, reused where they fit."""
-    from ..video import probe
+    from ..video import probe, read_frames
     from ..video.decode import packet_times
     from ..video.images import input_streams
 
@@ -315,8 +315,6 @@ def write_overlay(model: Any, video: str, folder: str, results: Sequence[WindowR
     sheet, columns = sprite(tiles)
     os.makedirs(folder, exist_ok=True)
     write_image(os.path.join(folder, MAPS), sheet)
-
-    from ..video import read_frames
 
     rgb, _ = read_frames(video, frames=window, fps=fps, start=times[peak.start_frame])
     files: dict[str, str] = {}
