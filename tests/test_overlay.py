@@ -241,6 +241,15 @@ def on_boundary(m: np.ndarray, px: float, py: float, kept_min: float, dropped_ma
     """Whether the point lies (within the JSON's rounding) on a grid edge of map ``m`` between a kept pixel
     centre and a dropped one, where the map interpolates linearly to a level between the two classes."""
     tol = 0.05                                    # map pixels: the rounding of the coordinates to 1e-4 of the frame
+    # a line past the frame's edge (between the border pixels and the padding) is cut back to the edge:
+    # there it must run along kept border pixels
+    for along, (fixed, moving), size in ((0, (py, px), m.shape[0]), (1, (px, py), m.shape[1])):
+        for edge, border in ((0.5, 1), (size - 1.5, size - 2)):
+            if abs(fixed - edge) <= tol:
+                lo, hi = max(1, int(np.floor(moving)) - 1), min(size - 2, int(np.ceil(moving)) + 1)
+                line = m[border, lo:hi + 1] if along == 0 else m[lo:hi + 1, border]
+                if (line >= kept_min).any():
+                    return True
     for along_y in (True, False):                 # on a vertical edge (x whole), or a horizontal one
         fixed, moving = (px, py) if along_y else (py, px)
         if abs(fixed - round(fixed)) > tol:
