@@ -34,7 +34,7 @@ def test_cookie_attributes_and_only_its_hash_is_kept(site):
     cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("xvad_session="))
     attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
     assert {"httponly", "path", "samesite", "max-age"} <= attrs and "secure" not in attrs
-    assert "samesite=lax" in cookie.lower() and "path=/" in cookie.lower()
+    assert "samesite=strict" in cookie.lower() and "path=/" in cookie.lower()
     assert f"max-age={8 * 3600}" in cookie.lower()
     secret = c.cookies.get("xvad_session")
     assert len(secret) >= 43                                          # 32 random bytes, base64

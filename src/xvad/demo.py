@@ -93,7 +93,7 @@ class HttpThread:
         import uvicorn
 
         self.sock = sock
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="xvad-http",
                                        daemon=True)
 

@@ -85,7 +85,8 @@ class Access:
         if scheme.lower() == "bearer" and token.strip():
             found = auth.check_token(self.db, token.strip())
             return Who(found, None, "token") if found is not None else None
-        session = sessions.find_session(self.db, request.cookies.get(COOKIE), self.console.idle_minutes)
+        session = sessions.find_session(self.db, request.cookies.get(COOKIE), self.console.idle_minutes,
+                                        touch=request.url.path != "/queue/live")
         header = self.console.trusted_proxy_header
         if header and request.headers.get(header) is not None:
             if not self.trusted(request):

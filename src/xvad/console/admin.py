@@ -56,8 +56,8 @@ def add_routes(router: FastAPI, console: Any) -> None:
 
     @router.get("/audit", include_in_schema=False)
     def audit_page(request: Request, who: Page) -> Response:
-        if who.user.role != "admin":
-            raise HTTPException(403, "the audit log is for admins")
+        if who.user.role != "admin" or not auth.sees_every_camera(who.user):
+            raise HTTPException(403, "the audit log is for admins of every camera")
         action = (request.query_params.get("action") or "").strip()
         target = (request.query_params.get("target") or "").strip()[:128]
         page_text = request.query_params.get("page") or "1"

@@ -32,7 +32,7 @@ def add_routes(router: FastAPI, console: Any) -> None:
         token = secrets.token_urlsafe(32)
         page = render("login.html.j2", None, status, csrf=token, next=safe_next(next_), error=error)
         page.set_cookie(LOGIN_COOKIE, token, max_age=LOGIN_SECONDS, path="/login", httponly=True,
-                        samesite="lax", secure=access.secure(request))
+                        samesite="strict", secure=access.secure(request))
         page.headers.update(headers)
         return page
 
@@ -52,13 +52,13 @@ def add_routes(router: FastAPI, console: Any) -> None:
             return form(request, next, "This login form has expired or did not come from this site; try again.",
                         403)
         name = username.strip()
-        wait = sessions.login_delay(db, name, address, limit)
-        if wait > 0:
+        wait, attempt = sessions.claim_attempt(db, name, address, limit)
+        if attempt is None:
             seconds = math.ceil(wait)
             return form(request, next, f"too many failed logins; try again in {seconds} s", 429,
                         **{"Retry-After": str(seconds)})
         user = auth.check_password(db, name, password) if name and password else None
-        sessions.note_attempt(db, name, address, user is not None)
+        sessions.settle_attempt(db, attempt, user is not None)
         if user is None:
             audit.record(db, name[:64] or "(none)", "user.login_failed", f"user:{name[:59]}", {"address": address})
             log.info("failed login for %r from %s", name[:64], address)
@@ -67,7 +67,7 @@ def add_routes(router: FastAPI, console: Any) -> None:
         audit.record(db, user.name, "user.login", f"user:{user.name}", {"address": address, "via": "password"})
         out = RedirectResponse(safe_next(next), 303)
         out.set_cookie(COOKIE, secret, max_age=int(console.settings.console.session_hours * 3600), path="/",
-                       httponly=True, samesite="lax", secure=access.secure(request))
+                       httponly=True, samesite="strict", secure=access.secure(request))
         out.delete_cookie(LOGIN_COOKIE, path="/login")
         return out
 
@@ -78,5 +78,5 @@ def add_routes(router: FastAPI, console: Any) -> None:
             audit.record(db, who.user.name, "user.logout", f"user:{who.user.name}",
                          {"address": access.address(request)})
         out = RedirectResponse("/login", 303)
-        out.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=access.secure(request))
+        out.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=access.secure(request))
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +22,8 @@ from ..service.auth import AuthUser
 from ..service.store.schema import LoginAttempt, User, WebSession, utcnow
 
 __all__ = ["FIRST_DELAY", "MAX_DELAY", "WINDOW", "Session", "auth_user", "delay_after", "digest", "end_session",
-           "end_user_sessions", "failures", "find_session", "login_delay", "new_session", "note_attempt"]
+           "end_user_sessions", "failures", "find_session", "login_delay", "new_session", "claim_attempt",
+           "settle_attempt"]
 
 WINDOW = timedelta(minutes=15)      # failures older than this no longer count
 FIRST_DELAY = 30.0                  # seconds to wait after the limit is reached; doubles per failure after it
@@ -58,9 +60,10 @@ def new_session(db, user: AuthUser, address: str, hours: float) -> tuple[str, Se
     return secret, Session(row.id, user, row.csrf, row.expires_at)
 
 
-def find_session(db, secret: str | None, idle_minutes: float) -> Session | None:
-    """The live session whose cookie secret is ``secret`` (its last-seen time moved on), or None:
-    unknown, revoked, expired, idle too long, or its user disabled."""
+def find_session(db, secret: str | None, idle_minutes: float, touch: bool = True) -> Session | None:
+    """The live session whose cookie secret is ``secret`` (its last-seen time moved on, unless not
+    ``touch``: a page polling by itself is not a person at work), or None: unknown, revoked, expired,
+    idle too long, or its user disabled."""
     if not secret or len(secret) > 128:
         return None
     key = digest(secret)
@@ -74,7 +77,7 @@ def find_session(db, secret: str | None, idle_minutes: float) -> Session | None:
         if ws.revoked or u.disabled or ws.expires_at <= now or ws.last_seen_at + timedelta(minutes=idle_minutes) <= now:
             return None
         found = Session(ws.id, auth_user(u), ws.csrf, ws.expires_at)
-    if (now - ws.last_seen_at).total_seconds() > 5:          # no write on every request of a page's burst
+    if touch and (now - ws.last_seen_at).total_seconds() > 5:          # no write on every request of a page's burst
         with db.transaction() as s:
             s.execute(update(WebSession).where(WebSession.id == key).values(last_seen_at=now))
     return found
@@ -92,17 +95,38 @@ def end_user_sessions(db, user_id: int) -> None:
         s.execute(update(WebSession).where(WebSession.user_id == user_id).values(revoked=True))
 
 
-def note_attempt(db, username: str, address: str, ok: bool) -> None:
-    with db.transaction() as s:
-        s.add(LoginAttempt(at=utcnow(), username=username[:64], address=address[:64], ok=bool(ok)))
+_claims = threading.Lock()
+
+
+def claim_attempt(db, username: str, address: str, limit: int) -> tuple[float, int | None]:
+    """``(wait, None)`` when a login must wait, else ``(0, id)`` of the attempt, recorded at once as a
+    failure: parallel tries all count before any password is verified (:func:`settle_attempt`)."""
+    with _claims:
+        wait = login_delay(db, username, address, limit)
+        if wait > 0:
+            return wait, None
+        with db.transaction() as s:
+            row = LoginAttempt(at=utcnow(), username=username[:64], address=address[:64], ok=False)
+            s.add(row)
+            s.flush()
+            return 0.0, int(row.id)
+
+
+def settle_attempt(db, attempt_id: int, ok: bool) -> None:
+    """The claimed attempt turned out right (``ok``) or stays a failure."""
+    if ok:
+        with db.transaction() as s:
+            s.execute(update(LoginAttempt).where(LoginAttempt.id == attempt_id).values(ok=True))
 
 
 def failures(db, column, value: str, now: datetime) -> tuple[int, datetime | None]:
-    """Failed attempts for ``value`` of ``column`` (user name or address) within the window and since
-    the last success; and when the latest of them was."""
+    """Failed attempts for ``value`` of ``column`` (user name or address) within the window (for a user
+    name, since its last success: an address's count is not reset by one account that logs in); and when
+    the latest of them was."""
     with db.session() as s:
-        last_ok = s.scalar(select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.ok.is_(True),
-                                                                  LoginAttempt.at > now - WINDOW))
+        last_ok = None if column is LoginAttempt.address else s.scalar(
+            select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.ok.is_(True),
+                                                    LoginAttempt.at > now - WINDOW))
         since = max(now - WINDOW, last_ok) if last_ok is not None else now - WINDOW
         n, latest = s.execute(select(func.count(), func.max(LoginAttempt.at)).where(
             column == value, LoginAttempt.ok.is_(False), LoginAttempt.at > since)).one()

@@ -22,8 +22,8 @@ def add_routes(router: FastAPI, console: Any) -> None:
     db, access = console.db, console.access
 
     async def admin(who: Annotated[Who, Depends(access.page_user)]) -> Who:
-        if who.user.role != "admin":
-            raise HTTPException(403, "managing users is for admins")
+        if who.user.role != "admin" or not auth.sees_every_camera(who.user):
+            raise HTTPException(403, "managing users is for admins of every camera")
         return who
 
     Admin = Annotated[Who, Depends(admin)]

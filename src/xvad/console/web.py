@@ -88,8 +88,8 @@ def static_file(name: str) -> FileResponse:
 
 
 def cookie_header(name: str, value: str | None, max_age: int, secure: bool) -> bytes:
-    """``Set-Cookie`` for the session: HttpOnly, SameSite=Lax, Path=/, Secure behind TLS; None clears it."""
-    text = f"{name}={value or ''}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age if value else 0}"
+    """``Set-Cookie`` for the session: HttpOnly, SameSite=Strict, Path=/, Secure behind TLS; None clears it."""
+    text = f"{name}={value or ''}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age if value else 0}"
     return (text + ("; Secure" if secure else "")).encode()
 
 

@@ -55,11 +55,13 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
 
     @app.get("/healthz")
     def healthz(u: User) -> dict:
-        return {"status": "ok", "version": __version__, "cameras": len(db.cameras()),
+        return {"status": "ok", "version": __version__, "cameras": sum(visible(u, c["name"]) for c in db.cameras()),
                 "detecting": service is not None, "media_paused": bool(service and service.media_paused)}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics(u: User) -> PlainTextResponse:
+        if not auth.sees_every_camera(u):
+            raise HTTPException(403, "the metrics cover every camera: they need a user limited to no cameras")
         return PlainTextResponse(metrics_text(db, service, media_root),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -91,7 +93,9 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
 
     @app.get("/api/alerts/{alert_id}")
     def alert(alert_id: int, u: User) -> dict:
-        return alert_for(u, alert_id)
+        a = alert_for(u, alert_id)
+        audit.record(db, u.name, "alert.viewed", f"alert:{alert_id}", {"via": "api"})
+        return a
 
     @app.get("/api/alerts/{alert_id}/verdicts")
     def alert_verdicts(alert_id: int, u: User) -> list[dict]:
@@ -113,8 +117,8 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
     def audit_log(u: User, since: Optional[datetime] = None, until: Optional[datetime] = None,
                   action: Optional[str] = None, target: Optional[str] = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
-        if u.role != "admin":
-            raise HTTPException(403, "the audit log needs the admin role")
+        if u.role != "admin" or not auth.sees_every_camera(u):
+            raise HTTPException(403, "the audit log needs the admin role, for every camera")
         rows, total = audit.entries(db, since=since, until=until, action=action, target=target, limit=limit,
                                     offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "entries": rows}
@@ -131,6 +135,8 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
         if not path.startswith(media_root + os.sep) or not os.path.isfile(path):
             raise HTTPException(404, f"alert {alert_id} has no {name!r}")
         ext = os.path.splitext(path)[1]
+        if name == "report.html":      # the decision report leaves the service: on the record
+            audit.record(db, u.name, "alert.exported", f"alert:{alert_id}", {"file": name})
         # the report is a download (a page of its own, not run under the console's origin)
         return FileResponse(path, media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
                             filename=name if ext == ".html" else None)

@@ -28,7 +28,7 @@ from .store.schema import ApiToken, User, utcnow
 log = logging.getLogger(__name__)
 
 __all__ = ["ROLES", "AuthUser", "check_token", "check_password", "create_user", "issue_token", "revoke_token",
-           "update_user", "user_can_see", "users"]
+           "update_user", "sees_every_camera", "user_can_see", "users"]
 
 ROLES = ("admin", "reviewer", "viewer")
 PREFIX = "xvad_"
@@ -207,6 +207,12 @@ def check_token(db: Database, token: str) -> AuthUser | None:
         with db.transaction() as s:
             s.execute(update(ApiToken).where(ApiToken.id == t.id).values(last_used_at=utcnow()))
     return user
+
+
+def sees_every_camera(user: AuthUser) -> bool:
+    """Whether ``user`` is limited to no cameras: what whole-service views (the audit log, users,
+    metrics) need, since they speak of every camera."""
+    return user.cameras is None
 
 
 def user_can_see(user: AuthUser, camera: str) -> bool:

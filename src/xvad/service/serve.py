@@ -87,7 +87,8 @@ def _serve_http(db: Any, settings: Any, service: Any) -> None:
     from .api import create_app
 
     app = create_app(db, settings, service)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                            proxy_headers=False)   # the peer is the proxy: trusted_proxies must see its address
     # uvicorn stops on SIGTERM / SIGINT, then raises the signal again once it has restored the handlers
     # it found: make those harmless, so that the service drains after it (the caller's finally)
     for sig in (signal.SIGTERM, signal.SIGINT):
