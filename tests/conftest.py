@@ -24,3 +24,23 @@ def synthetic_data(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic")
     return make_dataset(str(root), per_class=16, frames=8, size=40, seed=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """A new service database's URL: SQLite in a folder not made yet, then one on the PostgreSQL server
+    (the module imports ``postgres_server`` from ``servers``)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'xvad.db'}"
+    return request.getfixturevalue("postgres_server").create_database()
+
+
+@pytest.fixture
+def db(url):
+    """The service's database at ``url``, migrated to the newest schema."""
+    from xvad.service.store import Database
+
+    d = Database(url)
+    d.migrate()
+    yield d
+    d.close()

@@ -16,26 +16,10 @@ import pytest
 from sqlalchemy import text
 
 from xvad.service import audit
-from xvad.service.store import Database
 
 from servers import postgres_server  # noqa: F401  (the session fixture)
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'xvad.db'}"
-    return request.getfixturevalue("postgres_server").create_database()
-
-
-@pytest.fixture
-def db(url):
-    d = Database(url)
-    d.migrate()
-    yield d
-    d.close()
 
 
 def rows(db) -> list[dict]:

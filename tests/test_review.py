@@ -25,16 +25,6 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 CLOSED = auth.AuthUser(0, "nobody", "reviewer", ())           # may see no camera
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = (f"sqlite:///{tmp_path / 'xvad.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_server").create_database())
-    d = Database(url)
-    d.migrate()
-    yield d
-    d.close()
-
-
 def alert(db, camera="door", at=T0, close=True) -> int:
     uid = uuid.uuid4().hex
     i = db.alert_started(uid=uid, camera=camera, started_at=at, start_time=1.0, score=0.9, class_name="fight",

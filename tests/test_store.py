@@ -24,21 +24,6 @@ TABLES = {"cameras", "alerts", "users", "api_tokens", "outbox", "audit_log", "ve
 FIRST_TABLES = {"cameras", "alerts", "users", "api_tokens", "outbox", "alembic_version"}   # revision 0001
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data' / 'xvad.db'}"
-    return request.getfixturevalue("postgres_server").create_database()
-
-
-@pytest.fixture
-def db(url):
-    d = Database(url)
-    d.migrate()
-    yield d
-    d.close()
-
-
 def started(db: Database, **over) -> tuple[int, dict]:
     """Record an alert start with every field set (``over`` replaces some) and return (id, fields)."""
     f = dict(uid=str(uuid.uuid4()), camera="door", started_at=T0, start_time=12.5, score=0.81, class_name="fight",
