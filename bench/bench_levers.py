@@ -21,7 +21,6 @@ import argparse
 import csv
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import cv2
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import save  # noqa: E402
+from common import save, timeit  # noqa: E402
 
 import xvad  # noqa: E402
 from xvad.metrics import roc_auc  # noqa: E402
@@ -65,13 +64,7 @@ def resized_first(imgs: np.ndarray, size: int) -> np.ndarray:
 
 def per_frame(fn: Callable[[], object], frames: int, reps: int = 3) -> float:
     """Median milliseconds per frame of ``fn`` over ``reps`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times)) / frames
+    return 1e3 * timeit(fn, reps=reps, warmup=1) / frames
 
 
 def stage_times(frames: np.ndarray, partners: np.ndarray, shipped: np.ndarray, cfg: dict) -> dict[str, float]:

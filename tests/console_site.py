@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 from fastapi.testclient import TestClient
+
+from servers import free_port
 
 PASSWORD = "secret-pass"
 USERS = {"admin": ("admin", None), "rev": ("reviewer", None), "rev_a": ("reviewer", ["A"]),
@@ -109,3 +115,25 @@ def session_client(site: Site, name: str, **kw) -> tuple[TestClient, str]:
     r = login(c, name)
     assert r.status_code == 303, r.text
     return c, csrf_of(c.get("/cameras").text)
+
+
+@contextmanager
+def serving(app: object) -> Iterator[int]:
+    """``app`` on a real uvicorn on 127.0.0.1 (raw requests and browsers reach it as they would a
+    deployed service); yields its port, and stops it after."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    end = time.monotonic() + 30
+    while not server.started and time.monotonic() < end:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        t.join(10)
+

@@ -8,15 +8,12 @@ import http.client
 import io
 import json
 import re
-import socket
-import threading
-import time
 import zipfile
 
 import pytest
 from sqlalchemy import func, select
 
-from console_site import ALERTS, PASSWORD, csrf_of, login, make_site, session_client
+from console_site import ALERTS, PASSWORD, csrf_of, login, make_site, serving, session_client
 
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/static/{name}")}
 MACHINE = ("/api/", "/healthz", "/metrics")
@@ -206,22 +203,8 @@ def test_camera_stop_and_start_from_the_page_are_recorded(site):
 @pytest.fixture(scope="module")
 def server(site):
     """The same app on a real uvicorn on loopback (raw paths reach it byte for byte)."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    srv = uvicorn.Server(uvicorn.Config(site.app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    end = time.monotonic() + 30
-    while not srv.started and time.monotonic() < end:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield port
-    srv.should_exit = True
-    t.join(10)
+    with serving(site.app) as port:
+        yield port
 
 
 def raw_get(port: int, path: str, headers: dict) -> tuple[int, bytes]:

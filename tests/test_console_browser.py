@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
 import uuid
 import zipfile
@@ -20,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import SURV_FIGHT
-from console_site import PASSWORD, make_site
+from console_site import PASSWORD, make_site, serving
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FIGHT = os.path.join(SURV_FIGHT, "fight", "fi003.mp4")
@@ -83,24 +81,10 @@ def real_alert(site) -> dict:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The site with the real alert, served by uvicorn on 127.0.0.1."""
-    import uvicorn
-
     s = make_site(str(tmp_path_factory.mktemp("browser")), with_media=False)
     alert = real_alert(s)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(uvicorn.Config(s.app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    end = time.monotonic() + 30
-    while not server.started and time.monotonic() < end:
-        time.sleep(0.05)
-    assert server.started
-    yield s, alert, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(10)
+    with serving(s.app) as port:
+        yield s, alert, f"http://127.0.0.1:{port}"
     s.db.close()
 
 
