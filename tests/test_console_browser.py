@@ -115,9 +115,15 @@ def browser(tmp_path_factory):
 
 
 def wait(what: str, check, timeout: float = 30.0):
+    """Poll check() until it is truthy; an element lost to a page load counts as not yet."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     end = time.monotonic() + timeout
     while True:
-        value = check()
+        try:
+            value = check()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None        # the page is being replaced (a form's redirect): look again
         if value:
             return value
         if time.monotonic() > end:
