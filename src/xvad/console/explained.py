@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from typing import Any
 
+from ..service.media import media_path
+
 log = logging.getLogger(__name__)
 
-__all__ = ["explanation", "model_for", "model_words", "score_chart"]
+__all__ = ["explanation", "media_path", "model_for", "model_words", "score_chart"]
 
 CHART_W, CHART_H, PAD = 640, 140, 28
 _models: dict[str, Any] = {}
 _lock = threading.Lock()
-
-
-def media_path(media_root: str, alert: dict, key: str) -> str | None:
-    """The file recorded under ``key`` in ``alert``'s files, if it is inside the media folder and exists."""
-    rel = (alert.get("files") or {}).get(key)
-    if not rel or not alert.get("media_dir"):
-        return None
-    path = os.path.realpath(os.path.join(media_root, alert["media_dir"], rel))
-    return path if path.startswith(media_root + os.sep) and os.path.isfile(path) else None
 
 
 def explanation(media_root: str, alert: dict) -> dict | None:

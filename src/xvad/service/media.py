@@ -148,3 +148,12 @@ class ReportWorker(Worker):
         except Exception as exc:   # an explanation failing must never stop the service
             log.warning("%s: alert %s: explanation failed: %s", job.camera, job.uid, exc)
             self.on_done(job.uid, "failed", files, " ".join(str(exc).split())[:300] or type(exc).__name__)
+
+
+def media_path(media_root: str, alert: dict, key: str) -> str | None:
+    """The file recorded under ``key`` in ``alert``'s files, if it is inside the media folder and exists."""
+    rel = (alert.get("files") or {}).get(key)
+    if not rel or not alert.get("media_dir"):
+        return None
+    path = os.path.realpath(os.path.join(media_root, alert["media_dir"], rel))
+    return path if path.startswith(media_root + os.sep) and os.path.isfile(path) else None

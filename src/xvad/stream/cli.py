@@ -62,7 +62,8 @@ def add_detect(sub: Any) -> argparse.ArgumentParser:
                    help="frames per second to sample (default: the checkpoint's rate, else 8)")
     p.add_argument("--window", type=int, default=None, help="frames per window (default: the checkpoint's)")
     p.add_argument("--stride", type=int, default=2, help="frames between window scores (default 2)")
-    p.add_argument("--threshold", type=float, default=0.5, help="alert threshold on the window score")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="alert threshold on the window score (default: the model's own, 0.5 unless adapted)")
     p.add_argument("--alert", default="3/5", metavar="K/N",
                    help="an alert starts when K of the last N windows pass the threshold and ends when "
                         "fewer than K do (default 3/5)")
@@ -150,6 +151,9 @@ def run_detect(args: argparse.Namespace) -> int:
     from .detector import Detector
 
     model = load_model(args.checkpoint)
+    if args.threshold is None:
+        from ..evaluate import model_threshold
+        args.threshold = model_threshold(model)
     live = {"auto": None, "yes": True, "no": False}[args.live]
     detector = Detector(model, fps=args.fps, window=args.window, stride=args.stride, threshold=args.threshold,
                         alert=args.alert, batch=args.batch, events=args.events, explain_dir=args.explain_alerts,
