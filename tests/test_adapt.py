@@ -144,8 +144,12 @@ def test_adapt_command_end_to_end(synthetic_data, tmp_path, capsys, one_torch_th
                  "--pooling", "max", "--epochs", "8", "--precision", "fp32", "--folds", "0",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     ckpt = str(run / "model.pt")
+    written = load_base(str(run / "model.base.npz"))             # xvad train wrote it
     assert main(["adapt", "--build-base", synthetic_data, "--checkpoint", ckpt]) == 0
-    assert (run / "model.base.npz").is_file()
+    rebuilt = load_base(str(run / "model.base.npz"))             # the same from the clips again
+    assert written.checkpoint_id == rebuilt.checkpoint_id == load_model(ckpt).checkpoint_id
+    assert written.epochs == rebuilt.epochs and written.clips == rebuilt.clips
+    assert torch.allclose(written.pooled, rebuilt.pooled, atol=1e-3)
     site = make_dataset(str(tmp_path / "site"), per_class=5, frames=8, size=40, seed=7)
     out = tmp_path / "adapted"
     capsys.readouterr()

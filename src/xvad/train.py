@@ -205,11 +205,28 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
     save_model(model, os.path.join(out_dir, "model.pt"),
                extra={"metrics": {k: metrics["summary"].get(k) for k in ("accuracy", "roc_auc", "f1")},
                       "train_config": json.loads(json.dumps(asdict(cfg))), "threshold": 0.5})
+    if not cfg.finetune and model.gru is None and len(good.classes) == 2:     # what `xvad adapt` needs
+        write_base(os.path.join(out_dir, "model.pt"), {i: inputs[i, 0] for i in range(len(good))}, good, epochs)
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     write_predictions(os.path.join(out_dir, "predictions.csv"), good, fold_results)
     plot_curves(os.path.join(out_dir, "curves.png"), fold_results)
     resume.clear()
     return metrics
+
+
+def write_base(checkpoint: str, feats: dict, data: Dataset, epochs: int) -> None:
+    """The base features of the saved model beside it (``model.base.npz``), for ``xvad adapt``; the
+    heads' epoch count chosen on them by inner group CV (``epochs`` with fewer than two groups)."""
+    from .adapt.base import base_from_features, base_path, save_base
+    from .adapt.core import choose_base_epochs
+    from .checkpoint import load_model
+
+    saved = load_model(checkpoint)
+    base = base_from_features(saved, feats, data, epochs)
+    groups = len({s.group for s in data.samples})
+    if groups >= 2:
+        base.epochs = choose_base_epochs(saved, base, folds=min(3, groups))
+    save_base(base, base_path(checkpoint))
 
 
 def run_metrics(data: Dataset, folds: list[dict], cfg: TrainConfig, failures: dict, n_total: int,

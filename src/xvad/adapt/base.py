@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
-from ..data import load_dataset
+from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, VideoError
 from ..features import extract_features
 from ..models import CRNN
@@ -120,8 +120,14 @@ def build_base(model: CRNN, source: str, epochs: int, cache_dir: str | None = No
     kept = [i for i in range(len(data)) if (i, 0) in feats]
     if not kept:
         raise VideoError(f"{source}: none of the {len(data)} videos could be read")
+    return base_from_features(model, {i: feats[i, 0] for i in kept}, data, epochs)
+
+
+def base_from_features(model: CRNN, feats: dict[int, torch.Tensor], data: Dataset, epochs: int) -> BaseFeatures:
+    """Base features from per-frame features ``[T, D]`` of the plain view, by clip index in ``data``."""
+    kept = sorted(feats)
     window = int(model.config["frames"])
-    pooled = torch.cat([pool_windows(feats[i, 0], model.streams, window, window)[:1] for i in kept])
+    pooled = torch.cat([pool_windows(feats[i], model.streams, window, window)[:1] for i in kept])
     return BaseFeatures(pooled, data.labels[kept], np.array([data.samples[i].group for i in kept]),
                         [os.path.relpath(data.samples[i].path, data.root) for i in kept], model.classes,
                         getattr(model, "checkpoint_id", ""), epochs)
