@@ -84,6 +84,26 @@ def test_session_expiry_idle_timeout_and_logout(site):
     assert actions[:2] == ["user.logout", "user.login"]
 
 
+def test_a_new_login_ends_the_session_the_browser_had(site):
+    """Logging in again (another account, the same browser) ends the old session: a cookie planted or
+    left behind is never kept alive by a login."""
+    from console_site import csrf_of
+    c = site.client()
+    assert login(c, "rev").status_code == 303
+    old = c.cookies.get("xvad_session")
+    fresh = site.client()                                 # a login form, as any visitor gets it
+    page = fresh.get("/login")
+    c.cookies.set("xvad_login", fresh.cookies.get("xvad_login"), path="/login")
+    r = c.post("/login", data={"username": "admin", "password": PASSWORD, "csrf": csrf_of(page.text), "next": "/"})
+    assert r.status_code == 303
+    new = c.cookies.get("xvad_session")
+    assert new and new != old
+    assert [row.revoked for row in sessions_of(site, "rev")] == [True]     # revoked in the database
+    stale = site.client()
+    stale.cookies.set("xvad_session", old)
+    assert stale.get("/", follow_redirects=False).status_code in (302, 303, 401)
+
+
 def test_disabled_user_loses_their_session(site):
     from xvad.service import auth
     c, _ = session_client(site, "viewer")

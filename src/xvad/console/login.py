@@ -63,6 +63,10 @@ def add_routes(router: FastAPI, console: Any) -> None:
             audit.record(db, name[:64] or "(none)", "user.login_failed", f"user:{name[:59]}", {"address": address})
             log.info("failed login for %r from %s", name[:64], address)
             return form(request, next, "Wrong user name or password.", 401)
+        prior = sessions.find_session(db, request.cookies.get(COOKIE), console.settings.console.idle_minutes,
+                                      touch=False)
+        if prior is not None:           # a new login replaces the browser's old session, never keeps it alive
+            sessions.end_session(db, prior.id)
         secret, session = sessions.new_session(db, user, address, console.settings.console.session_hours)
         audit.record(db, user.name, "user.login", f"user:{user.name}", {"address": address, "via": "password"})
         out = RedirectResponse(safe_next(next), 303)
