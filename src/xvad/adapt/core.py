@@ -147,7 +147,7 @@ def choose_base_epochs(model: CRNN, base: BaseFeatures, exclude: np.ndarray | No
         curve: list[float] = []
 
         def record(m: CRNN, va_i: np.ndarray = va_i, curve: list[float] = curve) -> None:
-            p = np.clip(alert_scores(m, base.pooled[va_i]), 1e-8, 1 - 1e-8)
+            p = np.clip(alert_scores(m, base.pooled[va_i]).astype(np.float64), 1e-8, 1 - 1e-8)
             y = base.labels[va_i]
             curve.append(float(-np.mean(np.where(y == 1, np.log(p), np.log(1 - p)))))
 
