@@ -4,16 +4,17 @@ For the shipped model (motion + flow streams), on one 2 s window (16 frames at 8
 from ``../shared/data/surv-fight`` (every ``--every``-th clip), side by side in one run:
 
 - per-frame time of each stage: the motion image, the optical flow (DIS presets medium, the shipped
-  one, fast and ultrafast), the resize and normalisation to the 224 px input, and the backbone
-  (fp32 and the model's own precision, batches of 16 and 64 frames);
+  one, fast and ultrafast), the resize and normalisation to the model's input (224 px for the shipped
+  model), and the backbone (fp32 and the model's own precision, batches of 16 and 64 frames);
 - the levers that change the model's input: a cheaper flow preset, and resizing the uint8 images with
   OpenCV before normalising (instead of an antialiased float resize of the full frame). For each, the
   window's p(fight) against the shipped path: largest and mean change, the clips whose decision at
   the model's threshold flips, and ROC-AUC both ways (the shipped model as it is, nothing retrained).
 
-Results go to ``bench/results/levers.json``.
+Results go to ``bench/results/levers.json`` (``levers_NAME.json`` with ``--checkpoint``: another model,
+e.g. one trained at a smaller input size; its images are resized to that model's own size).
 
-Usage: python bench/bench_levers.py [--every 4]
+Usage: python bench/bench_levers.py [--every 4] [--checkpoint model.pt [--name NAME]]
 """
 from __future__ import annotations
 
@@ -98,12 +99,17 @@ def backbone_times(model: torch.nn.Module, x: torch.Tensor, batches: tuple[int, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--every", type=int, default=4, help="every N-th clip of surv-fight (1: all 232)")
+    ap.add_argument("--checkpoint", default=None, help="model file (default: the shipped model)")
+    ap.add_argument("--name", default=None,
+                    help="results file suffix (default: the checkpoint's folder name; none for the shipped model)")
     a = ap.parse_args()
+    if a.name is None and a.checkpoint:
+        a.name = os.path.basename(os.path.dirname(os.path.abspath(a.checkpoint)))
     with open(os.path.join(DATA, "groups.csv")) as f:
         rows = list(csv.DictReader(f))[:: a.every]
     if not rows:
         sys.exit(f"bench_levers: no clips under {DATA}")
-    model = xvad.load_model()
+    model = xvad.load_model(a.checkpoint)
     cfg, own = model.config, model.config["precision"]
     threshold = float(model.extra.get("threshold", 0.5))
     labels, probs = [], {}
@@ -139,9 +145,9 @@ def main() -> int:
                          "decisions_flipped": int(((p >= threshold) != (base >= threshold)).sum()),
                          "roc_auc": float(roc_auc(y, p)), "accuracy": float(((p >= threshold) == y).mean())}
     ms = {k: float(np.median(v)) for k, v in timing.items()}
-    result = {"clips": len(rows), "every": a.every, "threshold": threshold, "precision": own,
-              "ms_per_frame": ms, "effects": effects}
-    print(f"saved {save('levers', result)}")
+    result = {"model": a.checkpoint or "shipped", "size": cfg["size"], "clips": len(rows), "every": a.every,
+              "threshold": threshold, "precision": own, "ms_per_frame": ms, "effects": effects}
+    print(f"saved {save('levers' + (f'_{a.name}' if a.name else ''), result)}")
     print("\nper-frame cost (ms, median over clips):")
     for k, v in ms.items():
         print(f"  {k:44s} {v:7.2f}")

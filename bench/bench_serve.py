@@ -12,12 +12,15 @@ the processes (from /proc/PID/stat utime + stime).
 Two kinds of footage: every camera busy all the time (the clip alone, looped: the worst case), and,
 with ``--still S``, each clip followed by S seconds of a still image of its own first frame (the same
 scene with nobody moving, as CCTV mostly is), looped; results go to ``results/serve.json`` and
-``results/serve_still.json``.
+``results/serve_still.json``. With ``--checkpoint``, both sides run that model instead of the shipped one
+(the camera's ``model:`` in the service, ``--checkpoint`` for ``xvad detect``) and the results file is
+named after it (``serve_NAME.json``).
 
 The service is read through its HTTP API (``/api/cameras``: each camera's live figures) with a token
 of a user made for the run; alert explanations are off in the service, as ``xvad detect`` makes none.
 
 Usage: python bench/bench_serve.py [--cameras 1,2,4,8] [--seconds 30] [--order ab|ba] [--still S]
+       [--checkpoint model.pt [--name NAME]]
 """
 from __future__ import annotations
 
@@ -123,15 +126,17 @@ def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen]) ->
     raise RuntimeError(f"{what}: not ready after {timeout:g} s")
 
 
-def run_service(urls: list[str], seconds: float, folder: str) -> dict:
-    """(a) one ``xvad serve`` watching every camera; figures from ``/api/cameras`` at the start and
-    the end of the ``seconds`` measured."""
+def run_service(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None) -> dict:
+    """(a) one ``xvad serve`` watching every camera (with ``checkpoint``, or the shipped model); figures
+    from ``/api/cameras`` at the start and the end of the ``seconds`` measured."""
     port = free_port()
     data = os.path.join(folder, "data")
     cfg = os.path.join(folder, "cfg.yaml")
     lines = [f"data: {data}", "host: 127.0.0.1", f"port: {port}", "cameras:"]
     for i, url in enumerate(urls):
         lines += [f"  - name: cam{i}", f"    source: {url}", "    explain: false"]
+        if checkpoint:
+            lines.append(f"    model: {os.path.abspath(checkpoint)}")
     with open(cfg, "w") as f:
         f.write("\n".join(lines) + "\n")
     subprocess.run(XVAD + ["users", "add", "bench", "--role", "admin", "--password", "benchpass123",
@@ -181,12 +186,14 @@ def run_service(urls: list[str], seconds: float, folder: str) -> dict:
             "processes": 1, "exit": code}
 
 
-def run_detect(urls: list[str], seconds: float, folder: str) -> dict:
-    """(b) one ``xvad detect`` per camera; figures from the ``stop`` line of each events file."""
+def run_detect(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None) -> dict:
+    """(b) one ``xvad detect`` per camera (with ``checkpoint``, or the shipped model); figures from the
+    ``stop`` line of each events file."""
     events = [os.path.join(folder, f"ev_{i}.jsonl") for i in range(len(urls))]
     logs = [open(os.path.join(folder, f"detect_{i}.log"), "w") for i in range(len(urls))]
     launched = time.monotonic()
-    procs = [subprocess.Popen(XVAD + ["detect", url, "--events", ev, "--log-windows", "--quiet"], stdout=lg,
+    model = ["--checkpoint", os.path.abspath(checkpoint)] if checkpoint else []
+    procs = [subprocess.Popen(XVAD + ["detect", url, "--events", ev, "--log-windows", "--quiet", *model], stdout=lg,
                               stderr=subprocess.STDOUT) for url, ev, lg in zip(urls, events, logs)]
 
     def lines(path: str) -> list[dict]:
@@ -280,8 +287,15 @@ def main() -> None:
     ap.add_argument("--still", type=float, default=0.0, metavar="S",
                     help="after each clip, S seconds of a still image of its first frame (default 0: every "
                          "camera busy all the time, the worst case)")
+    ap.add_argument("--checkpoint", default=None, help="model file for every camera (default: the shipped model)")
+    ap.add_argument("--name", default=None,
+                    help="results file suffix (default: the checkpoint's folder name; none for the shipped model)")
     a = ap.parse_args()
-    name = "serve_still" if a.still > 0 else "serve"
+    if a.checkpoint and not os.path.isfile(a.checkpoint):
+        raise SystemExit(f"{a.checkpoint}: no such model file")
+    if a.name is None and a.checkpoint:
+        a.name = os.path.basename(os.path.dirname(os.path.abspath(a.checkpoint)))
+    name = ("serve_still" if a.still > 0 else "serve") + (f"_{a.name}" if a.name else "")
     counts = [int(x) for x in a.cameras.split(",")]
     if not os.path.isdir(DATA):
         raise SystemExit(f"{DATA}: not found (the benchmark needs the surv-fight clips)")
@@ -296,7 +310,7 @@ def main() -> None:
         print(f"camera {len(cams) - 1}: {meta['clip']} {meta['size']} {meta['fps']} fps, "
               f"{meta['moving_frames']} frames" + (f" then {a.still:g} s still" if a.still > 0 else "") + ", looped")
     results: list[dict] = []
-    meta = describe(a.seconds, info, a.still)
+    meta = {"model": a.checkpoint or "shipped", **describe(a.seconds, info, a.still)}
     order = a.order
     try:
         for n in counts:
@@ -304,7 +318,8 @@ def main() -> None:
             row: dict[str, Any] = {"cameras": n, "order": order, "load_average_before": os.getloadavg()}
             for which in order:
                 folder = tempfile.mkdtemp(prefix=f"xvad-bench-serve-{n}{which}-")
-                run = run_service(urls, a.seconds, folder) if which == "a" else run_detect(urls, a.seconds, folder)
+                run = (run_service(urls, a.seconds, folder, a.checkpoint) if which == "a"
+                       else run_detect(urls, a.seconds, folder, a.checkpoint))
                 run["totals"] = totals(run)
                 run["folder"] = folder
                 row["service" if which == "a" else "separate"] = run

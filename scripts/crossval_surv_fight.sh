@@ -30,6 +30,14 @@ for SEED in 0 1 2; do
     $XVAD train "$DATA" --norm-eps 0.1 --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-floor$SUFFIX"
     $XVAD train "$DATA" --norm-clamp 3 --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-clamp$SUFFIX"
 done
+# The shipped recipe at smaller inputs, for the service's speed goal (a backbone pass costs roughly
+# in proportion to its pixels); ship one with scripts/ship_model.py OUT/surv-fight-lite0-motionflow-160 ...-s1 ...-s2.
+for SIZE in 160 192; do
+    for SEED in 0 1 2; do
+        SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "-s$SEED")
+        $XVAD train "$DATA" --size "$SIZE" --seed "$SEED" --out "$OUT/surv-fight-lite0-motionflow-$SIZE$SUFFIX"
+    done
+done
 # The paper's layout on the same backbone: frames, average-pooled, GRU(128) + MLP.
 $XVAD train "$DATA" --preset paper $LITE0 --hidden 128 --out "$OUT/surv-fight-lite0"
 # The paper's VGG19, without ImageNet weights: they cannot be downloaded on an offline machine.

