@@ -24,8 +24,8 @@ from .store.schema import Camera, CameraModel, utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelVersionError", "active_version", "active_versions", "adopt", "reject", "rollback", "version_name",
-           "versions"]
+__all__ = ["ModelVersionError", "active_version", "active_versions", "adopt", "check_camera", "reject", "rollback",
+           "version_name", "versions"]
 
 
 class ModelVersionError(XvadError, ValueError):
@@ -45,6 +45,12 @@ def _known(s: Any, camera: str) -> None:
     if s.scalar(select(Camera.id).where(Camera.name == camera)) is None:
         raise ModelVersionError(f"camera {camera!r}: no such camera in the database (the service has never "
                                 "watched it)")
+
+
+def check_camera(db: Any, camera: str) -> None:
+    """ModelVersionError unless ``camera`` is a camera the database knows."""
+    with db.session() as s:
+        _known(s, camera)
 
 
 def _json(value: Any, what: str) -> Any:
