@@ -24,8 +24,8 @@ from .store.schema import Camera, CameraModel, utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelVersionError", "active_version", "active_versions", "adopt", "check_camera", "reject", "rollback",
-           "version_name", "versions"]
+__all__ = ["ModelVersionError", "active_version", "active_versions", "adopt", "cameras_with_versions", "check_camera",
+           "reject", "rollback", "version_file", "version_name", "versions"]
 
 
 class ModelVersionError(XvadError, ValueError):
@@ -35,6 +35,11 @@ class ModelVersionError(XvadError, ValueError):
 def version_name(version: int | None) -> str | None:
     """How an alert records the version that raised it: "v3"; None for the configured model (0 or None)."""
     return f"v{version}" if version else None
+
+
+def version_file(camera: str, version: int) -> str:
+    """Where version ``version`` of ``camera`` is kept, relative to the data folder."""
+    return f"models/{camera}/v{version}.pt"
 
 
 def _known(s: Any, camera: str) -> None:
@@ -102,7 +107,7 @@ def adopt(db: Any, data_dir: str, camera: str, checkpoint_file: str, *, actor: s
         current = q.active(s, camera)
         previous = current.version if current is not None else 0
         n = q.next_version(s, camera)
-        rel = f"models/{camera}/v{n}.pt"
+        rel = version_file(camera, n)
         dest = os.path.join(str(data_dir), rel)
         _copy(checkpoint_file, dest)
         checkpoint_id = file_id(dest)
@@ -148,6 +153,14 @@ def active_versions(db: Any, cameras: list[str] | None = None) -> dict[str, dict
     out. One query: the running service asks it every poll."""
     with db.session() as s:
         return {camera: q.row_dict(r) for camera, r in q.active_of(s, cameras).items()}
+
+
+def cameras_with_versions(db: Any) -> list[dict]:
+    """The database's cameras (:meth:`Database.cameras`), each with ``model_version``: the name of its
+    active version ("v3"), or None when it runs its configured model."""
+    active = active_versions(db)
+    return [{**c, "model_version": version_name(active[c["name"]]["version"]) if c["name"] in active else None}
+            for c in db.cameras()]
 
 
 def rollback(db: Any, camera: str, *, actor: str, to: int | None = None) -> int:
