@@ -175,3 +175,32 @@ def test_models_list_and_rollback_commands(tmp_path, files, capsys):
     db.close()
     assert main(["audit", "verify", "--data", str(data)]) == 0
     assert capsys.readouterr().out.startswith("audit log intact")
+
+
+def test_the_console_and_the_api_show_the_versions(tmp_path):
+    import re
+    import uuid
+    from datetime import datetime, timezone
+
+    from console_site import make_site, session_client
+
+    site = make_site(str(tmp_path), with_media=False)
+    try:
+        versions.adopt(site.db, site.settings.data, "A", checkpoint(tmp_path / "a.pt", 0.6), actor="ann", metrics={})
+        c, _ = session_client(site, "admin")
+        page = c.get("/cameras").text
+        rows = {m.group(1): m.group(0) for m in re.finditer(r'<a href="/\?camera=(\w+)">.*?</tr>', page, re.S)}
+        assert "<td>v1</td>" in rows["A"] and "<td>configured</td>" in rows["B"]
+        api = {x["name"]: x["model_version"] for x in c.get("/api/cameras").json()}
+        assert api == {"A": "v1", "B": None}
+        f = dict(uid=uuid.uuid4().hex, camera="A", started_at=datetime.now(timezone.utc), start_time=1.0, score=0.9,
+                 class_name="fight", class_index=1, checkpoint_id="abc", xvad_version="0", threshold=0.6,
+                 policy="1/1", window=16, stride=2, fps=8.0, media_dir=None, host="h", pid=1)
+        by_v1 = site.db.alert_started(**f, model_version="v1")
+        assert "<th>model version</th><td>v1</td>" in c.get(f"/alerts/{by_v1}").text
+        before = site.of("A")[0]["id"]
+        assert "<th>model version</th><td>the camera&#39;s configured model</td>" in c.get(f"/alerts/{before}").text
+        listed = {a["id"]: a["model_version"] for a in c.get("/api/alerts", params={"camera": "A"}).json()["alerts"]}
+        assert listed[by_v1] == "v1" and listed[before] is None
+    finally:
+        site.db.close()
