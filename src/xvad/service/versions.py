@@ -16,7 +16,7 @@ import shutil
 from typing import Any
 
 from ..atomic import atomic_path
-from ..errors import XvadError
+from ..errors import ModelVersionError
 from . import audit
 from .settings import NAME
 from .store import camera_models as q
@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ModelVersionError", "active_version", "active_versions", "adopt", "cameras_with_versions", "check_camera",
            "reject", "rollback", "version_file", "version_name", "versions"]
-
-
-class ModelVersionError(XvadError, ValueError):
-    """A camera's model version cannot be adopted or gone back to as asked (no such camera or version)."""
 
 
 def version_name(version: int | None) -> str | None:
