@@ -135,6 +135,38 @@ def test_at_most_one_active_version_per_camera_in_the_database_itself(db, tmp_pa
     assert [v["active"] for v in versions.versions(db, "door")] == [False, True]
 
 
+def test_adoptions_at_the_same_time_get_distinct_numbers(db, tmp_path, files):
+    """Four threads adopt for one camera at once (each its own transaction): versions 1 to 4, each file
+    where its row says, exactly one active, the audit chain intact."""
+    import threading
+
+    db.upsert_camera("door", "rtsp://x/door", "", {})
+    data = str(tmp_path / "data")
+    barrier = threading.Barrier(4)
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def adopt(name: str) -> None:
+        try:
+            barrier.wait(30)
+            got.append(versions.adopt(db, data, "door", files[name], actor=name, metrics={}))
+        except BaseException as exc:   # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adopt, args=(n,)) for n in ("a", "b", "c", "a")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and sorted(got) == [1, 2, 3, 4]
+    rows = versions.versions(db, "door")
+    assert [(r["active"], r["previous_version"]) for r in rows] == [(False, 0), (False, 1), (False, 2), (True, 3)]
+    assert sorted(r["checkpoint_id"] for r in rows) == sorted(sha12(files[n]) for n in "abca")
+    for r in rows:
+        assert sha12(os.path.join(data, r["path"])) == r["checkpoint_id"]
+    assert audit.verify(db).ok
+
+
 def test_models_list_and_rollback_commands(tmp_path, files, capsys):
     data = tmp_path / "data"
     db = Database(f"sqlite:///{data / 'xvad.db'}")
