@@ -20,7 +20,7 @@ from servers import postgres_server  # noqa: F401  (the session fixture)
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 TABLES = {"cameras", "alerts", "users", "api_tokens", "outbox", "audit_log", "verdicts", "web_sessions",
-          "login_attempts", "alembic_version"}
+          "login_attempts", "camera_models", "alembic_version"}
 FIRST_TABLES = {"cameras", "alerts", "users", "api_tokens", "outbox", "alembic_version"}   # revision 0001
 
 
@@ -75,7 +75,7 @@ def test_the_review_migration_downgrades_and_upgrades_again_keeping_the_alerts(u
     with d.engine.connect() as conn:                       # 0001's tables and rows are untouched
         assert conn.execute(text("SELECT uid FROM alerts WHERE id = :i"), {"i": alert_id}).scalar() == f["uid"]
     d.migrate()                                            # and up again to the newest
-    assert current(d.engine) == head() == "0002" and set(inspect(d.engine).get_table_names()) == TABLES
+    assert current(d.engine) == head() == "0003" and set(inspect(d.engine).get_table_names()) == TABLES
     assert d.alert(alert_id)["uid"] == f["uid"]
     d.close()
 

@@ -242,7 +242,8 @@ COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_eval
             "predict": (add_predict, run_predict), "explain": (add_explain, run_explain),
             "report": (add_report, run_report), "detect": (add_detect, run_detect),
             "demo": (add_demo, run_demo), "serve": service_command("serve"), "config": service_command("config"),
-            "users": service_command("users"), "audit": service_command("audit"), "adapt": adapt_command()}
+            "users": service_command("users"), "audit": service_command("audit"),
+            "models": service_command("models"), "adapt": adapt_command()}
 
 
 def build_parser() -> argparse.ArgumentParser:

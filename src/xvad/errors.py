@@ -6,8 +6,8 @@ module can raise these without an import cycle.
 """
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetError", "ExplainError", "StreamError", "VideoError",
-           "VideoWarning", "WeightsError", "XvadError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetError", "ExplainError", "ModelVersionError", "StreamError",
+           "VideoError", "VideoWarning", "WeightsError", "XvadError"]
 
 
 class XvadError(Exception):
@@ -44,3 +44,7 @@ class ExplainError(XvadError, ValueError):
 
 class StreamError(XvadError, RuntimeError):
     """A stream cannot be used as asked (bad option, source lost for good)."""
+
+
+class ModelVersionError(XvadError, ValueError):
+    """A camera's model version cannot be adopted or gone back to as asked (no such camera or version)."""

@@ -81,7 +81,7 @@ def run_camera(a: argparse.Namespace) -> int:
     """The ``--camera`` form of ``xvad adapt``; exit 0 when a new version was adopted, 1 when the
     current model was kept."""
     from ..checkpoint import load_model
-    from ..service import models as versions
+    from ..service import versions
     from ..service.cli import open_database, state_settings
 
     settings = state_settings(a)

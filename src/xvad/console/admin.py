@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ..service import audit, auth
+from ..service import audit, auth, versions
 from .access import Who
 from .web import render
 
@@ -45,7 +45,8 @@ def add_routes(router: FastAPI, console: Any) -> None:
     @router.get("/cameras", include_in_schema=False)
     def cameras(who: Page) -> Response:
         live = {c["name"]: c for c in (console.service.snapshot() if console.service is not None else [])}
-        rows = [{**c, "live": live.get(c["name"])} for c in db.cameras() if auth.user_can_see(who.user, c["name"])]
+        rows = [{**c, "live": live.get(c["name"])} for c in versions.cameras_with_versions(db)
+                if auth.user_can_see(who.user, c["name"])]
         return render("cameras.html.j2", who, cameras=rows, can_control=who.user.role in ("admin", "reviewer"),
                       live_here=console.service is not None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -64,6 +65,10 @@ def model_for(service: Any, settings: Any, alert: dict) -> Any:
         path = settings.camera(alert["camera"]).model
     except Exception:   # noqa: BLE001 - a camera no longer configured: the shipped model may still be it
         path = None
+    version = alert.get("model_version") or ""
+    if version.startswith("v") and version[1:].isdigit():   # raised by an adopted version: its own file
+        from ..service.versions import version_file
+        path = os.path.join(str(settings.data), version_file(alert["camera"], int(version[1:])))
     key = path or "(shipped)"
     with _lock:
         if key not in _models:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from .. import __version__
 from ..console import Access, mount
 from ..console.admin import control_camera
-from . import audit, auth, review
+from . import audit, auth, review, versions
 from .metrics import metrics_text
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".html": "text/html; charset=utf-8", ".json": "application/json",
@@ -69,7 +69,7 @@ def create_app(db: Any, settings: Any, service: Any = None) -> FastAPI:
     def cameras(u: User) -> list[dict]:
         live = {c["name"]: c for c in (service.snapshot() if service is not None else [])}
         out = []
-        for c in db.cameras():
+        for c in versions.cameras_with_versions(db):       # with the model version each runs
             if visible(u, c["name"]):
                 out.append({**c, "live": live.get(c["name"])})
         return out

@@ -31,7 +31,8 @@ __all__ = ["ACTIONS", "GENESIS", "VerifyResult", "alert_hook", "entries", "entry
 GENESIS = "0" * 64
 ACTIONS = ("alert.raised", "alert.ended", "alert.viewed", "alert.exported", "alert.decided", "camera.stopped",
            "camera.started", "user.added", "user.changed", "user.token_issued", "user.login", "user.login_failed",
-           "user.logout", "retention.media_deleted", "retention.record_deleted", "audit.pruned")
+           "user.logout", "retention.media_deleted", "retention.record_deleted", "audit.pruned", "model.adopted",
+           "model.rejected", "model.rolled_back")
 
 
 def canonical(value: Any) -> str:

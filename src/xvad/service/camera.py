@@ -43,12 +43,15 @@ class CameraStats:
 
 class CameraRun:
     """A camera's state between the reader and the shared model; ``settings`` is its
-    :class:`~xvad.service.settings.CameraSettings`."""
+    :class:`~xvad.service.settings.CameraSettings`; ``version`` names the camera's model version that
+    ``model`` is ("v3"; None: its configured model)."""
 
-    def __init__(self, settings: Any, model: Any, live: bool | None = None, skip_still: bool = False) -> None:
+    def __init__(self, settings: Any, model: Any, version: str | None = None, live: bool | None = None,
+                 skip_still: bool = False) -> None:
         self.settings = settings
         self.name: str = settings.name
         self.model = model
+        self.model_version = version
         self.log = logging.getLogger(f"xvad.camera.{self.name}")
         self.spec = parse_source(settings.source, dict(settings.source_options or {}))
         cfg = model.config
@@ -56,8 +59,7 @@ class CameraRun:
         self.window = int(settings.window or cfg.get("frames", 16))
         self.k, self.n = parse_alert(settings.alert)
         self.buffer = WindowBuffer(self.window, settings.stride)
-        self.threshold = float(settings.threshold if settings.threshold is not None
-                               else (getattr(model, "extra", None) or {}).get("threshold", 0.5))
+        self.threshold = self._threshold(model)
         self.tracker = AlertTracker(self.threshold, self.k, self.n)
         self.live = (self.spec.live or settings.realtime) if live is None else live
         queue = FrameQueue(QUEUE_FRAMES if self.live else 16)
@@ -73,6 +75,18 @@ class CameraRun:
         # the pre-roll, and the frames that came with it in the same batch (the alert's start is decided after)
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=round(settings.pre_roll * self.fps) + 64)
         self.last: FrameFeature | None = None
+
+    def _threshold(self, model: Any) -> float:
+        """The camera's configured threshold if set, else the model's own (its checkpoint's), else 0.5."""
+        if self.settings.threshold is not None:
+            return float(self.settings.threshold)
+        return float((getattr(model, "extra", None) or {}).get("threshold", 0.5))
+
+    def use_model(self, model: Any, version: str | None) -> None:
+        """Score the next windows with ``model`` (same input and backbone as the one it replaces: the
+        reader and the buffered features stay); an open alert goes on, judged against the new threshold."""
+        self.model, self.model_version = model, version
+        self.threshold = self.tracker.policy.threshold = self._threshold(model)
 
     # -- life --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,4 +179,6 @@ class CameraRun:
                 "fps": self.fps, "frames": s.frames, "frames_per_second": s.frames / seconds,
                 "dropped": self.dropped, "windows": s.windows, "alerts": s.alerts, "alert_on": self.tracker.on,
                 "last_score": s.last_score, "latency_p50": s.latency(50), "latency_p95": s.latency(95),
-                "queue_depth": self.queue_depth, "purpose": self.settings.purpose}
+                "queue_depth": self.queue_depth, "purpose": self.settings.purpose,
+                "model_version": self.model_version, "checkpoint_id": getattr(self.model, "checkpoint_id", None),
+                "threshold": self.threshold}

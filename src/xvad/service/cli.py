@@ -1,5 +1,5 @@
-"""The service's commands: ``xvad config check FILE``, ``xvad users add|token|list`` and ``xvad audit
-verify|export``.
+"""The service's commands: ``xvad config check FILE``, ``xvad users add|token|list``, ``xvad audit
+verify|export`` and ``xvad models list|rollback CAMERA``.
 
 Every command that touches the service's state finds its database the same way as ``xvad serve``:
 ``--config FILE`` (the database of that configuration), or ``--db URL``, or ``--data DIR`` (the
@@ -226,6 +226,55 @@ def run_audit(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- xvad models ------------------------------------------------------------------------------
+def add_models(sub: Any) -> None:
+    p = sub.add_parser("models", help="a camera's model versions: list them, roll back",
+                       description="Each camera runs its active model version (adopted by `xvad adapt`), else "
+                                   "its configured model; a running service follows a change within seconds.")
+    actions = p.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the camera's versions, oldest first, and which one runs")
+    listing.add_argument("camera")
+    add_state_options(listing)
+    back = actions.add_parser("rollback", help="go back to the version active before the current one was "
+                                               "adopted, or to --to N (0: the configured model)")
+    back.add_argument("camera")
+    back.add_argument("--to", type=int, default=None, metavar="N", help="the version to run (0: the configured model)")
+    add_state_options(back)
+
+
+def cli_actor() -> str:
+    """Who acts in a command's audit entries: the user running it on this machine."""
+    try:
+        return getpass.getuser()[:64] or "system"
+    except (KeyError, OSError):           # no name for this uid (a container)
+        return "system"
+
+
+def run_models(a: argparse.Namespace) -> int:
+    from . import versions
+
+    db = open_database(a)
+    try:
+        versions.check_camera(db, a.camera)
+        if a.action == "rollback":
+            now = versions.rollback(db, a.camera, actor=cli_actor(), to=a.to)
+            print(f"camera {a.camera} now runs {versions.version_name(now) or 'its configured model'}")
+            return 0
+        rows = versions.versions(db, a.camera)
+    finally:
+        db.close()
+    running = next((r["name"] for r in rows if r["active"]), None)
+    print(f"camera {a.camera} runs {running or 'its configured model'}; {len(rows)} adopted version(s)")
+    if rows:
+        print(f"{'version':<8} {'active':<6} {'created (UTC)':<20} {'by':<16} {'threshold':>9}  "
+              f"{'checkpoint id':<14} note")
+    for r in rows:
+        threshold = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
+        print(f"{r['name']:<8} {'yes' if r['active'] else '':<6} {r['created_at'][:19].replace('T', ' '):<20} "
+              f"{r['created_by'][:16]:<16} {threshold:>9}  {r['checkpoint_id']:<14} {r['note']}")
+    return 0
+
+
 def add_serve(sub: Any) -> None:
     from .serve import add_serve as add
     add(sub)
@@ -238,11 +287,11 @@ def run_serve(a: argparse.Namespace) -> int:
 
 PARSERS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "serve": (add_serve, run_serve), "config": (add_config, run_config), "users": (add_users, run_users),
-    "audit": (add_audit, run_audit)}
+    "audit": (add_audit, run_audit), "models": (add_models, run_models)}
 
 
 def add_parser(sub: Any, name: str) -> None:
-    """Register the command ``name`` (serve, config, users, audit) on the ``xvad`` subparsers."""
+    """Register the command ``name`` (serve, config, users, audit, models) on the ``xvad`` subparsers."""
     PARSERS[name][0](sub)
 
 

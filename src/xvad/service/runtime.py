@@ -2,10 +2,12 @@
 
 The inference thread takes the frames that have arrived from every camera (round robin, at most a
 share of the batch each, never waiting on one camera), runs the backbone on all of them in one call
-per model, then each camera's due windows through the head in one call, and turns the scores into
-alerts. An alert's start is committed to the database before anything else happens; its clip is
-recorded from the decoded frames and explained in the background (:mod:`.media`); notifications go
-through the outbox (:mod:`.notify`). A camera that stalls only stops sending frames; the others go on.
+per distinct backbone (:mod:`.sharing`), then the due windows through each model's head in one call,
+and turns the scores into alerts (:mod:`.alerting`). An alert's start is committed to the database
+before anything else happens; its clip is recorded from the decoded frames and explained in the
+background (:mod:`.media`); notifications go through the outbox (:mod:`.notify`). A camera that stalls
+only stops sending frames; the others go on. Each camera runs its active model version
+(:mod:`.versions`), else its configured model, and follows a change of it within a database poll.
 """
 from __future__ import annotations
 
@@ -16,41 +18,32 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
-from .. import __version__
 from ..errors import VideoError
-from ..stream.inference import FrameFeature, Scorer
+from ..stream.inference import FrameFeature
 from . import audit
+from .alerting import AlertMedia, OpenAlert
 from .camera import CameraRun
-from .media import ClipRecorder, ReportJob, ReportWorker, free_mb
+from .media import ReportWorker
 from .retention import prune_audit, sweep
+from .sharing import ModelShelf
+from .versions import active_versions, version_name
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 3600.0              # seconds between retention sweeps
-POLL_EVERY = 2.0                  # seconds between looks at the cameras' enabled flags in the database
+POLL_EVERY = 2.0                  # seconds between looks at the cameras' enabled flags and models in the database
 RETRY_OPEN = (2.0, 60.0)          # seconds between attempts to open a camera that will not open: first, most
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-class OpenAlert:
-    """An alert being recorded: its uid and id, its clip recorder (None: no media), its recorded peak."""
-
-    def __init__(self, uid: str, alert_id: int, recorder: ClipRecorder | None, peak: float) -> None:
-        self.uid, self.id, self.recorder, self.peak = uid, alert_id, recorder, peak
-
-
-class Service:
+class Service(AlertMedia):
     """Runs ``settings.cameras`` (or the ones named in ``only``) against ``db``.
 
     ``models``: a loader ``path or None -> model`` (default :func:`xvad.load_model`), called once per
-    distinct model. ``notify``: called as ``notify(event, payload)`` for alert starts and ends and
-    camera state changes (the outbox); it must not block.
+    distinct model file (a configured model or an adopted version). ``notify``: called as
+    ``notify(event, payload)`` for alert starts and ends and camera state changes (the outbox); it
+    must not block.
     """
 
     def __init__(self, settings: Any, db: Any, *, only: Sequence[str] | None = None, models: Any = None,
@@ -68,14 +61,18 @@ class Service:
         if unknown:
             from ..errors import ConfigError
             raise ConfigError(f"--cameras: no camera named {', '.join(sorted(unknown))} in the configuration")
-        self.scorers: dict[str | None, Scorer] = {}                 # one per distinct model
+        self.shelf = ModelShelf(load)                       # each model file once, each backbone once
+        self.scorers = self.shelf.heads                     # model file -> its scorer (the console's model card)
         self.cameras: dict[str, CameraRun] = {}
-        self._model_of: dict[str, str | None] = {}
+        self._version: dict[str, int] = {}                  # the version each camera runs (0: its configured model)
+        self._asked: dict[str, int] = {}                    # the version last asked for (loaded, loading or failed)
+        self._backbone: dict[str, str] = {}                 # the backbone key of each camera's model
+        active = active_versions(db, [c.name for c in chosen])
         for c in chosen:
-            key = self._model_of[c.name] = None if c.model is None else str(c.model)
-            if key not in self.scorers:
-                self.scorers[key] = Scorer(load(key))
-            self.cameras[c.name] = CameraRun(c, self.scorers[key].model)
+            model, version = self._first_model(c, active.get(c.name))
+            self.cameras[c.name] = CameraRun(c, model, version_name(version))
+            self._version[c.name], self._asked[c.name] = version, active.get(c.name, {}).get("version", 0)
+            self._backbone[c.name] = self.shelf.key(model)
         self.open: dict[str, OpenAlert] = {}
         self.finishing: list[tuple[CameraRun, OpenAlert]] = []     # clips still in their post-roll
         self.reports = ReportWorker(self._report_done)
@@ -87,6 +84,73 @@ class Service:
         self._seen: dict[str, bool] = {}                               # the enabled flags last read
         self._thread: threading.Thread | None = None
         self.host, self.pid = socket.gethostname(), os.getpid()
+
+    # -- models --------------------------------------------------------------------------------------
+    def _path(self, settings: Any, row: dict | None) -> str | None:
+        """The file of a camera's version ``row`` (in the data folder), or of its configured model."""
+        if row is not None:
+            return os.path.join(str(self.settings.data), row["path"])
+        return None if settings.model is None else str(settings.model)
+
+    def _first_model(self, settings: Any, row: dict | None) -> tuple[Any, int]:
+        """The model a camera starts with: its active version, else (or when that will not load) its
+        configured model; and the version number (0: configured)."""
+        if row is not None:
+            try:
+                return self.shelf.model(self._path(settings, row)), int(row["version"])
+            except Exception as exc:   # noqa: BLE001 - a version file gone or damaged: the camera still runs
+                log.warning("%s: model v%d not loaded, running the configured model: %s", settings.name,
+                            row["version"], exc)
+        return self.shelf.model(self._path(settings, None)), 0
+
+    def _follow_models(self) -> None:
+        """A camera whose active version changed in the database (adopted or rolled back, maybe by another
+        process) gets its model loaded in a thread of its own, then swapped in (:meth:`_swap`)."""
+        try:
+            active = active_versions(self.db, list(self.cameras))
+        except Exception as exc:
+            log.warning("cannot read the cameras' model versions: %s", exc)
+            return
+        for name in list(self.cameras):
+            row = active.get(name)
+            version = int(row["version"]) if row is not None else 0
+            if version != self._asked[name]:
+                self._asked[name] = version
+                threading.Thread(target=self._load, args=(name, version, row), name=f"xvad-model-{name}",
+                                 daemon=True).start()
+
+    def _load(self, name: str, version: int, row: dict | None) -> None:
+        try:
+            model = self.shelf.model(self._path(self.cameras[name].settings, row))
+        except Exception as exc:   # noqa: BLE001 - the camera keeps the model it runs
+            log.warning("%s: model %s not loaded, the camera keeps %s: %s", name, version_name(version) or
+                        "configured", version_name(self._version[name]) or "its configured model", exc)
+            return
+        with self._lock:
+            if self._asked.get(name) == version:          # not overtaken by a newer change meanwhile
+                self._swap(name, model, version)
+
+    def _swap(self, name: str, model: Any, version: int) -> None:
+        """Under the lock: camera ``name`` runs ``model`` from its next window on. On the same backbone
+        (an adapted head) the reader, the buffered features and an open alert go on; a model that
+        needs other frames or features gets a run of its own (its open alert ends, "model changed")."""
+        cam = self.cameras[name]
+        log.info("%s: model %s -> %s (checkpoint %s)", name, cam.model_version or "configured",
+                 version_name(version) or "configured", getattr(model, "checkpoint_id", None))
+        self._version[name] = version
+        key = self.shelf.key(model)
+        if key == self._backbone[name]:
+            cam.use_model(model, version_name(version))
+            return
+        self._backbone[name] = key
+        self._close_alert(cam, "model changed")
+        for item in [x for x in self.finishing if x[0] is cam]:
+            self.finishing.remove(item)
+            self._finish_clip(cam, item[1])
+        fresh = self.cameras[name] = CameraRun(cam.settings, model, version_name(version))
+        threading.Thread(target=cam.stop, name=f"xvad-stop-{name}", daemon=True).start()
+        if self._wanted.get(name) and cam.state in ("running", "reconnecting", "opening"):
+            self._open_camera(fresh)
 
     # -- life ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,7 +230,7 @@ class Service:
     def _fresh(self, name: str) -> CameraRun:
         """A new run of camera ``name`` (a reader is started once), in place of the old one."""
         old = self.cameras[name]
-        cam = self.cameras[name] = CameraRun(old.settings, old.model)
+        cam = self.cameras[name] = CameraRun(old.settings, old.model, old.model_version)
         return cam
 
     def _open_camera(self, cam: CameraRun) -> None:
@@ -200,9 +264,10 @@ class Service:
             if now >= next_sweep:           # retention, once an hour
                 next_sweep = now + SWEEP_EVERY
                 self._sweep()
-            if now >= next_poll:            # stop and start asked through the database (another process)
+            if now >= next_poll:            # stop, start and models asked through the database (another process)
                 next_poll = now + POLL_EVERY
                 self._follow_database()
+                self._follow_models()
                 self._check_disk()
             with self._lock:
                 busy = self.step()
@@ -215,13 +280,6 @@ class Service:
             prune_audit(self.db, self.settings.audit_retention_days)
         except Exception as exc:            # retention failing must not stop detection
             log.warning("retention sweep failed: %s", exc)
-
-    def _check_disk(self) -> None:
-        """Media writing pauses while the disk is nearly full (the metrics say so) and resumes after."""
-        paused = free_mb(self.media_root) < self.settings.disk_min_free_mb
-        if paused != self.media_paused:
-            log.warning("media writing %s", "paused: the disk is nearly full" if paused else "resumes")
-        self.media_paused = paused
 
     def _follow_database(self) -> None:
         try:
@@ -243,40 +301,43 @@ class Service:
         """One round over every camera; False when no camera had anything."""
         self._reopen_due()
         share = max(1, self.batch // max(1, len(self.cameras)))
-        taken: dict[str | None, list[tuple[CameraRun, Any]]] = {}
+        taken: dict[str, list[tuple[CameraRun, Any]]] = {}          # backbone key -> frames
         markers: list[tuple[CameraRun, Any]] = []   # handled after the frames that came before them
         for name, cam in self.cameras.items():
             if cam.state not in ("running", "reconnecting"):
                 continue
             frames, found = cam.take(share)
             for f in frames:
-                taken.setdefault(self._model_of[name], []).append((cam, f))
+                taken.setdefault(self._backbone[name], []).append((cam, f))
             markers += [(cam, m) for m in found]
         for key, items in taken.items():
-            scorer = self.scorers[key]
-            feats = scorer.features([f.tensor for _, f in items])      # every camera's frames, one call
-            due: list[tuple[CameraRun, list[FrameFeature]]] = []
+            feats = self.shelf.features(key, [f.tensor for _, f in items])   # every camera's frames, one call
+            due: dict[int, list[tuple[CameraRun, list[FrameFeature]]]] = {}    # by model: one head call each
             for (cam, f), feat in zip(items, feats):
                 window = cam.push(f, feat)
                 if window is not None:
-                    due.append((cam, window))
+                    due.setdefault(id(cam.model), []).append((cam, window))
             done = time.perf_counter()
-            for (cam, window), s in zip(due, scorer.score([w for _, w in due])):
-                change = cam.decide(window, s.score, s.class_index, s.class_name, done)
-                if change == "start":
-                    self._alert_started(cam, window)
-                elif change == "end":
-                    self._close_alert(cam, "scores", end_time=window[-1].time)
-                elif cam.tracker.open is not None and cam.name in self.open:
-                    a, rec = cam.tracker.open, self.open[cam.name]
-                    if a.peak > rec.peak:       # a commit when the record changes, not every window
-                        rec.peak = a.peak
-                        self.db.alert_updated(rec.uid, peak_score=a.peak, windows=a.windows)
+            for windows in due.values():
+                for (cam, window), s in zip(windows, self.shelf.score(windows[0][0].model, [w for _, w in windows])):
+                    self._decide(cam, window, s, done)
             for cam, f in items:       # after the decisions, so an alert started in this batch gets them
                 self._record(cam, f)
         for cam, m in markers:         # after the frames that came before them (a source's end, a loss, a gap)
             self._marker(cam, m)
         return bool(taken or markers)
+
+    def _decide(self, cam: CameraRun, window: list[FrameFeature], s: Any, done: float) -> None:
+        change = cam.decide(window, s.score, s.class_index, s.class_name, done)
+        if change == "start":
+            self._alert_started(cam, window)
+        elif change == "end":
+            self._close_alert(cam, "scores", end_time=window[-1].time)
+        elif cam.tracker.open is not None and cam.name in self.open:
+            a, rec = cam.tracker.open, self.open[cam.name]
+            if a.peak > rec.peak:       # a commit when the record changes, not every window
+                rec.peak = a.peak
+                self.db.alert_updated(rec.uid, peak_score=a.peak, windows=a.windows)
 
     def _reopen_due(self) -> None:
         now = time.monotonic()
@@ -297,101 +358,6 @@ class Service:
         elif what == "back":
             self.db.set_camera_state(cam.name, "running")
             self.notify("camera", {"camera": cam.name, "state": "online"})
-
-    # -- alerts -----------------------------------------------------------------------------------------
-    def _alert_started(self, cam: CameraRun, window: list[FrameFeature]) -> None:
-        a = cam.tracker.open
-        assert a is not None
-        s = cam.settings
-        uid = uuid.uuid4().hex
-        folder = os.path.join(self.media_root, cam.name, uid)
-        self._check_disk()
-        recorder = None
-        if not self.media_paused:
-            start = window[-1].time
-            try:
-                recorder = ClipRecorder(folder, cam.fps, [(t, im) for t, im in cam.recent
-                                                          if start - s.pre_roll - 1e-6 <= t < start], s.post_roll)
-            except OSError as exc:              # no room even for its folder
-                log.warning("%s: alert clip not started: %s", cam.name, exc)
-        model = cam.model
-        alert_id = self.db.alert_started(
-            uid=uid, camera=cam.name, started_at=utcnow(), start_time=window[-1].time, score=a.score,
-            class_name=a.class_name, class_index=a.class_index, checkpoint_id=getattr(model, "checkpoint_id", None),
-            xvad_version=__version__, threshold=cam.threshold, policy=f"{cam.k}/{cam.n}", window=cam.window,
-            stride=s.stride, fps=cam.fps,
-            media_dir=None if recorder is None else os.path.relpath(folder, self.media_root),
-            host=self.host, pid=self.pid, audit=audit.alert_hook(self.db, "alert.raised", {
-                "camera": cam.name, "score": a.score, "class_name": a.class_name, "threshold": cam.threshold,
-                "checkpoint_id": getattr(model, "checkpoint_id", None)}))
-        if recorder is None:
-            self.db.media_state(uid, "skipped")
-            log.warning("%s: disk nearly full: alert %d recorded without media", cam.name, alert_id)
-        self.open[cam.name] = OpenAlert(uid, alert_id, recorder, a.score)
-        cam.log.info("%s: alert %d starts at %.2f s (score %.3f)", cam.name, alert_id, window[-1].time, a.score)
-        self.notify("alert_start", {"id": alert_id, "uid": uid, "camera": cam.name, "score": a.score,
-                                    "class": a.class_name, "time": window[-1].time})
-
-    def _close_alert(self, cam: CameraRun, reason: str, end_time: float | None = None) -> None:
-        a = cam.tracker.close()
-        rec = self.open.pop(cam.name, None)
-        if a is None or rec is None:
-            return
-        t = end_time if end_time is not None else (cam.last.time if cam.last is not None else a.start_time)
-        self.db.alert_ended(rec.uid, ended_at=utcnow(), end_time=t, peak_score=a.peak, reason=reason,
-                            windows=a.windows, audit=audit.alert_hook(self.db, "alert.ended", {
-                                "camera": cam.name, "reason": reason, "peak_score": a.peak}))
-        cam.log.info("%s: alert %d ends (%s; peak %.3f)", cam.name, rec.id, reason, a.peak)
-        self.notify("alert_end", {"id": rec.id, "uid": rec.uid, "camera": cam.name, "peak_score": a.peak,
-                                  "reason": reason, "time": t})
-        if rec.recorder is not None:
-            if reason == "scores":
-                rec.recorder.alert_ended(t)
-                self.finishing.append((cam, rec))
-            else:                                 # no more frames will come: the clip ends here
-                self._finish_clip(cam, rec)
-
-    def _record(self, cam: CameraRun, frame: Any) -> None:
-        """Give the frame to the camera's clips: the open alert's, and those in their post-roll."""
-        if frame.image is None:
-            return
-        rec = self.open.get(cam.name)
-        if rec is not None and rec.recorder is not None and rec.recorder.add(frame.time, frame.image):
-            self._finish_clip(cam, rec)        # the longest clip: the alert goes on without more video
-            rec.recorder = None
-        for item in [x for x in self.finishing if x[0] is cam]:
-            if item[1].recorder is not None and item[1].recorder.add(frame.time, frame.image):
-                self.finishing.remove(item)
-                self._finish_clip(cam, item[1])
-
-    def _finish_clip(self, cam: CameraRun, rec: OpenAlert) -> None:
-        recorder = rec.recorder
-        if recorder is None:
-            return
-        try:
-            path = recorder.close()
-        except Exception as exc:                  # a clip failing must not stop the service
-            log.warning("%s: alert %d: clip not written: %s", cam.name, rec.id, exc)
-            recorder.discard()
-            path = None
-        if path is None:
-            self.db.media_state(rec.uid, "missing")
-            return
-        self.db.media_state(rec.uid, "complete", files={"clip": os.path.basename(path)})
-        if not cam.settings.explain:
-            return
-        s = cam.settings
-        job = ReportJob(rec.uid, cam.name, path, recorder.folder, cam.model, cam.threshold, s.alert, s.stride,
-                        cam.fps)
-        if self.reports.submit(job):
-            self.db.explanation_state(rec.uid, "pending")
-        else:
-            self.db.explanation_state(rec.uid, "skipped", error="the explanation worker is busy")
-
-    def _report_done(self, uid: str, state: str, files: dict[str, str], error: str | None) -> None:
-        self.db.explanation_state(uid, state, error=error)
-        if files:
-            self.db.media_state(uid, "complete", files=files)
 
     # -- figures ---------------------------------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:

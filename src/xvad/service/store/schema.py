@@ -1,16 +1,17 @@
 """The service's tables as SQLAlchemy 2 declarative models: cameras, alerts, users, API tokens, the
-outbox of MQTT/webhook deliveries, and the review record (audit log, verdicts, console sessions, login
-attempts). The migrations in ``migrations/versions`` create exactly these."""
+outbox of MQTT/webhook deliveries, the review record (audit log, verdicts, console sessions, login
+attempts) and each camera's adopted model versions. The migrations in ``migrations/versions`` create exactly these."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import Index, UniqueConstraint
 
-__all__ = ["Alert", "ApiToken", "AuditEntry", "Base", "Camera", "LoginAttempt", "Outbox", "User", "UtcDateTime",
-           "Verdict", "WebSession", "utcnow"]
+__all__ = ["Alert", "ApiToken", "AuditEntry", "Base", "Camera", "CameraModel", "LoginAttempt", "Outbox", "User",
+           "UtcDateTime", "Verdict", "WebSession", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -185,3 +186,29 @@ class LoginAttempt(Base):
     username: Mapped[str] = mapped_column(String(64), index=True)
     address: Mapped[Optional[str]] = mapped_column(String(64), index=True)
     ok: Mapped[bool] = mapped_column(Boolean)
+
+
+class CameraModel(Base):
+    """One model version adopted for a camera (``xvad adapt``): its checkpoint file (relative to the data
+    folder), its id and threshold, what it was adapted from and measured, who adopted it. At most one
+    row per camera is active (a partial unique index); none active: the camera runs its configured model.
+    ``previous_version`` is the version that was active when this one was adopted (0: the configured
+    model), where a rollback goes back to."""
+
+    __tablename__ = "camera_models"
+    __table_args__ = (UniqueConstraint("camera", "version", name="uq_camera_models_camera_version"),
+                      Index("ix_camera_models_one_active", "camera", unique=True,
+                            sqlite_where=text("active"), postgresql_where=text("active")))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    camera: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)                  # 1, 2, ... per camera
+    path: Mapped[str] = mapped_column(Text)                        # models/CAMERA/vN.pt in the data folder
+    checkpoint_id: Mapped[str] = mapped_column(String(128))
+    threshold: Mapped[Optional[float]] = mapped_column(Float)      # the checkpoint's own (None: it has none)
+    base_checkpoint_id: Mapped[Optional[str]] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    metrics_json: Mapped[str] = mapped_column(Text, default="{}")
+    note: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    previous_version: Mapped[int] = mapped_column(Integer, default=0)
