@@ -162,6 +162,9 @@ def main() -> None:
                     help="recompute the centre of every Nth clip even when cached: its cost, and a check "
                          "that it equals the cache")
     ap.add_argument("--limit", type=int, default=None, help="only the first N clips (a check)")
+    ap.add_argument("--shuffle", type=int, default=None, metavar="SEED",
+                    help="visit the clips in a random order (this seed): a run stopped early leaves a "
+                         "random subset of clips, not the first classes' clips")
     ap.add_argument("--clips", nargs="+", default=None, metavar="NAME",
                     help="only these clips (file names without extension; e.g. to time the strategies "
                          "side by side in a cache of their own, with --check-every 1)")
@@ -197,9 +200,11 @@ def main() -> None:
     parts = [PARTS.index(p) + 1 for p in a.parts]
     names = [os.path.splitext(os.path.basename(s.path))[0] for s in data.samples]
     todo = [i for i in range(n if a.limit is None else min(n, a.limit)) if a.clips is None or names[i] in a.clips]
+    if a.shuffle is not None:
+        todo = list(np.random.default_rng(a.shuffle).permutation(todo))
     t0 = time.time()
     cost["load"].append(os.getloadavg()[0])
-    for i in todo:
+    for k, i in enumerate(todo):
         if done[i, 0] and all(done[i, p] for p in parts):
             continue
         sample = data.samples[i]
@@ -248,12 +253,12 @@ def main() -> None:
         for p in parts:
             done[i, p] = 1
         done.flush()
-        if i % 10 == 0 or i == todo[-1]:
+        if k % 10 == 0 or k == len(todo) - 1:
             cost["load"].append(os.getloadavg()[0])
             cost["seconds"] = clock.seconds
             save_json(boxes, boxes_path)
             save_json(cost, cost_path)
-            print(f"{i + 1}/{n} clips, {time.time() - t0:.0f}s, load {os.getloadavg()[0]:.1f}", flush=True)
+            print(f"{k + 1}/{len(todo)} clips, {time.time() - t0:.0f}s, load {os.getloadavg()[0]:.1f}", flush=True)
     cost["seconds"] = clock.seconds
     save_json(boxes, boxes_path)
     save_json(cost, cost_path)
