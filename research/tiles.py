@@ -151,6 +151,33 @@ def save_json(obj: dict, path: str) -> None:
         json.dump(obj, f, indent=1)
 
 
+STRATEGIES = {   # what a stream pays per frame for each way of looking, besides decoding
+    "centre (shipped)": ("motion image (full frame)", "flow image (full frame)", "centre: preprocess + backbone"),
+    "crop alone": ("motion image (full frame)", "crop: choosing the box", "crop: flow on the crop",
+                   "crop: preprocess + backbone"),
+    "centre + crop": ("motion image (full frame)", "flow image (full frame)", "centre: preprocess + backbone",
+                      "crop: choosing the box", "crop: flow on the crop", "crop: preprocess + backbone"),
+    "2 tiles": ("motion image (full frame)", "flow image (full frame)", "2 tiles: preprocess + backbone"),
+}
+FRAMES_OF = {"centre": "centre", "crop": "crop", "2 tiles": "2 tiles"}
+
+
+def cost_table(cost: dict) -> list[str]:
+    """Milliseconds per frame of each step and strategy (and frames per second), from ``cost.json``."""
+    per_frame = {}
+    for step, seconds in cost["seconds"].items():
+        frames = cost["frames"].get(next((f for k, f in FRAMES_OF.items() if step.startswith(k)),
+                                         "full-frame images"), 0)
+        if frames:
+            per_frame[step] = 1000 * seconds / frames
+    lines = [f"{step:44s} {ms:7.1f} ms/frame" for step, ms in per_frame.items()]
+    for name, steps in STRATEGIES.items():
+        if all(s in per_frame for s in steps):
+            ms = sum(per_frame[s] for s in steps)
+            lines.append(f"{name:44s} {ms:7.1f} ms/frame, {1000 / ms:5.1f} frames/s (decoding apart)")
+    return lines
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
@@ -262,6 +289,8 @@ def main() -> None:
     cost["seconds"] = clock.seconds
     save_json(boxes, boxes_path)
     save_json(cost, cost_path)
+    print("\n".join(cost_table(cost)))
+    print(f"load average (1 min) over the run: {np.mean(cost['load']):.1f}")
     pooled = os.path.join(a.cache, "pooled")
     os.makedirs(pooled, exist_ok=True)
     for k, part in enumerate(("center", *PARTS)):

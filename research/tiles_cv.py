@@ -15,6 +15,9 @@ A variant names feature prefixes of ``CACHE/pooled/<prefix>_{motion,flow}__max.n
 
 Writes ``OUT`` (JSON: per variant, per fold seed, the metrics and every clip's out-of-fold p(fight)).
 
+With ``--partial`` (``tiles.py`` stopped early) every variant is scored on the clips written for every
+set, the same clips for all.
+
 Usage: python tiles_cv.py CACHE OUT.json --data DATA center crop center&crop tilemax max:tiles
 """
 from __future__ import annotations
@@ -63,19 +66,46 @@ def distinct_tiles(x: np.ndarray) -> int:
     return k
 
 
-def variant_inputs(cache: str, name: str) -> tuple[torch.Tensor, list[int], int]:
+class Features:
+    """The per-frame features of ``tiles.py``'s cache: the finished sets, or (``partial``) the clips
+    written so far of every set, read from its unfinished files."""
+
+    def __init__(self, cache: str, partial: bool = False) -> None:
+        self.cache, self.partial = cache, partial
+        self.rows = None
+        if partial:
+            done = np.load(os.path.join(cache, "tiles", "done.part.npy"))
+            self.rows = np.flatnonzero(done.all(1))
+
+    def get(self, prefix: str, stream: str) -> np.ndarray:
+        """``[N, T, 1280]`` of ``<prefix>_<stream>`` (``tilemax``: the maximum over tiles)."""
+        if not self.partial:
+            return load(self.cache, f"{prefix}_{stream}__max").numpy()
+        if prefix == "tilemax":
+            return self.tiles(stream).max(1)
+        return np.load(os.path.join(self.cache, "tiles", f"{prefix}_{stream}.part.npy"),
+                       mmap_mode="r")[self.rows].astype(np.float32)
+
+    def tiles(self, stream: str) -> np.ndarray:
+        """``[N, K, T, 1280]``: every tile."""
+        name = f"tiles_{stream}.part.npy" if self.partial else f"tiles_{stream}.npy"
+        x = np.load(os.path.join(self.cache, "tiles", name), mmap_mode="r")
+        return (x[self.rows] if self.partial else np.asarray(x)).astype(np.float32)
+
+
+def variant_inputs(features: Features, name: str) -> tuple[torch.Tensor, list[int], int]:
     """``(features [N, T, D], the streams' widths, places)`` for a variant (see the module's doc)."""
     if name == "max:tiles":
-        tiles = [np.load(os.path.join(cache, "tiles", f"tiles_{s}.npy")) for s in STREAMS]
+        tiles = [features.tiles(s) for s in STREAMS]
         k = max(distinct_tiles(t) for t in tiles)
         both = np.concatenate([t[:, :k] for t in tiles], -1)           # [N, k, T, 2560]
-        x = torch.from_numpy(both.transpose(0, 2, 1, 3).reshape(len(both), both.shape[2], -1).astype(np.float32))
+        x = torch.from_numpy(both.transpose(0, 2, 1, 3).reshape(len(both), both.shape[2], -1))
         return x, [1280] * len(STREAMS), k
     if name.startswith("max:"):
-        places = [load(cache, "+".join(f"{p}_{s}__max" for s in STREAMS)) for p in name[4:].split(",")]
-        return torch.cat(places, 2), [1280] * len(STREAMS), len(places)
-    parts = [load(cache, f"{p}_{s}__max") for p in name.split("&") for s in STREAMS]
-    return torch.cat(parts, 2), [p.shape[2] for p in parts], 1
+        places = [np.concatenate([features.get(p, s) for s in STREAMS], 2) for p in name[4:].split(",")]
+        return torch.from_numpy(np.concatenate(places, 2)), [1280] * len(STREAMS), len(places)
+    parts = [features.get(p, s) for p in name.split("&") for s in STREAMS]
+    return torch.from_numpy(np.concatenate(parts, 2)), [p.shape[2] for p in parts], 1
 
 
 def summary(per_seed: list[dict]) -> str:
@@ -94,10 +124,16 @@ def main() -> None:
     data_option(ap)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fold seeds")
     ap.add_argument("--epochs", type=int, default=60, help="epochs the inner split is trained for")
+    ap.add_argument("--partial", action="store_true",
+                    help="tiles.py has not finished: score the clips it has written for every set")
     a = ap.parse_args()
     need(ap, a, "data")
     torch.set_num_threads(1)
     data = load_dataset(a.data)
+    features = Features(a.cache, a.partial)
+    if features.rows is not None:
+        print(f"{len(features.rows)} of {len(data)} clips written for every set: scoring those", flush=True)
+        data = data.subset(features.rows)
     cfg = TrainConfig(epochs=a.epochs, patience=a.epochs + 1)
     clips = [os.path.splitext(os.path.basename(s.path))[0] for s in data.samples]
     watch = [i for i, (c, s) in enumerate(zip(clips, data.samples)) if c in WATCH or s.group == WATCH_GROUP]
@@ -106,7 +142,7 @@ def main() -> None:
         with open(a.out) as f:
             results = json.load(f)
     for name in a.names:
-        x, dims, k = variant_inputs(a.cache, name)
+        x, dims, k = variant_inputs(features, name)
         if len(x) != len(data):
             raise SystemExit(f"{a.cache}: {name} has {len(x)} clips, {a.data} {len(data)}")
         inputs = as_inputs(x)
