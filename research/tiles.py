@@ -45,7 +45,7 @@ import torch
 from common import frozen_lite0, parser, start
 
 from xvad.checkpoint import load_model
-from xvad.features import FeatureCache
+from xvad.features import FeatureCache, default_cache_dir
 from xvad.video import View, flow_images, motion_images, preprocess_as, read_frame_pairs
 from xvad.video.images import MOTION_GAIN, STILL_LEVEL
 
@@ -199,7 +199,7 @@ def main() -> None:
     model = frozen_lite0(data.classes)
     shipped = load_model(None)
     cfg = shipped.config
-    cache = FeatureCache(os.path.expanduser("~/.cache/xvad/features"), shipped)
+    cache = FeatureCache(default_cache_dir(), shipped)
     out_dir = os.path.join(a.cache, "tiles")
     os.makedirs(out_dir, exist_ok=True)
     n = len(data)
