@@ -154,3 +154,75 @@ def test_head_cv_without_data_says_so(tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 2
     assert "--data" in run.stderr.strip().splitlines()[-1] and "XVAD_DATA" in run.stderr
+
+
+def _in_research(name):
+    """A research module that imports its neighbours (common.py, head_cv.py)."""
+    sys.path.insert(0, RESEARCH)
+    try:
+        return _load(name)
+    finally:
+        sys.path.remove(RESEARCH)
+
+
+def _box_sums(energy, side):
+    """Every side x side window's sum, by cumulative sums (brute-force reference)."""
+    c = np.pad(energy.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return c[side:, side:] - c[:-side, side:] - c[side:, :-side] + c[:-side, :-side]
+
+
+def test_motion_crop_holds_the_moving_pixels_and_no_smaller_side_would():
+    tiles = _in_research("tiles.py")
+    energy = np.zeros((360, 640), np.float32)
+    energy[20:70, 500:560] = 3        # a small moving region in a corner ...
+    energy[300:320, 30:50] = 1        # ... and a little motion far from it
+    top, left, side, held = tiles["motion_box"](energy, 0.67)
+    assert side == 224                # the floor: the corner region alone holds 9000 / 9400
+    assert 0 <= top <= 360 - side and 0 <= left <= 640 - side
+    inside = energy[top:top + side, left:left + side].sum()
+    assert inside == 9000 and abs(held - 9000 / 9400) < 0.02
+    # centred on the region as far as the frame allows: its centre (row 44.5, column 529.5) would
+    # put the square at row -67 and column 418; the frame stops it at row 0 and column 640 - 224
+    assert (top, left) == (0, 416)
+    energy[:] = 0
+    energy[150:200, 300:360] = 1      # away from the edges: centred exactly
+    top, left, side, _ = tiles["motion_box"](energy, 0.67)
+    assert (top, left, side) == (round(174.5 - 111.5), round(329.5 - 111.5), 224)
+    # two equal regions far apart: no side below the short side holds two thirds
+    energy = np.zeros((360, 640), np.float32)
+    energy[10:40, 10:40] = 1
+    energy[320:350, 600:630] = 1
+    top, left, side, held = tiles["motion_box"](energy, 0.67)
+    for smaller in range(224, side, 8):
+        assert _box_sums(energy, smaller).max() < 0.67 * energy.sum()
+    assert side == 360 and held == 0.5
+    # nothing moves: the centre square
+    assert tiles["motion_box"](np.zeros((360, 640), np.float32), 0.67) == (0, 140, 360, 0.0)
+
+
+def test_tiles_cover_the_frame_with_squares_of_the_short_side():
+    tile_boxes = _in_research("tiles.py")["tile_boxes"]
+    assert tile_boxes(720, 1280) == [(0, 0, 720), (0, 560, 720)]
+    assert tile_boxes(1280, 720) == [(0, 0, 720), (560, 0, 720)]
+    assert tile_boxes(360, 360) == [(0, 0, 360)]
+    assert tile_boxes(100, 290) == [(0, 0, 100), (0, 95, 100), (0, 190, 100)]
+    for h, w in [(314, 640), (240, 352), (1080, 1920), (100, 290)]:
+        covered = np.zeros((h, w), bool)
+        for top, left, side in tile_boxes(h, w):
+            assert top + side <= h and left + side <= w
+            covered[top:top + side, left:left + side] = True
+        assert covered.all() or (w - covered.sum(1).max()) / w < 0.03   # 640x314: 628 of 640 columns
+
+
+def test_score_max_over_places_is_the_largest_place_probability(one_torch_thread):
+    """tiles_cv's MaxOver: p(fight) of the clip = the largest of its places' p(fight), each place
+    scored by the same two-stream heads."""
+    max_over = _in_research("tiles_cv.py")["MaxOver"]
+    torch.manual_seed(0)
+    model = max_over([4, 4], 3, ["noFight", "fight"]).eval()
+    places = [torch.randn(5, 6, 8) for _ in range(3)]
+    with torch.no_grad():
+        out = model(torch.cat(places, 2)).exp()
+        each = torch.stack([model.inner(p).exp()[:, 1] for p in places])
+    assert torch.allclose(out[:, 1], each.max(0).values, atol=1e-6)
+    assert torch.allclose(out.sum(1), torch.ones(5), atol=1e-5)
