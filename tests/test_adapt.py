@@ -195,3 +195,14 @@ def test_shipped_base_features_are_the_shipped_models():
     for i in (0, 117, 231):
         again = clip_windows(model, os.path.join(SHARED, base.clips[i]))[0]
         assert torch.allclose(base.pooled[i], again, rtol=2e-2, atol=2e-2), base.clips[i]
+
+
+def test_the_package_stays_small():
+    """Everything installed with xvad (weights, base features, sample footage, templates, code) stays
+    a few MB: adaptation must not grow it by shipping footage or large caches."""
+    import xvad
+
+    root = os.path.dirname(xvad.__file__)
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, dirs, files in os.walk(root)
+                if "__pycache__" not in d for f in files)
+    assert total < 6e6, f"{root}: {total / 1e6:.1f} MB"
