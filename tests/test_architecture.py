@@ -7,7 +7,8 @@ import os
 import pytest
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "xvad")
-TERMINAL = {"xvad.cli", "xvad.stream.cli", "xvad.demo", "xvad.service.serve", "xvad.service.cli"}   # own the terminal
+TERMINAL = {"xvad.cli", "xvad.stream.cli", "xvad.demo", "xvad.service.serve", "xvad.service.cli",   # own the terminal
+            "xvad.adapt.cli"}
 
 
 def modules() -> dict[str, str]:

@@ -41,7 +41,9 @@ def test_demo_window_scores_unchanged(golden, precision):
 
 def test_surv_fight_predictions_unchanged(golden):
     """Every 4th clip (58 of 232, all cameras): the whole set takes several minutes on 2 cores; set
-    XVAD_GOLDEN_ALL=1 to check all of them."""
+    XVAD_GOLDEN_ALL=1 to check all of them. Clips of one window give exactly the saved score."""
+    from xvad.evaluate import STRIDE, window_count
+
     expected = golden["auto"]["surv_fight"]
     if not os.environ.get("XVAD_GOLDEN_ALL"):
         expected = {k: expected[k] for k in sorted(expected)[::4]}
@@ -51,5 +53,9 @@ def test_surv_fight_predictions_unchanged(golden):
     got = {os.path.relpath(r["video"], base): r["scores"]["fight"]
            for r in predict(model, [os.path.join(base, rel) for rel in sorted(expected)])}
     assert sorted(got) == sorted(expected)
-    diff = max(abs(got[k] - expected[k]) for k in expected)
+    # A clip longer than one window is now scored as a stream, by its highest window; the saved figure
+    # is its first window's, which is among those scored (the windows start at the clip's start).
+    long = {k for k in expected if window_count(model, os.path.join(base, k)) >= model.config["frames"] + STRIDE}
+    assert all(got[k] >= expected[k] - 1e-3 for k in long), {k: (got[k], expected[k]) for k in long}
+    diff = max(abs(got[k] - expected[k]) for k in expected if k not in long)
     assert diff <= TOL["auto"], f"largest change in p(fight): {diff:.2e}"

@@ -77,9 +77,9 @@ def judge(current: CRNN, current_threshold: float, candidate, clips: list[torch.
     return {"current": now, "candidate": new, "better": bool(new["accuracy"] > now["accuracy"])}
 
 
-def run_camera(a: argparse.Namespace) -> int:
-    """The ``--camera`` form of ``xvad adapt``; exit 0 when a new version was adopted, 1 when the
-    current model was kept."""
+def run_camera(a: argparse.Namespace) -> tuple[int, list[str]]:
+    """The ``--camera`` form of ``xvad adapt``: its exit status (0 when a new version was adopted, 1
+    when the current model was kept) and the lines to print."""
     from ..checkpoint import load_model
     from ..service import versions
     from ..service.cli import open_database, state_settings
@@ -115,30 +115,30 @@ def run_camera(a: argparse.Namespace) -> int:
     metrics = {"verdicts": len(usable), "trained_on": len(early), "extra_clips": len(extra_clips),
                "judged_on": len(late), "judged_from": late[0][0].when, **verdict,
                "skipped": sorted(failures.values())}
-    print(f"{a.camera}: {len(usable)} reviewed alerts ({int(labels.sum())} confirmed); trained on the "
-          f"{len(early)} earlier, judged on the {len(late)} later (from {late[0][0].when})")
-    print(f"  current model: accuracy {verdict['current']['accuracy']:.3f} at threshold {in_force:.3f}")
-    print(f"  candidate:     accuracy {verdict['candidate']['accuracy']:.3f} at threshold {candidate.threshold:.3f}")
+    lines = [f"{a.camera}: {len(usable)} reviewed alerts ({int(labels.sum())} confirmed); trained on the "
+             f"{len(early)} earlier, judged on the {len(late)} later (from {late[0][0].when})",
+             f"  current model: accuracy {verdict['current']['accuracy']:.3f} at threshold {in_force:.3f}",
+             f"  candidate:     accuracy {verdict['candidate']['accuracy']:.3f} at threshold {candidate.threshold:.3f}"]
     if not verdict["better"]:
         if not a.dry_run:
             versions.reject(db, a.camera, actor=actor(), metrics=metrics)
-        print(f"{a.camera}: kept the current model (the candidate did not beat it on the later verdicts)")
-        return 1
+        lines.append(f"{a.camera}: kept the current model (the candidate did not beat it on the later verdicts)")
+        return 1, lines
     final = adapt(current, base, [c for _, c in usable] + extra_clips, np.r_[labels, extra_labels].astype(int),
                   share=a.share, seed=a.seed, default_threshold=in_force)
     metrics["final"] = final.report
     if a.dry_run:
-        print(f"{a.camera}: the candidate is better; --dry-run: nothing adopted")
-        return 0
+        lines.append(f"{a.camera}: the candidate is better; --dry-run: nothing adopted")
+        return 0, lines
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         file = save_adapted(final, current, os.path.join(tmp, "model.pt"), f"camera {a.camera} verdicts")
         version = versions.adopt(db, data_dir, a.camera, file, actor=actor(), metrics=metrics,
                                  note=f"adapted on {len(usable)} verdicts")
-    print(f"{a.camera}: adopted model version {version} (threshold {final.threshold:.3f}); the service switches "
+    lines.append(f"{a.camera}: adopted model version {version} (threshold {final.threshold:.3f}); the service switches "
           f"to it within seconds; undo with `xvad models rollback {a.camera}`")
     if camera is not None and camera.threshold is not None:
-        print(f"  note: the configured threshold {camera.threshold} overrides the adapted model's")
-    return 0
+        lines.append(f"  note: the configured threshold {camera.threshold} overrides the adapted model's")
+    return 0, lines
 
 
 def labelled_extra(model: CRNN, source: str | None) -> tuple[list[torch.Tensor], np.ndarray]:

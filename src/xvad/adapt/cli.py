@@ -46,7 +46,10 @@ def run(a: argparse.Namespace) -> int:
         return build(a)
     if a.camera:
         from .camera import run_camera
-        return run_camera(a)
+        code, lines = run_camera(a)
+        for line in lines:
+            print(line)
+        return code
     if not a.site or not a.out:
         raise ConfigError("xvad adapt: give SITE_DATA and --out RUN (offline), or --camera NAME with the "
                           "service's --config FILE")
