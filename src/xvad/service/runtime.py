@@ -149,7 +149,8 @@ class Service(AlertMedia):
             self._finish_clip(cam, item[1])
         fresh = self.cameras[name] = CameraRun(cam.settings, model, version_name(version))
         threading.Thread(target=cam.stop, name=f"xvad-stop-{name}", daemon=True).start()
-        if self._wanted.get(name) and cam.state in ("running", "reconnecting", "opening"):
+        if self._wanted.get(name):     # also when it was offline at the swap: the new run must come up
+            self._retry.pop(name, None)
             self._open_camera(fresh)
 
     # -- life ----------------------------------------------------------------------------------------
