@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..evaluate import STRIDE, window_count
 from ..models import CRNN
-from ..video import load_clip, probe
+from ..video import load_clip
 
 
 def check_pooled(model: CRNN) -> None:
@@ -63,17 +64,12 @@ def alert_scores(model: CRNN, pooled: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def clip_windows(model: CRNN, path: str, stride: int = 2) -> torch.Tensor:
+def clip_windows(model: CRNN, path: str, stride: int = STRIDE) -> torch.Tensor:
     """``[W, S, 2D]`` pooled features of every window of the clip at ``path``, sampled at the model's
-    rate (a clip of one window or less gives the one window a model scores)."""
+    rate (a clip of one window or less gives the one window a model scores), as ``evaluate`` scores it."""
     cfg = model.config
     window = int(cfg["frames"])
-    fps = cfg.get("fps")
-    n = window
-    if fps:
-        duration = probe(path).duration or 0.0
-        n = max(window, int(math.floor(duration * float(fps) + 1e-6)))
-    clip = load_clip(path, cfg, frames=n)
+    clip = load_clip(path, cfg, frames=window_count(model, path))
     was = model.training
     model.eval()
     try:
