@@ -33,6 +33,19 @@ def test_round_trip_same_outputs_and_config(tmp_path):
     assert payload["xvad_version"] == xvad.__version__
 
 
+def test_a_checkpoint_older_than_a_setting_keeps_the_behaviour_it_was_trained_with(tmp_path):
+    """A model saved before ``shrink`` existed made its motion and flow images at the frame's own
+    resolution: it loads with shrink="last", while new models default to "first" and keep it."""
+    m = CRNN("tiny", input="motion", size=32, frames=4).eval()
+    assert m.config["shrink"] == "first"
+    path = save_model(m, str(tmp_path / "new.pt"))
+    assert load_model(path).config["shrink"] == "first"
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["shrink"]
+    torch.save(payload, str(tmp_path / "old.pt"))
+    assert load_model(str(tmp_path / "old.pt")).config["shrink"] == "last"
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="no such"):
         load_model(str(tmp_path / "nope.pt"))

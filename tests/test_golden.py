@@ -1,5 +1,5 @@
 """Behaviour is unchanged by refactoring: the shipped model's window scores on the demo footage and its
-predictions on surv-fight equal the outputs saved before the pipeline was rebuilt (tests/data/golden.json,
+predictions on surv-fight equal the outputs saved when that model shipped (tests/data/golden.json,
 written by tests/data/make_golden.py at that commit)."""
 from __future__ import annotations
 

@@ -291,3 +291,39 @@ def test_norm_clamp_bounds_each_standardised_feature(tmp_path):
     assert set(bn.state_dict()) == set(torch.nn.BatchNorm1d(4, affine=False).state_dict())
     with pytest.raises(ValueError, match="norm_clamp"):
         CRNN("tiny", size=32, norm_clamp=-1)
+
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_folded_backbone_computes_the_same_features_and_gradients_stay_eager(precision):
+    """Inference runs the backbone with its batch norms folded into the convolutions: the same
+    function (fp32: to 1e-5 of the features' range; bf16: to its rounding, as close to fp32 as the
+    eager bf16 features are). With a gradient wanted the original modules run; weights loaded later
+    are folded again; a copy of the model folds its own."""
+    import copy
+
+    from xvad.models.fold import fold_batch_norms
+
+    torch.manual_seed(0)
+    m = CRNN("efficientnet_lite0", weights="imagenet", input="motion", temporal="pool", size=64,
+             frames=4, precision=precision).eval()
+    frames = torch.rand(5, 3, 64, 64)
+    with torch.no_grad():
+        exact = m.backbone(frames)                       # fp32, eager
+        folded = m.feature_maps(frames).float()          # folded, at the model's precision
+        copy_fp32 = fold_batch_norms(m.backbone)(frames)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in fold_batch_norms(m.backbone).modules())
+    torch.testing.assert_close(copy_fp32, exact, rtol=0, atol=1e-5 * float(exact.abs().max()))
+    cos = torch.nn.functional.cosine_similarity(folded.flatten(1), exact.flatten(1))
+    assert float(cos.min()) > (0.99999 if precision == "fp32" else 0.995)
+    x = frames[:2].clone().requires_grad_(True)
+    m.feature_maps(x).float().sum().backward()       # eager modules: gradients flow
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    with torch.no_grad():
+        m.backbone.body.net._bn1.bias.add_(1.0)      # new weights (as a loaded checkpoint): folded again
+        again = m.feature_maps(frames).float()
+        twin = copy.deepcopy(m).feature_maps(frames).float()
+        eager = m.backbone(frames)
+    assert float((again - folded).abs().max()) > 0.9
+    assert float(torch.nn.functional.cosine_similarity(again.flatten(1), eager.flatten(1)).min()) > 0.995
+    torch.testing.assert_close(twin, again)

@@ -32,6 +32,7 @@ from xvad.video import (
     read_frame_pairs,
     read_frames,
     read_input,
+    shrink_images,
     with_partners,
 )
 
@@ -380,6 +381,47 @@ def test_motion_images_by_hand():
     other_size = np.zeros((2, 2, 1, 3), np.uint8)                                    # a stream that changed size
     np.testing.assert_array_equal(model_images(a, other_size, motion), np.zeros_like(a))
     assert model_images(a, b, {"input": "rgb"}) is a and model_images(a, b, {}) is a
+
+
+@pytest.mark.parametrize("height,width", [(90, 160), (160, 90)])
+def test_frames_shrunk_first_by_hand(height, width):
+    """A frame of flat 5 x 5 blocks shrunk five times by area averaging gives one pixel per block;
+    the centre crop keeps the middle (the place :func:`fit` gives), padding keeps the whole frame, and
+    the motion and flow images are then made from the small frames."""
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (height // 5, width // 5, 3)).astype(np.uint8)
+    frame = np.kron(blocks, np.ones((5, 5, 1), np.uint8))
+    size = min(height, width) // 5                               # 18: exactly five times smaller
+    centre = {"input": "rgb", "size": size, "crop": "center", "shrink": "first"}
+    off = (max(height, width) // 5 - size) // 2                   # (32 - 18) // 2 = 7
+    expected = blocks[:, off: off + size] if height < width else blocks[off: off + size]
+    np.testing.assert_array_equal(shrink_images(frame[None], centre)[0], expected)
+    np.testing.assert_array_equal(model_images(frame[None], None, centre)[0], expected)
+    pad = dict(centre, crop="pad", size=max(height, width) // 5)  # fitted inside: the whole frame, smaller
+    np.testing.assert_array_equal(shrink_images(frame, pad), blocks)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    x = preprocess(shrink_images(frame[None], pad), pad["size"], mean, std, crop="pad")
+    letterboxed = preprocess(frame[None], pad["size"], mean, std, crop="pad")
+    assert x.shape == letterboxed.shape
+    torch.testing.assert_close(x[letterboxed == 0], letterboxed[letterboxed == 0])   # same letterbox
+    # motion: 4 x |difference| of the small frames; flow: at the small frames' own size
+    partner = np.kron(np.roll(blocks, 1, axis=1), np.ones((5, 5, 1), np.uint8))
+    motion = model_images(frame[None], partner[None], dict(centre, input="motion"))[0]
+    small_partner = shrink_images(partner, centre)
+    np.testing.assert_array_equal(motion, np.minimum(4 * np.abs(expected.astype(int) - small_partner), 255))
+    assert model_images(frame[None], partner[None], dict(centre, input="motion+flow")).shape == (1, size, size, 6)
+
+
+def test_flow_of_frames_shrunk_first_is_in_pixels_of_the_input():
+    """A 3 px right, 2 px up shift at the model's input (6 and 4 px in a frame twice as large): the
+    flow image reads R = 128 + 8·3, G = 128 − 8·2 in the middle, as flow at 320 px does."""
+    frame = textured(448, 448)
+    partner = np.roll(frame, (-4, 6), axis=(0, 1))
+    config = {"input": "flow", "size": 224, "crop": "center", "shrink": "first"}
+    image = model_images(frame[None], partner[None], config)[0]
+    assert image.shape == (224, 224, 3)
+    inner = image[56:168, 56:168].reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(np.median(inner, 0)[:2], [152, 112], atol=2.5)
 
 
 def test_read_input_for_rgb_and_motion_models(videos):

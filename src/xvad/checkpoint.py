@@ -22,6 +22,9 @@ from .models import CRNN
 FORMAT = "xvad-checkpoint"
 FORMAT_VERSION = 1
 SETTINGS = tuple(f.name for f in fields(ModelConfig))   # config keys that are model settings
+# Settings added after checkpoints were already saved, with the behaviour those checkpoints were trained
+# with (which is not the new default).
+PREDATED = {"shrink": "last"}
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -83,7 +86,9 @@ def read_checkpoint(path: str) -> dict:
 def model_from_config(config: dict) -> CRNN:
     """Build an untrained CRNN from a saved config (backbone weights come from the state dict, or
     from their pretrained source when the checkpoint left them out). A setting the checkpoint does not
-    record (it predates it) takes the CRNN default; entries that are not settings are kept as they are."""
+    record (it predates it) takes the behaviour it was saved with (:data:`PREDATED`), else the CRNN
+    default; entries that are not settings are kept as they are."""
+    config = {**PREDATED, **config}
     kwargs = {k: config[k] for k in SETTINGS if k in config and k != "weights"}
     kwargs.update({k: config[k] for k in ("num_classes", "classes", "freeze_backbone") if k in config})
     weights = None if config.get("backbone_in_checkpoint", True) else config["weights"]

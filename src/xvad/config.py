@@ -6,8 +6,8 @@ function returning them (``metadata["choices"]``). The ``xvad train`` options
 :class:`~xvad.models.CRNN` keyword arguments all come from these declarations, so a new setting is
 one field here plus the code that uses it.
 
-The defaults are the recipe of the shipped fight detector: EfficientNet-Lite0 on frame differences
-and optical flow, max-pooled, mean and max over time with a linear head per stream, three views per
+The defaults are the recipe of the shipped fight detector: EfficientNet-Lite0 at 192 px on frame
+differences and optical flow (made from frames shrunk to that size first), max-pooled, mean and max over time with a linear head per stream, three views per
 training clip, group 5-fold cross-validation. ``PRESETS["paper"]`` is the paper's layout: VGG19 on
 every frame, a GRU, an MLP on its last state.
 """
@@ -59,6 +59,11 @@ def inputs() -> tuple[str, ...]:
     return INPUTS
 
 
+def shrinks() -> tuple[str, ...]:
+    from .video import SHRINKS
+    return SHRINKS
+
+
 def methods() -> tuple[str, ...]:
     from .explain import METHODS
     return tuple(METHODS)
@@ -89,10 +94,14 @@ class ModelConfig:
     weights: str | None = setting("imagenet", "backbone weights: imagenet (download or bundled), a local "
                                   ".pth file, or none", parse=_weights)
     frames: int = setting(16, "frames per clip")
-    size: int = setting(224, "input size in pixels")
+    size: int = setting(192, "input size in pixels")
     fps: float | None = setting(None, "sample at this rate instead of uniformly over the clip")
     crop: str = setting("center", "fitting a frame into size x size: centre crop, the whole frame "
                         "squeezed, or padded", choices=crops)
+    shrink: str = setting("first", "when frames are shrunk to the input: first (OpenCV area averaging, then "
+                          "motion and flow on the small images: cheap) or last (motion and flow at the frame's "
+                          "resolution, then an antialiased resize: the rule of checkpoints saved before this "
+                          "setting)", choices=shrinks)
     pooling: str = setting("max", "over each feature map", choices=poolings)
     input: str = setting("motion+flow", "what the backbone sees: the frames, 4x|difference| with the next "
                          "decoded frame, their optical flow, or several of these joined by + (one stream and "
@@ -159,7 +168,7 @@ class TrainConfig(ModelConfig):
 
 # Named sets of settings; the command line applies one before the options given explicitly.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(backbone="vgg19", pooling="avg", input="rgb", temporal="gru", augment=1, folds=0),
+    "paper": dict(backbone="vgg19", size=224, pooling="avg", input="rgb", temporal="gru", augment=1, folds=0),
 }
 PRESET_HELP = {"paper": "the paper's layout: VGG19 on every frame, average-pooled, a GRU and an MLP on its "
                         "last state; one view per clip, one group-wise hold-out split"}

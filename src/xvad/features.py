@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 from .hashing import file_sha256
 from .models import CRNN
-from .video import FLOW_RULE, MOTION_RULE, VideoError, View, input_streams, load_clip
+from .video import FLOW_RULE, MOTION_RULE, SMALL_FLOW_RULE, VideoError, View, input_streams, load_clip
 
 # Config entries that change what the backbone sees or computes.
-FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "mean", "std", "input")
+FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "shrink", "mean", "std", "input")
 
 
 def make_views(n: int) -> list[View]:
@@ -67,11 +67,12 @@ class FeatureCache:
         os.makedirs(root, exist_ok=True)
         cfg: dict[str, Any] = {k: model.config.get(k) for k in FEATURE_KEYS}
         cfg["precision"] = model.precision
+        cfg["batch_norm"] = "folded"      # the frozen backbone runs with its batch norms folded (models.fold)
         streams = input_streams(cfg["input"])
         if "motion" in streams:
             cfg["motion"] = MOTION_RULE
         if "flow" in streams:
-            cfg["flow"] = FLOW_RULE
+            cfg["flow"] = SMALL_FLOW_RULE if cfg["shrink"] == "first" else FLOW_RULE
         self.fingerprint = json.dumps(cfg, sort_keys=True)
 
     def path(self, clip: str, view: View) -> str:

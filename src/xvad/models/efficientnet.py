@@ -31,9 +31,9 @@ class SameConv2d(nn.Conv2d):
         for size, k, s in ((w, self.kernel_size[1], self.stride[1]), (h, self.kernel_size[0], self.stride[0])):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return super().forward(x)
+        if pads[0] == pads[1] and pads[2] == pads[3]:   # symmetric: the convolution pads, with no copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
+        return super().forward(F.pad(x, pads))
 
 
 class MBConv(nn.Module):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CLIP = "clip.mp4"
 MAX_CLIP = 120.0           # seconds: a clip ends here even if its alert goes on
+ENCODE_QUEUE = 32          # frames waiting for a clip's encoder before detection waits for it
 REPORT = "report.html"
 
 
@@ -39,7 +42,10 @@ def free_mb(folder: str) -> float:
 
 class ClipRecorder:
     """Writes one alert's clip: the pre-roll frames, every frame while the alert is on, then
-    ``post_roll`` seconds more. :meth:`add` returns True once the clip is finished."""
+    ``post_roll`` seconds more. :meth:`add` returns True once the clip is finished.
+
+    Frames are encoded in a thread of the clip's own, so that detection (which calls :meth:`add`)
+    does not wait for the encoder; :meth:`close` waits for the frames still queued."""
 
     def __init__(self, folder: str, fps: float, pre: Iterable[tuple[float, np.ndarray]], post_roll: float,
                  longest: float = MAX_CLIP) -> None:
@@ -51,28 +57,46 @@ class ClipRecorder:
         self.until: float | None = None        # source time at which the clip ends (set when the alert ends)
         self.first: float | None = None
         self.last: float | None = None
-        self.frames = 0
+        self.frames = 0                        # frames given to the encoder
+        self.written = 0                       # frames it wrote
         self.error: str | None = None          # why the clip was given up (a write failed: the disk is full)
         self._writer = VideoWriter(self.path, fps)
+        self._queue: queue.Queue = queue.Queue(ENCODE_QUEUE)
+        self._thread = threading.Thread(target=self._encode, name="xvad-clip", daemon=True)
+        self._thread.start()
         for t, image in pre:
             self._write(t, image)
 
     def _write(self, t: float, image: np.ndarray) -> None:
         if self.error is not None or (self.last is not None and t <= self.last):
             return
-        try:
-            self._writer.write(image)
-        except ValueError as exc:              # the camera changed its frame size: keep the clip as it is
-            log.debug("%s: frame at %.2f s not written: %s", self.path, t, exc)
-            return
-        except OSError as exc:                 # no space left (or a failing disk): no clip, no part file
-            log.warning("%s: clip given up: %s", self.path, exc)
-            self.error = str(exc)
-            self._writer.discard()
-            return
+        self._queue.put((t, image))            # waits only when the encoder is far behind
         self.first = t if self.first is None else self.first
         self.last = t
         self.frames += 1
+
+    def _encode(self) -> None:
+        """The encoder thread: writes queued frames until the end marker (None)."""
+        while (item := self._queue.get()) is not None:
+            t, image = item
+            if self.error is not None:
+                continue
+            try:
+                self._writer.write(image)
+            except ValueError as exc:          # the camera changed its frame size: keep the clip as it is
+                log.debug("%s: frame at %.2f s not written: %s", self.path, t, exc)
+                continue
+            except OSError as exc:             # no space left (or a failing disk): no clip, no part file
+                log.warning("%s: clip given up: %s", self.path, exc)
+                self.error = str(exc)
+                self._writer.discard()
+                continue
+            self.written += 1
+
+    def _drain(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
     def add(self, t: float, image: np.ndarray) -> bool:
         if self.error is not None:
@@ -88,13 +112,16 @@ class ClipRecorder:
         self.until = end_time + self.post_roll
 
     def close(self) -> str | None:
-        """Finish the file (renamed into place); None if it has no frame or was given up."""
-        if self.frames == 0 or self.error is not None:
+        """Finish the file (renamed into place) once the queued frames are written; None if it has no
+        frame or was given up."""
+        self._drain()
+        if self.written == 0 or self.error is not None:
             self._writer.discard()
             return None
         return self._writer.close()
 
     def discard(self) -> None:
+        self._drain()
         self._writer.discard()
 
 

@@ -88,6 +88,11 @@ class FrameQueue:
             self._cond.notify_all()
         return dropped
 
+    def full(self) -> bool:
+        """Whether a frame put now would push another out (or wait for room)."""
+        with self._cond:
+            return self._frames >= self.maxsize
+
     def get(self, timeout: float | None = None) -> Any:
         """The oldest item, waiting up to ``timeout`` seconds (None if nothing came)."""
         deadline = None if timeout is None else time.monotonic() + timeout

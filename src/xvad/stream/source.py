@@ -309,6 +309,15 @@ class Reader:
             self._pending_gap = None
             self._put(Gap(self._last_time, time_s, time.monotonic() - began, attempts, True, reason))
         frame, partner = picked
+        if self.live and self.size is not None and self.queue.full():
+            # the consumer is behind and the oldest queued frame would be dropped for this one: drop
+            # this one instead, before it costs its RGB conversion and model input (a service that
+            # falls behind would otherwise spend the cores it lacks on frames it then throws away)
+            self._index += 1
+            self._last_time = time_s
+            self.stats.sampled += 1
+            self.stats.dropped += 1
+            return
         image = rgb(frame)
         if self.size is None:
             self.size = image.shape[:2]

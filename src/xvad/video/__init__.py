@@ -21,18 +21,21 @@ from .images import (
                    FLOW_RULE,
                    INPUTS,
                    MOTION_RULE,
+                   SHRINKS,
+                   SMALL_FLOW_RULE,
                    flip_images,
                    flow_images,
                    input_streams,
                    model_images,
                    motion_images,
                    needs_partner,
+                   shrink_images,
 )
 from .sample import Nearest, Partners, with_partners
 from .tensor import CROPS, preprocess, preprocess_as
 
-__all__ = ["CROPS", "FLOW_RULE", "INPUTS", "MOTION_RULE", "Clip", "Nearest", "Partners", "SourceSpec", "VideoError",
-           "VideoInfo", "VideoWarning", "View", "flip_images", "flow_images", "frame_tensor", "input_streams",
-           "iter_frames", "load_clip", "model_images", "motion_images", "needs_partner", "open_source",
-           "parse_source", "preprocess", "preprocess_as", "probe", "read_clip", "read_frame_pairs", "read_frames",
-           "read_input", "with_partners"]
+__all__ = ["CROPS", "FLOW_RULE", "INPUTS", "MOTION_RULE", "SHRINKS", "SMALL_FLOW_RULE", "Clip", "Nearest", "Partners",
+           "SourceSpec", "VideoError", "VideoInfo", "VideoWarning", "View", "flip_images", "flow_images",
+           "frame_tensor", "input_streams", "iter_frames", "load_clip", "model_images", "motion_images",
+           "needs_partner", "open_source", "parse_source", "preprocess", "preprocess_as", "probe", "read_clip",
+           "read_frame_pairs", "read_frames", "read_input", "shrink_images", "with_partners"]

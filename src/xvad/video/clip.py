@@ -107,15 +107,15 @@ def read_input(path: str, config: dict, frames: int | None = None, fps: float | 
                start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frames a model with ``config`` is given: ``(rgb frames, backbone images, times)``.
 
-    The two image arrays are the same for an RGB model; other models see
-    :func:`~xvad.video.images.model_images` (uint8 ``[T, H, W, 3 * streams]``), while a person is
-    shown the RGB frames.
+    The backbone sees :func:`~xvad.video.images.model_images` (uint8 ``[T, H, W, 3 * streams]``; the
+    RGB frames themselves for an RGB model whose frames are shrunk last), while a person is shown
+    the RGB frames.
     """
     if needs_partner(config):
         rgb, partners, times = read_frame_pairs(path, frames, fps, start, duration)
         return rgb, model_images(rgb, partners, config), times
     rgb, times = read_frames(path, frames, fps, start, duration)
-    return rgb, rgb, times
+    return rgb, model_images(rgb, None, config), times
 
 
 def load_clip(path: str, config: dict, *, start: float = 0.0, duration: float | None = None,

@@ -8,11 +8,13 @@ import numpy as np
 from ..errors import ConfigError
 
 INPUTS = ("rgb", "motion", "flow")                      # what a model's backbone looks at, see model_images
+SHRINKS = ("first", "last")                             # when frames are shrunk to the input, see model_images
 MOTION_GAIN = 4                                         # frame differences are small: scale them into view
 MOTION_RULE = f"|next-this|x{MOTION_GAIN}"              # recorded in feature caches: change it, recompute them
 FLOW_WIDTH = 320                                        # optical flow is computed on grey frames this wide
 FLOW_GAIN = 8                                           # grey levels per pixel of displacement
 FLOW_RULE = f"DIS-medium@{FLOW_WIDTH}px,x{FLOW_GAIN}"    # recorded in feature caches, like MOTION_RULE
+SMALL_FLOW_RULE = f"DIS-medium@input,x{FLOW_GAIN}"        # the same, for frames shrunk first
 
 
 def input_streams(input: str) -> list[str]:
@@ -42,9 +44,10 @@ def motion_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
 
 
 def flow_images(frames: np.ndarray, partners: np.ndarray,
-                preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> np.ndarray:
+                preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, width: int | None = FLOW_WIDTH) -> np.ndarray:
     """The optical flow from each frame to its partner drawn as an image, uint8 [T, H, W, 3]:
-    R = 128 + 8·dx, G = 128 + 8·dy, B = 16·|d| (clipped), with d in pixels of a 320 px wide copy.
+    R = 128 + 8·dx, G = 128 + 8·dy, B = 16·|d| (clipped), with d in pixels of a ``width`` px wide copy
+    (``None``: of the frames themselves, for frames already shrunk to the model's input).
 
     Unlike a frame difference, flow says where things went and how fast, whatever their texture.
     Dense DIS flow (OpenCV) on grey frames, then scaled back to the frame size. The shipped models
@@ -52,12 +55,12 @@ def flow_images(frames: np.ndarray, partners: np.ndarray,
     """
     frames, partners = np.asarray(frames), np.asarray(partners)
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
-    size = (FLOW_WIDTH, max(8, round(h * FLOW_WIDTH / w)))
+    size = (w, h) if width is None else (width, max(8, round(h * width / w)))
     dis = cv2.DISOpticalFlow.create(preset)
 
     def grey(image: np.ndarray) -> np.ndarray:
-        return cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), size,
-                          interpolation=cv2.INTER_AREA)
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        return image if image.shape[::-1] == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     out = np.empty(frames.shape, np.uint8)
     flat_in, flat_partner, flat_out = (a.reshape(-1, h, w, 3) for a in (frames, partners, out))
@@ -67,21 +70,54 @@ def flow_images(frames: np.ndarray, partners: np.ndarray,
         image = np.dstack([128 + FLOW_GAIN * d[..., 0], 128 + FLOW_GAIN * d[..., 1],
                            2 * FLOW_GAIN * np.hypot(d[..., 0], d[..., 1])])
         image = np.clip(image, 0, 255).astype(np.uint8)
-        flat_out[i] = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        flat_out[i] = image if size == (w, h) else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     return out.reshape(*lead, h, w, 3)
+
+
+def shrink_images(frames: np.ndarray, config: dict) -> np.ndarray:
+    """uint8 frames ``[..., H, W, 3]`` shrunk to what a model with ``config`` takes, by OpenCV's area
+    averaging: the ``size`` x ``size`` square of a centre crop, the whole frame squeezed ("full"), or the
+    frame fitted inside the square ("pad", letterboxed later by :func:`~xvad.video.tensor.preprocess`).
+    The crop's place in the frame is :func:`~xvad.video.tensor.fit`'s, as for a frame resized last."""
+    from .tensor import fit
+
+    frames = np.asarray(frames)
+    lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
+    size, crop = int(config["size"]), config.get("crop", "center")
+    nh, nw, top, left = fit(h, w, size, crop)
+    top, left = max(0, top), max(0, left)
+    oh, ow = min(nh, size), min(nw, size)
+    flat = frames.reshape(-1, h, w, frames.shape[-1])
+    out = np.empty((len(flat), oh, ow, frames.shape[-1]), np.uint8)
+    for i, image in enumerate(flat):
+        small = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        out[i] = small[top: top + oh, left: left + ow]
+    return out.reshape(*lead, oh, ow, frames.shape[-1])
 
 
 def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) -> np.ndarray:
     """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given
     its partner frame (``None``, or a frame of another size: no motion). Several streams are stacked on
-    the channel axis, 3 channels each, in the order ``config["input"]`` names them."""
+    the channel axis, 3 channels each, in the order ``config["input"]`` names them.
+
+    With ``config["shrink"] == "first"`` the frames are shrunk to the model's input first and the
+    motion and flow images made from the small frames, a few times cheaper than at a camera's own
+    resolution (and the resize to the input is then a no-op); checkpoints without the setting were
+    trained on images made at the frame's resolution ("last")."""
     streams = input_streams(config.get("input", "rgb"))
+    first = config.get("shrink", "last") == "first"
+    if partner is None or partner.shape != frame.shape:   # none, or the stream changed size: no motion
+        partner = None
+    if first:
+        frame = shrink_images(frame, config)
+        partner = None if partner is None else shrink_images(partner, config)
     if streams == ["rgb"]:
         return frame
-    if partner is None or partner.shape != frame.shape:   # none, or the stream changed size: no motion
+    if partner is None:
         partner = frame
+    width = None if first else FLOW_WIDTH
     make = {"rgb": lambda: frame, "motion": lambda: motion_images(frame, partner),
-            "flow": lambda: flow_images(frame, partner)}
+            "flow": lambda: flow_images(frame, partner, width=width)}
     parts = [make[s]() for s in streams]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 

@@ -1,0 +1,77 @@
+"""A frozen backbone with its batch norms folded into the convolutions before them, for inference.
+
+In eval mode a batch norm is a fixed per-channel scale and shift, so it can be merged into the
+preceding convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same
+function, one pass over memory fewer per layer. On EfficientNet-Lite0 in bf16 this makes the
+backbone about 1.4 times faster on the CPU (``bench/bench_levers.py``); in fp32 the features agree to
+1e-5 of their range. :meth:`xvad.models.CRNN.feature_maps` runs the folded copy whenever no gradient is
+wanted, and the original modules (whose parameters checkpoints and explanations use) otherwise.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .efficientnet import EfficientNetLite0, MBConv
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` (in eval mode) in which every batch norm that directly follows a
+    convolution is merged into it and replaced by ``nn.Identity``: in ``nn.Sequential`` containers
+    (VGG, the tiny test backbone) and in EfficientNet-Lite0's named pairs."""
+    folded = copy.deepcopy(module).eval()
+    for sub in list(folded.modules()):
+        for conv, bn in _pairs(sub):
+            merged = fuse_conv_bn_eval(getattr(sub, conv), getattr(sub, bn))
+            setattr(sub, conv, merged)
+            setattr(sub, bn, nn.Identity())
+    return folded
+
+
+def _pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """Names of the (convolution, batch norm) children of ``module`` that can be folded."""
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        return [(a, b) for a, b in zip(names, names[1:])
+                if isinstance(module._modules[a], nn.Conv2d) and isinstance(module._modules[b], nn.BatchNorm2d)]
+    if isinstance(module, MBConv):
+        return ([("_expand_conv", "_bn0")] if module.expand else []) + [("_depthwise_conv", "_bn1"),
+                                                                        ("_project_conv", "_bn2")]
+    if isinstance(module, EfficientNetLite0):
+        return [("_conv_stem", "_bn0"), ("_conv_head", "_bn1")]
+    return []
+
+
+class FoldedBackbone:
+    """The folded copy of a frozen backbone, made when first called and made again when the backbone,
+    its weights, device or dtype change (a checkpoint loaded into it, ``.to()``); thread-safe."""
+
+    def __init__(self) -> None:
+        self._copy: nn.Module | None = None
+        self._stamp: tuple | None = None
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> FoldedBackbone:
+        return FoldedBackbone()     # a copied model folds its own backbone when it first needs to
+
+    def __call__(self, backbone: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+        """``backbone(frames)``, computed by its folded copy."""
+        stamp = _stamp(backbone)
+        with self._lock:
+            if self._copy is None or stamp != self._stamp:
+                with torch.inference_mode(False), torch.no_grad():
+                    self._copy = fold_batch_norms(backbone)
+                self._stamp = stamp
+            folded = self._copy
+        return folded(frames)
+
+
+def _stamp(backbone: nn.Module) -> tuple:
+    """What a folded copy depends on: the backbone and each of its tensors' identity, version, device
+    and dtype."""
+    return (id(backbone), *((id(t), t._version, t.device, t.dtype)
+                            for t in (*backbone.parameters(), *backbone.buffers())))
