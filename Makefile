@@ -31,6 +31,7 @@ bench: install
 	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_stream.py
 	$(PY) bench/bench_inputs.py
+	$(PY) bench/bench_frame_cost.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,10 +1,11 @@
 """Where a served frame's CPU time goes, and what each cheaper way of doing it costs in scores.
 
-For the shipped model (motion + flow streams), on one 2 s window (16 frames at 8 fps) of real clips
+For a model whose images are made at the frame's resolution and resized last (``shrink="last"``: the
+model shipped before the current one, motion + flow streams; ``--checkpoint``), on one 2 s window (16 frames at 8 fps) of real clips
 from ``../shared/data/surv-fight`` (every ``--every``-th clip), side by side in one run:
 
 - per-frame time of each stage: the motion image, the optical flow (DIS presets medium, the shipped
-  one, fast and ultrafast), the resize and normalisation to the model's input (224 px for the shipped
+  one, fast and ultrafast), the resize and normalisation to the model's input (224 px for that
   model), and the backbone (fp32 and the model's own precision, batches of 16 and 64 frames);
 - the levers that change the model's input: a cheaper flow preset, and resizing the uint8 images with
   OpenCV before normalising (instead of an antialiased float resize of the full frame). For each, the
@@ -110,6 +111,10 @@ def main() -> int:
     if not rows:
         sys.exit(f"bench_levers: no clips under {DATA}")
     model = xvad.load_model(a.checkpoint)
+    if model.config.get("shrink") == "first":
+        sys.exit("bench_levers: the levers measured here are those of a model whose images are made at the "
+                 "frame's resolution (shrink last, the model shipped before); give one with --checkpoint, "
+                 "or see bench/bench_frame_cost.py for the shipped model")
     cfg, own = model.config, model.config["precision"]
     threshold = float(model.extra.get("threshold", 0.5))
     labels, probs = [], {}

@@ -9,7 +9,7 @@ from xvad.cli import main
 from xvad.explain import explain
 from xvad.models import CRNN
 from xvad.synthetic import make_clip, write_video
-from xvad.video import preprocess, read_frames
+from xvad.video import preprocess_as, read_frames, shrink_images
 
 
 def setup(tmp_path):
@@ -34,7 +34,7 @@ def test_explain_writes_every_output(tmp_path, capsys):
     # the same numbers as explaining, in Python, the 6 frames spread over the 3 s clip from 0.5 s on
     model = load_model(ckpt)
     frames, _ = read_frames(video, frames=6, start=0.5, duration=2.5)
-    clip = preprocess(frames, 48, model.config["mean"], model.config["std"])
+    clip = preprocess_as(shrink_images(frames, model.config), model.config)   # shrunk first, then normalised
     for method in ("gradcam", "saliency"):
         want = explain(model, clip, method, normalize="clip")
         np.testing.assert_allclose(maps[f"{method}_maps"], want.maps, rtol=1e-5, atol=1e-6, err_msg=method)

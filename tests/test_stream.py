@@ -25,7 +25,7 @@ from xvad.stream.cli import main as detect_main
 from xvad.stream.frames import Frame, FrameQueue
 from xvad.stream.source import Sampler
 from xvad.synthetic import make_clip, write_video
-from xvad.video import VideoError, model_images, parse_source, preprocess, read_frame_pairs, read_frames
+from xvad.video import VideoError, model_images, parse_source, preprocess, read_frame_pairs, read_frames, shrink_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,6 +67,8 @@ def naive_probs(model, path, fps, window, stride):
     """(last frame, its time, class probabilities) of every window, by the naive re-run."""
     frames, partners, times = read_frame_pairs(path, fps=fps)
     cfg = model.config
+    if cfg.get("shrink") == "first":   # shrunk to the input first (tests/test_video.py checks it by hand)
+        frames, partners = shrink_images(frames, cfg), shrink_images(partners, cfg)
     if cfg["input"] == "motion":   # by hand: 4 |frame - the decoded frame after it|, clipped
         frames = np.clip(4 * np.abs(frames.astype(int) - partners.astype(int)), 0, 255).astype(np.uint8)
     elif cfg["input"] != "rgb":    # flow streams: the images of the whole file's pairs at once

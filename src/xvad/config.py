@@ -7,9 +7,9 @@ function returning them (``metadata["choices"]``). The ``xvad train`` options
 one field here plus the code that uses it.
 
 The defaults are the recipe of the shipped fight detector: EfficientNet-Lite0 at 192 px on frame
-differences and optical flow (made from frames shrunk to that size first), max-pooled, mean and max over time with a linear head per stream, three views per
-training clip, group 5-fold cross-validation. ``PRESETS["paper"]`` is the paper's layout: VGG19 on
-every frame, a GRU, an MLP on its last state.
+differences and optical flow (made from frames shrunk to that size first), max-pooled, mean and max
+over time with a linear head per stream, three views per training clip, group 5-fold cross-validation.
+``PRESETS["paper"]`` is the paper's layout: VGG19 on every frame, a GRU, an MLP on its last state.
 """
 from __future__ import annotations
 

@@ -59,7 +59,10 @@ class FoldedBackbone:
         return FoldedBackbone()     # a copied model folds its own backbone when it first needs to
 
     def __call__(self, backbone: nn.Module, frames: torch.Tensor) -> torch.Tensor:
-        """``backbone(frames)``, computed by its folded copy."""
+        """``backbone(frames)``, computed by its folded copy (by the backbone itself when it has no
+        batch norm to fold, as VGG: no copy of its weights)."""
+        if not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
+            return backbone(frames)
         stamp = _stamp(backbone)
         with self._lock:
             if self._copy is None or stamp != self._stamp:
