@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -121,3 +122,30 @@ def test_still_frames_skip_the_backbone_without_changing_scores(tmp_path):
     assert scores.std() > 0.005
     # the held frames (each paired with its identical successor) never reached the backbone
     assert det.summary()["still_skipped"] >= 40 and Detector(model).process(path)["still_skipped"] == 0
+
+
+def test_a_reader_that_is_behind_drops_frames_before_preparing_them(clip_file):
+    """A live reader whose consumer takes nothing keeps its queue full and prepares only the frames
+    that enter it: every other sampled frame is dropped before its model input is made (a service
+    that falls behind does not spend its cores on frames it would throw away)."""
+    prepared = []
+
+    def transform(image, partner):
+        prepared.append(1)
+        return image
+
+    queue = FrameQueue(3)
+    reader = Reader(parse_source(clip_file), 8.0, transform, queue, live=True, pairs=True)
+    reader.start()
+    end = time.monotonic() + 30
+    while reader.alive and time.monotonic() < end:
+        time.sleep(0.05)
+    items = []
+    while (item := queue.get_nowait()) is not None:
+        items.append(item)
+    reader.stop()
+    frames = [f for f in items if isinstance(f, Frame)]
+    assert reader.stats.sampled > 10
+    assert len(prepared) == len(frames) == 3
+    assert reader.stats.dropped == reader.stats.sampled - 3
+    assert [f.index for f in frames] == [0, 1, 2]     # the first ones, each prepared once
