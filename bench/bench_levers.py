@@ -1,8 +1,9 @@
 """Where a served frame's CPU time goes, and what each cheaper way of doing it costs in scores.
 
 For a model whose images are made at the frame's resolution and resized last (``shrink="last"``: the
-model shipped before the current one, motion + flow streams; ``--checkpoint``), on one 2 s window (16 frames at 8 fps) of real clips
-from ``../shared/data/surv-fight`` (every ``--every``-th clip), side by side in one run:
+model shipped before the current one, motion + flow streams; ``--checkpoint``), on one 2 s window
+(16 frames at 8 fps) of real clips from ``../shared/data/surv-fight`` (every ``--every``-th clip), side
+by side in one run:
 
 - per-frame time of each stage: the motion image, the optical flow (DIS presets medium, the shipped
   one, fast and ultrafast), the resize and normalisation to the model's input (224 px for that
