@@ -58,6 +58,12 @@ class FoldedBackbone:
     def __deepcopy__(self, memo: dict) -> FoldedBackbone:
         return FoldedBackbone()     # a copied model folds its own backbone when it first needs to
 
+    def __getstate__(self) -> dict:
+        return {}                   # a pickled model (torch.save of the module) folds again when loaded
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()             # type: ignore[misc]
+
     def __call__(self, backbone: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         """``backbone(frames)``, computed by its folded copy (by the backbone itself when it has no
         batch norm to fold, as VGG: no copy of its weights)."""
@@ -74,7 +80,13 @@ class FoldedBackbone:
 
 
 def _stamp(backbone: nn.Module) -> tuple:
-    """What a folded copy depends on: the backbone and each of its tensors' identity, version, device
-    and dtype."""
-    return (id(backbone), *((id(t), t._version, t.device, t.dtype)
+    """What a folded copy depends on: the backbone and each of its tensors' identity, storage,
+    version (changed by in-place writes such as ``load_state_dict``), device and dtype."""
+    return (id(backbone), *((id(t), t.data_ptr(), _version(t), t.device, t.dtype)
                             for t in (*backbone.parameters(), *backbone.buffers())))
+
+
+def _version(t: torch.Tensor) -> int:
+    """A tensor's in-place write counter (inference tensors, made under ``torch.inference_mode``, keep
+    none: their storage address stands for them)."""
+    return -1 if t.is_inference() else t._version

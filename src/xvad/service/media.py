@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CLIP = "clip.mp4"
 MAX_CLIP = 120.0           # seconds: a clip ends here even if its alert goes on
-ENCODE_QUEUE = 32          # frames waiting for a clip's encoder before detection waits for it
+ENCODE_QUEUE = 32          # frames waiting for a clip's encoder (beyond its pre-roll) before detection waits
 REPORT = "report.html"
 
 
@@ -61,19 +61,32 @@ class ClipRecorder:
         self.written = 0                       # frames it wrote
         self.error: str | None = None          # why the clip was given up (a write failed: the disk is full)
         self._writer = VideoWriter(self.path, fps)
-        self._queue: queue.Queue = queue.Queue(ENCODE_QUEUE)
+        pre = list(pre)                        # held by the camera's recent frames already: no copy
+        self._queue: queue.Queue = queue.Queue(len(pre) + ENCODE_QUEUE)
+        self._closed = False
         self._thread = threading.Thread(target=self._encode, name="xvad-clip", daemon=True)
         self._thread.start()
         for t, image in pre:
             self._write(t, image)
 
     def _write(self, t: float, image: np.ndarray) -> None:
-        if self.error is not None or (self.last is not None and t <= self.last):
+        if self._closed or self.error is not None or (self.last is not None and t <= self.last):
             return
-        self._queue.put((t, image))            # waits only when the encoder is far behind
+        if not self._put((t, image)):          # waits only when the encoder is far behind
+            return
         self.first = t if self.first is None else self.first
         self.last = t
         self.frames += 1
+
+    def _put(self, item: tuple[float, np.ndarray] | None) -> bool:
+        """Queue ``item`` for the encoder, waiting while it is busy; False if the encoder is gone."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _encode(self) -> None:
         """The encoder thread: writes queued frames until the end marker (None)."""
@@ -86,17 +99,17 @@ class ClipRecorder:
             except ValueError as exc:          # the camera changed its frame size: keep the clip as it is
                 log.debug("%s: frame at %.2f s not written: %s", self.path, t, exc)
                 continue
-            except OSError as exc:             # no space left (or a failing disk): no clip, no part file
+            except Exception as exc:           # no space left, a failing disk or encoder: no clip, no part file
                 log.warning("%s: clip given up: %s", self.path, exc)
-                self.error = str(exc)
+                self.error = str(exc) or type(exc).__name__
                 self._writer.discard()
                 continue
             self.written += 1
 
     def _drain(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        self._closed = True
+        self._put(None)
+        self._thread.join()
 
     def add(self, t: float, image: np.ndarray) -> bool:
         if self.error is not None:

@@ -312,7 +312,9 @@ class Reader:
         if self.live and self.size is not None and self.queue.full():
             # the consumer is behind and the oldest queued frame would be dropped for this one: drop
             # this one instead, before it costs its RGB conversion and model input (a service that
-            # falls behind would otherwise spend the cores it lacks on frames it then throws away)
+            # falls behind would otherwise spend the cores it lacks on frames it then throws away).
+            # The price: while behind, the queued frames are older (up to the queue's length at the
+            # rate the consumer takes them, instead of at the rate frames arrive)
             self._index += 1
             self._last_time = time_s
             self.stats.sampled += 1

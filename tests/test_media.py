@@ -1,0 +1,48 @@
+"""An alert's clip recorder: frames are encoded in a thread of the clip's own, so detection never
+waits for the encoder, and a failing encoder gives the clip up without stopping anything."""
+from __future__ import annotations
+
+import os
+import threading
+from unittest import mock
+
+import numpy as np
+
+from xvad.service.media import ENCODE_QUEUE, ClipRecorder
+from xvad.video import read_frames
+
+
+def frames(n: int) -> list[tuple[float, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [(i / 8, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)) for i in range(n)]
+
+
+def test_clip_holds_its_pre_roll_and_every_frame_added(tmp_path):
+    """A pre-roll longer than the encoder's queue does not block the caller; the finished file holds
+    every frame given, in order (read back with the clip reader)."""
+    pre, live = frames(ENCODE_QUEUE + 20), frames(2 * ENCODE_QUEUE + 30)[ENCODE_QUEUE + 20:]
+    rec = ClipRecorder(str(tmp_path), 8.0, pre, post_roll=1.0)
+    for t, image in live:
+        assert rec.add(t, image) is False
+    path = rec.close()
+    assert path == os.path.join(str(tmp_path), "clip.mp4") and rec.written == len(pre) + len(live)
+    got, times = read_frames(path)
+    assert len(got) == len(pre) + len(live) and got.shape[1:] == (48, 64, 3)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".part")]
+
+
+def test_a_failing_encoder_gives_the_clip_up_without_blocking(tmp_path):
+    rec = ClipRecorder(str(tmp_path), 8.0, [], post_roll=1.0)
+    with mock.patch.object(rec._writer, "write", side_effect=RuntimeError("encoder broke")):
+        done = threading.Event()
+
+        def feed() -> None:
+            for t, image in frames(4 * ENCODE_QUEUE):
+                rec.add(t, image)
+            done.set()
+        threading.Thread(target=feed, daemon=True).start()
+        assert done.wait(20), "adding frames blocked on a dead encoder"
+        assert rec.error == "encoder broke"
+        assert rec.close() is None
+    assert not [f for f in os.listdir(tmp_path) if f.endswith((".part", ".mp4"))]
+    assert rec.add(99.0, frames(1)[0][1]) is True       # after the end: ignored, never queued
