@@ -3,14 +3,15 @@
 A camera at R frames per second scored at 8 costs, per scored frame: decoding R / 8 frames, turning
 one into RGB, making its model images (motion and flow, its partner's too) and normalising them, and
 the backbone on each stream. On every ``--every``-th clip of ``../shared/data/surv-fight`` (each at its
-own size, 320x240 to 1920x1080), in one run and in turns, one thread each (the service's readers
-run one per camera; CPU time, ``time.process_time``):
+own size, 320x240 to 1920x1080), in one run and in turns, as CPU time of the whole process
+(``time.process_time``: every thread's, so what the cores spend whatever threads a library uses),
+with torch on one thread:
 
 - decode: every frame of the clip decoded (as a live camera is) and one in R / 8 turned to RGB;
 - images "last" (streams made at the frame's resolution, then an antialiased resize: the rule of the
   model shipped before) against "first" (frames shrunk to the input first with OpenCV area averaging,
   motion and flow made on the small frames), each at its model's input size;
-- the backbone on the two streams, eager against batch norms folded (``xvad.models.fold``), bf16,
+- the backbone on the two streams, eager against batch norms folded (``xvad.models.fold``), at the model's precision (bf16 here),
   batches of 16, at each size.
 
 The goal, 8 cameras at 8 frames per second on 2 cores, leaves 2 / 64 s = 31 ms of CPU per frame
@@ -128,7 +129,7 @@ def main() -> int:
               "total_ms": {"old": old_total, "new": new_total, "ratio": old_total / new_total},
               "load_average": os.getloadavg(), "per_clip": per_clip}
     print(f"saved {save('frame_cost', result)}")
-    print(f"\nCPU ms per scored frame, median over {len(rows)} clips (one thread; budget {BUDGET_MS:.1f}):")
+    print(f"\nCPU ms per scored frame, median over {len(rows)} clips (CPU time; budget {BUDGET_MS:.1f}):")
     for k, v in {**med, **{f"backbone {k}": v for k, v in backbone.items()}}.items():
         print(f"  {k:28s} {v:7.2f}")
     print(f"  old pipeline: {old_total:.1f} ms, new: {new_total:.1f} ms (x{old_total / new_total:.2f})")
