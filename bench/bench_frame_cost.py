@@ -11,8 +11,8 @@ with torch on one thread:
 - images "last" (streams made at the frame's resolution, then an antialiased resize: the rule of the
   model shipped before) against "first" (frames shrunk to the input first with OpenCV area averaging,
   motion and flow made on the small frames), each at its model's input size;
-- the backbone on the two streams, eager against batch norms folded (``xvad.models.fold``), at the model's precision (bf16 here),
-  batches of 16, at each size.
+- the backbone on the two streams, eager against batch norms folded (``xvad.models.fold``), at the
+  model's precision (bf16 here), batches of 16, at each size.
 
 The goal, 8 cameras at 8 frames per second on 2 cores, leaves 2 / 64 s = 31 ms of CPU per frame
 for everything. Results go to ``results/frame_cost.json``.
