@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import signal
+import time
 
 import pytest
 import test_service
@@ -99,7 +100,15 @@ def test_one_backbone_call_per_batch_for_heads_that_share_it(stream, tmp_path):
         by_key[key] = by_key.get(key, 0) + 1
         return real_features(key, tensors)
 
+    last = [time.monotonic()]
+
     def step():
+        # wait (up to 0.5 s) until each camera has a frame queued, so that rounds mix both cameras' frames:
+        # the inference thread is quick, and two cameras' frames arriving out of phase would rarely meet
+        waiting = not all(c.reader.queue.peek_is_frame() for c in service.cameras.values())
+        if waiting and time.monotonic() - last[0] < 0.5:
+            return False
+        last[0] = time.monotonic()
         before = {n: c.stats.frames for n, c in service.cameras.items()}
         keys = dict(by_key)
         busy = real_step()
