@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import save  # noqa: E402
+from common import save, timeit  # noqa: E402
 
 import xvad  # noqa: E402
 from xvad.models.precision import autocast  # noqa: E402
@@ -46,13 +46,7 @@ BUDGET_MS = 2 * 1000 / 64          # 2 cores, 8 cameras x 8 frames per second
 
 def cpu_ms(fn: Callable[[], object], reps: int = 3) -> float:
     """Median CPU milliseconds of ``fn()`` over ``reps`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return 1e3 * float(np.median(times))
+    return 1e3 * timeit(fn, reps=reps, warmup=1, clock=time.process_time)
 
 
 def decode_per_scored_frame(path: str, fps: float = 8.0) -> float:

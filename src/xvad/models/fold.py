@@ -3,9 +3,10 @@
 In eval mode a batch norm is a fixed per-channel scale and shift, so it can be merged into the
 preceding convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same
 function, one pass over memory fewer per layer. On EfficientNet-Lite0 in bf16 this makes the
-backbone about 1.4 times faster on the CPU (``bench/bench_levers.py``); in fp32 the features agree to
-1e-5 of their range. :meth:`xvad.models.CRNN.feature_maps` runs the folded copy whenever no gradient is
-wanted, and the original modules (whose parameters checkpoints and explanations use) otherwise.
+backbone 1.2 to 1.5 times faster on the CPU, by run (``bench/bench_frame_cost.py``); in fp32 the
+features agree to 1e-5 of their range. :meth:`xvad.models.CRNN.feature_maps` runs the folded copy
+whenever no gradient is wanted, and the original modules (whose parameters checkpoints and
+explanations use) otherwise.
 """
 from __future__ import annotations
 
@@ -67,13 +68,14 @@ class FoldedBackbone:
     def __call__(self, backbone: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         """``backbone(frames)``, computed by its folded copy (by the backbone itself when it has no
         batch norm to fold, as VGG: no copy of its weights)."""
-        if not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
-            return backbone(frames)
         stamp = _stamp(backbone)
         with self._lock:
             if self._copy is None or stamp != self._stamp:
-                with torch.inference_mode(False), torch.no_grad():
-                    self._copy = fold_batch_norms(backbone)
+                if any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
+                    with torch.inference_mode(False), torch.no_grad():
+                        self._copy = fold_batch_norms(backbone)
+                else:
+                    self._copy = backbone
                 self._stamp = stamp
             folded = self._copy
         return folded(frames)

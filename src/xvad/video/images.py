@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
+from .tensor import fit
 
 INPUTS = ("rgb", "motion", "flow")                      # what a model's backbone looks at, see model_images
 SHRINKS = ("first", "last")                             # when frames are shrunk to the input, see model_images
@@ -79,8 +80,6 @@ def shrink_images(frames: np.ndarray, config: dict) -> np.ndarray:
     averaging: the ``size`` x ``size`` square of a centre crop, the whole frame squeezed ("full"), or the
     frame fitted inside the square ("pad", letterboxed later by :func:`~xvad.video.tensor.preprocess`).
     The crop's place in the frame is :func:`~xvad.video.tensor.fit`'s, as for a frame resized last."""
-    from .tensor import fit
-
     frames = np.asarray(frames)
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
     size, crop = int(config["size"]), config.get("crop", "center")
