@@ -435,14 +435,15 @@ def test_vgg_inplace_relu_layer_and_conv_before_it(vgg64, captum_attr):
 
 
 def test_guided_backprop_reaches_efficientnet_functional_relu6():
-    # EfficientNet-Lite0 calls relu6 as a function: stem 1, first block 1, 15 blocks x 2, head 1
-    # (a ReLU6 module), plus the CRNN head's ReLU: 34 activations must become guided.
+    # EfficientNet-Lite0's ReLU6 modules (which call hardtanh(0, 6)): stem 1, first block 1, 15 blocks
+    # x 2, head 1, plus the CRNN head's ReLU: 34 activations must become guided. With gradients, as an
+    # explanation runs (without, the backbone's folded copy runs, its convolutions fused with them).
     from xvad.explain.gradients import GuidedReLUs
 
     torch.manual_seed(0)
     model = CRNN("efficientnet_lite0", size=32, frames=1, hidden=8, precision="fp32").eval()
     guided = GuidedReLUs()
-    with guided, torch.no_grad():
+    with guided:
         model(torch.randn(1, 1, 3, 32, 32))
     assert guided.count == 34
     e = explain(model, torch.randn(1, 3, 32, 32), "guided_backprop", target=1)

@@ -46,3 +46,32 @@ def test_a_failing_encoder_gives_the_clip_up_without_blocking(tmp_path):
         assert rec.close() is None
     assert not [f for f in os.listdir(tmp_path) if f.endswith((".part", ".mp4"))]
     assert rec.add(99.0, frames(1)[0][1]) is True       # after the end: ignored, never queued
+
+
+def test_clips_are_encoded_fast_on_one_thread_each(tmp_path):
+    """Many cameras in alert encode many clips at once: each on one x264 thread at the "veryfast"
+    preset, as the encoder's own settings record in the file (x264's SEI options: veryfast is
+    subme=2, ref=1); a plain VideoWriter keeps x264's defaults (medium: subme=7, a thread pool)."""
+    import re
+
+    from xvad.render import VideoWriter
+
+    rng = np.random.default_rng(0)
+    big = [(i / 8, rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)) for i in range(3)]
+
+    def options(path: str) -> dict[str, str]:
+        with open(path, "rb") as f:
+            found = re.search(rb"x264 - core .*? options: ([^\x00]+)", f.read())
+        assert found is not None, f"{path}: no x264 options in the file"
+        return dict(x.split("=", 1) for x in found.group(1).decode().split() if "=" in x)
+
+    rec = ClipRecorder(str(tmp_path / "clip"), 8.0, big, post_roll=0.0)
+    clip = options(rec.close())
+    assert (clip["subme"], clip["ref"], clip["threads"]) == ("2", "1", "1")
+    plain = VideoWriter(str(tmp_path / "plain.mp4"), 8.0)
+    for _, image in big:
+        plain.write(image)
+    plain.close()
+    default = options(str(tmp_path / "plain.mp4"))
+    assert default["subme"] == "7"
+    assert int(default["threads"]) > 1 or os.cpu_count() == 1

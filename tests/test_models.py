@@ -327,3 +327,103 @@ def test_folded_backbone_computes_the_same_features_and_gradients_stay_eager(pre
     assert float((again - folded).abs().max()) > 0.9
     assert float(torch.nn.functional.cosine_similarity(again.flatten(1), eager.flatten(1)).min()) > 0.995
     torch.testing.assert_close(twin, again)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_convolutions_and_activations_match_the_two_ops(precision, monkeypatch):
+    """The folded copy fuses each convolution with the ReLU6 after it (33 in EfficientNet-Lite0: stem,
+    head, the first block's depthwise and 2 in each of the 15 others); on the CPU one oneDNN call
+    must give what the convolution and the clamp give as two ops (fp32: to float rounding; bf16:
+    both round the same fp32 sums, and the clamp commutes with the rounding)."""
+    from xvad.models import fold
+
+    torch.manual_seed(0)
+    m = CRNN("efficientnet_lite0", weights="imagenet", input="motion", temporal="pool", size=64,
+             frames=4, precision=precision).eval()
+    copy = fold.fold_batch_norms(m.backbone)
+    assert sum(isinstance(x, fold.ConvReLU6) for x in copy.modules()) == 33
+    frames = torch.rand(6, 3, 64, 64)
+    with torch.no_grad():
+        fused = m.feature_maps(frames).float()
+        monkeypatch.setattr(fold, "_FUSED", None)        # the same copy, the two ops
+        apart = m.feature_maps(frames).float()
+        plain = m.backbone(frames).float()               # eager, fp32, no copy at all
+    tol = 1e-5 if precision == "fp32" else 1e-2
+    torch.testing.assert_close(fused, apart, rtol=0, atol=tol * float(apart.abs().max()))
+    if precision == "fp32":
+        torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5 * float(plain.abs().max()))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_padding_at_inference_is_zeros_on_the_bottom_and_right(channels_last):
+    """Without gradients SAME's uneven padding is built by hand (only the new row and column zeroed):
+    it must be F.pad's, and the convolution's output the same as with gradients."""
+    import torch.nn.functional as F
+
+    from xvad.models.efficientnet import SameConv2d
+
+    torch.manual_seed(0)
+    for size, kernel in ((16, 3), (15, 3), (16, 5), (16, 1)):
+        conv = SameConv2d(4, 4, kernel, stride=2, groups=4, bias=False)
+        x = torch.randn(2, 4, size, size)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        expected = conv(x)                                # with gradients: F.pad
+        with torch.no_grad():
+            padded, padding = conv.padded(x)
+            got = conv(x)
+        if padding == (0, 0) and padded.shape != x.shape:
+            total = padded.shape[-1] - size
+            torch.testing.assert_close(padded, F.pad(x, [total // 2, total - total // 2] * 2), rtol=0, atol=0)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_inference_runs_the_backbone_in_chunks_with_the_same_features(monkeypatch):
+    """Without gradients, frame features come from calls of at most CHUNK_PIXELS input pixels; they
+    must be those of one call over every frame (the grad path), in order."""
+    from xvad.models import crnn
+
+    torch.manual_seed(0)
+    m = CRNN("tiny", size=32, frames=4, input="motion+flow", precision="fp32").eval()
+    frames = torch.rand(7, 6, 32, 32)
+    calls = []
+    original = m.feature_maps
+    monkeypatch.setattr(m, "feature_maps", lambda x: calls.append(len(x)) or original(x))
+    monkeypatch.setattr(crnn, "CHUNK_PIXELS", 3 * 32 * 32)
+    with torch.no_grad():
+        chunked = m.frame_features(frames)
+    assert calls == [3, 3, 3, 3, 2]                       # 14 images (2 streams) in calls of 3
+    calls.clear()
+    whole = m.frame_features(frames).detach()            # gradients on: one call
+    assert calls == [14]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+def test_keep_freed_memory_serves_big_blocks_from_the_heap(tmp_path):
+    """After keep_freed_memory a 16 MiB malloc comes from the heap, not a fresh mapping (glibc's own
+    accounting, mallinfo2: bytes in mmapped blocks); in a process that did not call it, it is mapped."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import ctypes, sys\n"
+        "from xvad.models.allocator import keep_freed_memory\n"
+        "class Info(ctypes.Structure):\n"
+        "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena ordblks smblks hblks hblkhd usmblks '\n"
+        "                                             'fsmblks uordblks fordblks keepcost').split()]\n"
+        "libc = ctypes.CDLL(None)\n"
+        "if not hasattr(libc, 'mallinfo2'):\n"
+        "    print('no-glibc'); sys.exit()\n"
+        "libc.mallinfo2.restype = Info\n"
+        "libc.malloc.restype = ctypes.c_void_p\n"
+        "kept = keep_freed_memory() if sys.argv[1] == 'keep' else False\n"
+        "before = libc.mallinfo2().hblkhd\n"
+        "block = libc.malloc(16 << 20)\n"
+        "print(kept, libc.mallinfo2().hblkhd - before >= 16 << 20)\n")
+    out = {how: subprocess.run([sys.executable, str(script), how], capture_output=True, text=True,
+                               check=True).stdout.split() for how in ("keep", "default")}
+    if out["keep"] == ["no-glibc"]:
+        pytest.skip("the C library is not glibc (no mallinfo2)")
+    assert out["keep"] == ["True", "False"]               # from the heap
+    assert out["default"] == ["False", "True"]            # mapped

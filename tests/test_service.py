@@ -614,3 +614,30 @@ def test_two_detector_processes_and_an_api_process_share_postgresql(stream, tmp_
                 w.kill()
         api.stop(signal.SIGKILL)
         cam.kill()
+
+
+def test_each_camera_is_decoded_on_one_thread(live):
+    """The service decodes each live camera on one thread (its cameras are its parallelism), where
+    ``xvad detect``'s reader leaves FFmpeg its own choice; the camera still delivers frames."""
+    from xvad.service.camera import CameraRun
+    from xvad.service.settings import CameraSettings
+    from xvad.stream.frames import FrameQueue
+    from xvad.stream.source import Reader
+    from xvad.video import parse_source
+
+    cam = CameraRun(CameraSettings(name="gate", source=live.url), xvad.load_model(None))
+    cam.start()
+    try:
+        assert cam.reader._stream.thread_count == 1
+        end = time.monotonic() + 30
+        while not cam.take(1)[0]:
+            assert time.monotonic() < end, "no frame from the camera in 30 s"
+            time.sleep(0.05)
+    finally:
+        cam.stop()
+    own = Reader(parse_source(live.url), 8.0, lambda image, partner: None, FrameQueue(4), live=True)
+    own.open()
+    try:
+        assert own._stream.thread_count != 1 or (os.cpu_count() or 1) == 1
+    finally:
+        own.stop()

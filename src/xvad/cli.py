@@ -259,9 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import XvadError
+    from .models.allocator import keep_freed_memory
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="xvad: %(levelname)s: %(name)s: %(message)s", level=args.log_level.upper())
+    keep_freed_memory()      # the backbone's activations reuse freed memory (see xvad.models.allocator)
     try:
         return COMMANDS[args.command][1](args)
     except XvadError as exc:

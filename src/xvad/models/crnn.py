@@ -32,6 +32,11 @@ POOLINGS = ("avg", "max", "flatten")
 TEMPORALS = ("gru", "pool")
 # A CRNN built with no settings: the paper's layout, random backbone weights (nothing to download).
 DEFAULTS = ModelConfig.preset("paper", weights=None)
+# Inference runs the backbone on at most this many input pixels per call (8 images of 192 x 192). A
+# bigger call's activations are too big for the C allocator to reuse (it maps fresh memory for each),
+# and first touching that memory cost as much as the convolutions: 16 frames of the shipped model in
+# one call took twice the CPU of 4 calls of 4 (bench/bench_frame_cost.py).
+CHUNK_PIXELS = 8 * 192 * 192
 
 
 def default_classes(num_classes: int) -> list[str]:
@@ -204,7 +209,11 @@ class CRNN(nn.Module):
         the model was converted), whatever precision the backbone ran at."""
         n = frames.shape[0]
         images = frames.reshape(n * self.streams, 3, *frames.shape[2:])   # every stream's image in one call
-        return self.pool(self.feature_maps(images)).to(self.head_dtype).reshape(n, -1)
+        if torch.is_grad_enabled():      # training and explanations: one call (their hooks see every frame)
+            return self.pool(self.feature_maps(images)).to(self.head_dtype).reshape(n, -1)
+        per_call = max(1, CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))   # see CHUNK_PIXELS
+        pooled = [self.pool(self.feature_maps(part)) for part in images.split(per_call)]
+        return torch.cat(pooled).to(self.head_dtype).reshape(n, -1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3 * streams, H, W]`` clips -> ``[B, T, D]`` features: the TimeDistributed step."""

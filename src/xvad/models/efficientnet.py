@@ -25,15 +25,37 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow's "SAME" padding (extra pixel on the bottom/right when odd)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``x``, padded here when the SAME padding is uneven, and the (height, width) padding left to
+        the convolution (symmetric: it pads with no copy)."""
         h, w = x.shape[-2:]
         pads = []
         for size, k, s in ((w, self.kernel_size[1], self.stride[1]), (h, self.kernel_size[0], self.stride[0])):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if pads[0] == pads[1] and pads[2] == pads[3]:   # symmetric: the convolution pads, with no copy
-            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
-        return super().forward(F.pad(x, pads))
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            return x, (pads[2], pads[0])
+        if torch.is_grad_enabled() or pads[0] or pads[2]:
+            return F.pad(x, pads), (0, 0)
+        # inference, padding on the bottom and right only (the stride-2 layers): zero only the new
+        # row and column instead of the whole padded copy first (F.pad's way)
+        out = torch.empty((*x.shape[:2], h + pads[3], w + pads[1]), dtype=x.dtype, device=x.device,
+                          memory_format=_layout(x))
+        out[..., :h, :w] = x
+        out[..., h:, :] = 0
+        out[..., :h, w:] = 0
+        return out, (0, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, padding = self.padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format ``x`` is in (bf16 inference runs channels-last)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class MBConv(nn.Module):
@@ -45,8 +67,10 @@ class MBConv(nn.Module):
         if expand != 1:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
             self._bn0 = batch_norm(mid)
+            self._act0 = nn.ReLU6()
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
         self._bn1 = batch_norm(mid)
+        self._act1 = nn.ReLU6()        # activations are modules: the inference copy fuses them (.fold)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
         self._bn2 = batch_norm(cout)
         self.expand = expand != 1
@@ -55,8 +79,8 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.expand:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = self._act0(self._bn0(self._expand_conv(y)))
+        y = self._act1(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return y + x if self.skip else y
 
@@ -70,6 +94,7 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = batch_norm(32)
+        self._stem_act = nn.ReLU6()
         blocks, cin = [], 32
         for expand, kernel, stride, repeats, cout in stages:
             for i in range(repeats):
@@ -82,7 +107,7 @@ class EfficientNetLite0(nn.Module):
         self._fc: nn.Module = nn.Linear(1280, num_classes)  # replaceable (features only: nn.Identity)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = self._stem_act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return self._head_act(self._bn1(self._conv_head(x)))

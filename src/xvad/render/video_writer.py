@@ -22,7 +22,8 @@ class VideoWriter:
     leaves a playable ``.part``), with a fast, low-latency encoder and a keyframe every 2 s.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, live: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, live: bool = False,
+                 preset: str | None = None, threads: int | None = None) -> None:
         if not fps > 0:
             raise ValueError(f"{os.fspath(path)}: frame rate must be positive, got {fps}")
         self.path = os.fspath(path)
@@ -30,6 +31,8 @@ class VideoWriter:
         self.fps = float(fps)
         self.crf = int(crf)
         self.live = live
+        self.preset = preset or ("veryfast" if live else None)    # None: x264's own (medium)
+        self.threads = threads                                      # None: x264's own (about 1.5 per core)
         self.frames = 0
         self.size: tuple[int, int] | None = None       # (height, width) of the frames given
         self._container: Any = None
@@ -51,9 +54,13 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = self._time_base
         opts = {"crf": str(self.crf)}
+        if self.preset:
+            opts["preset"] = self.preset
+        if self.threads:
+            opts["threads"] = str(self.threads)
         if self.live:
             stream.codec_context.gop_size = max(1, int(round(2 * self.fps)))
-            opts |= {"preset": "veryfast", "tune": "zerolatency"}
+            opts["tune"] = "zerolatency"
         stream.options = opts
         self._stream = stream
         self.size = (height, width)

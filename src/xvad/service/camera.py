@@ -24,6 +24,7 @@ from ..video import needs_partner, parse_source
 
 QUEUE_FRAMES = 4          # a live camera's queue: when the service falls behind, the oldest frames go
 RECONNECT = (0.5, 10.0)   # seconds before reopening a lost source: first, at most (it never gives up)
+DECODE_THREADS = 1        # each camera decoded on one thread: the cameras are the parallelism (bench_serve.py)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class CameraRun:
         self.reader = Reader(self.spec, self.fps, FrameInput(cfg, skip_still), queue, live=self.live,
                              keep_images=True, realtime=settings.realtime and not self.spec.live,
                              reconnect=Reconnect(*RECONNECT, float("inf")), pairs=needs_partner(cfg),
-                             loop=settings.loop)
+                             loop=settings.loop, decode_threads=DECODE_THREADS)
         self.reader.log = self.log
         self.stats = CameraStats()
         self.state = "stopped"

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 CLIP = "clip.mp4"
 MAX_CLIP = 120.0           # seconds: a clip ends here even if its alert goes on
 ENCODE_QUEUE = 32          # frames waiting for a clip's encoder (beyond its pre-roll) before detection waits
+# x264 at "veryfast" on one thread per clip: with every camera in alert, the default ("medium", a
+# thread pool per clip) took about half a core from detection on 2 cores (bench/bench_serve.py)
+CLIP_PRESET = "veryfast"
 REPORT = "report.html"
 
 
@@ -60,7 +63,7 @@ class ClipRecorder:
         self.frames = 0                        # frames given to the encoder
         self.written = 0                       # frames it wrote
         self.error: str | None = None          # why the clip was given up (a write failed: the disk is full)
-        self._writer = VideoWriter(self.path, fps)
+        self._writer = VideoWriter(self.path, fps, preset=CLIP_PRESET, threads=1)
         pre = list(pre)                        # held by the camera's recent frames already: no copy
         self._queue: queue.Queue = queue.Queue(len(pre) + ENCODE_QUEUE)
         self._closed = False

@@ -83,14 +83,17 @@ class Reader:
     :class:`xvad.video.Partners`; else ``None``); with
     ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
     ``realtime`` paces a file at its own timestamps (to simulate a camera); ``loop`` plays a file again
-    from the top each time it ends, its clock going on.
+    from the top each time it ends, its clock going on. ``decode_threads``: the live decoder's slice
+    threads (0: FFmpeg's choice; a service with many cameras decodes each on one, its cameras being
+    its parallelism).
     """
 
     def __init__(self, spec: SourceSpec, fps: float | None,
                  transform: Callable[[np.ndarray, np.ndarray | None], Any], queue: FrameQueue, live: bool,
                  keep_images: bool = False, realtime: bool = False, reconnect: Reconnect | None = None,
-                 timeout: float = 10.0, pairs: bool = False, loop: bool = False) -> None:
+                 timeout: float = 10.0, pairs: bool = False, loop: bool = False, decode_threads: int = 0) -> None:
         self.spec = spec
+        self.decode_threads = int(decode_threads)
         self.fps = fps
         self.transform = transform
         self.pairs = pairs
@@ -121,6 +124,8 @@ class Reader:
         self._container, self._stream = open_source(self.spec, self.timeout)
         if self.live:
             self._stream.thread_type = "SLICE"     # frame threads would hold frames back (latency)
+            if self.decode_threads:
+                self._stream.thread_count = self.decode_threads
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.source_fps = float(rate) if rate else None
 
