@@ -24,7 +24,9 @@ from ..video import needs_partner, parse_source
 
 QUEUE_FRAMES = 4          # a live camera's queue: when the service falls behind, the oldest frames go
 RECONNECT = (0.5, 10.0)   # seconds before reopening a lost source: first, at most (it never gives up)
-DECODE_THREADS = 1        # each camera decoded on one thread: the cameras are the parallelism (bench_serve.py)
+# each camera decoded on one thread: the cameras are the parallelism; FFmpeg's own choice (a few slice
+# threads per camera) cost 8 busy cameras another 3 to 4 frames/s (side-by-side bench_serve.py runs)
+DECODE_THREADS = 1
 
 
 @dataclass

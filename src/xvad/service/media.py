@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 CLIP = "clip.mp4"
 MAX_CLIP = 120.0           # seconds: a clip ends here even if its alert goes on
 ENCODE_QUEUE = 32          # frames waiting for a clip's encoder (beyond its pre-roll) before detection waits
-# x264 at "veryfast" on one thread per clip: with every camera in alert, the default ("medium", a
-# thread pool per clip) took about half a core from detection on 2 cores (bench/bench_serve.py)
+# x264 at "veryfast" on one thread per clip: with 8 cameras all in alert on 2 cores, x264's defaults
+# ("medium", a thread pool per clip) cost detection 3 to 5 of its 30-odd frames/s (side-by-side runs
+# of bench/bench_serve.py's 8 busy cameras)
 CLIP_PRESET = "veryfast"
 REPORT = "report.html"
 
