@@ -49,9 +49,9 @@ def test_a_failing_encoder_gives_the_clip_up_without_blocking(tmp_path):
 
 
 def test_clips_are_encoded_fast_on_one_thread_each(tmp_path):
-    """Many cameras in alert encode many clips at once: each on one x264 thread at the "veryfast"
-    preset, as the encoder's own settings record in the file (x264's SEI options: veryfast is
-    subme=2, ref=1); a plain VideoWriter keeps x264's defaults (medium: subme=7, a thread pool)."""
+    """Many cameras in alert encode many clips at once: each on one x264 thread at the "ultrafast"
+    preset, as the encoder's own settings record in the file (x264's SEI options: ultrafast is
+    subme=0, no CABAC); a plain VideoWriter keeps x264's defaults (medium: subme=7, a thread pool)."""
     import re
 
     from xvad.render import VideoWriter
@@ -67,7 +67,7 @@ def test_clips_are_encoded_fast_on_one_thread_each(tmp_path):
 
     rec = ClipRecorder(str(tmp_path / "clip"), 8.0, big, post_roll=0.0)
     clip = options(rec.close())
-    assert (clip["subme"], clip["ref"], clip["threads"]) == ("2", "1", "1")
+    assert (clip["subme"], clip["cabac"], clip["threads"]) == ("0", "0", "1")
     plain = VideoWriter(str(tmp_path / "plain.mp4"), 8.0)
     for _, image in big:
         plain.write(image)

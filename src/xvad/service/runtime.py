@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
+
 from ..errors import VideoError
 from ..stream.inference import FrameFeature
 from . import audit
@@ -156,6 +158,7 @@ class Service(AlertMedia):
     # -- life ----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Close what a crash left open, register the cameras, open them and start inference."""
+        cv2.setNumThreads(1)     # OpenCV's own pool (flow, resizes) off: the cameras are the parallelism
         names = list(self.cameras)
         closed = self.db.close_interrupted(names, audit=audit.alert_hook(self.db, "alert.ended",
                                                                          {"reason": "interrupted"}))
