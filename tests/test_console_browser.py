@@ -206,9 +206,12 @@ def test_review_in_a_real_browser(served, browser, shots):
     wait("playback", lambda: d.execute_script("return document.getElementById('clip').currentTime > 0.5"), 60)
     d.execute_script("document.getElementById('clip').pause()")
     data = json.loads(d.execute_script(f"return fetch('/api/alerts/{a}/explanation.json').then(r => r.text())"))
-    strongest = max(data["frames"], key=lambda f: f["importance"])["t"]       # the frame that counted most
-    d.execute_script(f"document.getElementById('clip').currentTime = {strongest};")
-    wait("a map at the peak", lambda: d.execute_script("return document.getElementById('overlay').dataset.frame"))
+    peak = max(range(len(data["frames"])), key=lambda i: data["frames"][i]["importance"])  # counted most
+    d.execute_script(f"document.getElementById('clip').currentTime = {data['frames'][peak]['t']};")
+    # the seek has landed there and the map is drawn (the sprite sheet may load after the page is ready)
+    wait("the map at the peak", lambda: d.execute_script(
+        "const c = document.getElementById('overlay'), v = document.getElementById('clip');"
+        f"return !v.seeking && c.dataset.frame === '{peak}' && c.dataset.map === '1'"))
     wait("sprite drawn", lambda: overlay_sum(d) > 0)
     with_map = overlay_sum(d)
     shoot(d, shots, "3-alert")

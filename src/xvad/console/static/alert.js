@@ -44,10 +44,13 @@
     if (!near(i)) {
       if (info) info.textContent = "no map here: this part of the clip was not explained";
       canvas.dataset.frame = "";
+      canvas.dataset.map = "";
       return;
     }
     const s = data.sprite;
-    if (showMap.checked && sprite.complete && sprite.naturalWidth > 0) {
+    const withMap = showMap.checked && sprite.complete && sprite.naturalWidth > 0;
+    canvas.dataset.map = withMap ? "1" : "";   // whether this frame's map is drawn (the sheet may still load)
+    if (withMap) {
       const sx = (f.tile % s.columns) * s.tile_width, sy = Math.floor(f.tile / s.columns) * s.tile_height;
       ctx.globalAlpha = Number(opacity.value) / 100;
       ctx.drawImage(sprite, sx, sy, s.tile_width, s.tile_height, 0, 0, canvas.width, canvas.height);
