@@ -3,7 +3,8 @@ fused with their activations. Side by side in one run, each variant in a fresh p
 
 The service hands the backbone 16 frames at a time (two streams each: 32 images of 192 x 192 for
 the shipped model). Each variant runs that batch in a thread of its own (as the service's inference
-thread), torch on one thread, and reports CPU milliseconds per frame (median of its rounds):
+thread), torch on one thread, and reports CPU milliseconds per frame (median of its batches, then of its
+rounds):
 
 - before: one call over the 32 images, glibc's default allocator settings, convolution and ReLU6 as
   two ops (the service before these levers);
@@ -27,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, save  # noqa: E402
+from common import machine, save, timeit  # noqa: E402
 
 VARIANTS = {"before": set(), "chunks": {"chunks"}, "kept": {"kept"}, "chunks + kept": {"chunks", "kept"},
             "chunks + fused": {"chunks", "fused"}, "chunks + kept + fused": {"chunks", "kept", "fused"}}
@@ -54,12 +55,9 @@ def child(levers: set[str], batches: int, checkpoint: str | None) -> float:
 
     def work() -> None:
         torch.set_num_threads(1)
-        with torch.inference_mode():
-            model.frame_features(frames)                 # warm-up: the folded copy is made here
-            start = time.thread_time()
-            for _ in range(batches):
-                model.frame_features(frames)
-            out.append((time.thread_time() - start) / (16 * batches) * 1e3)
+        with torch.inference_mode():   # the warm-up call makes the folded copy
+            seconds = timeit(lambda: model.frame_features(frames), reps=batches, warmup=1, clock=time.thread_time)
+            out.append(seconds / 16 * 1e3)
 
     t = threading.Thread(target=work)
     t.start()
