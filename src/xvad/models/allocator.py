@@ -5,7 +5,7 @@ and maps fresh pages for the next one; the backbone's activations are such block
 touched new memory, and the page faults cost as much as the convolutions. Raising the threshold to
 glibc's largest (32 MiB) and the trim threshold with it keeps that memory in the heap for the next
 call (the process keeps its peak heap). With the backbone's calls of at most 8 images and its fused
-convolutions, this takes the shipped model's backbone from 16.4 to 11.8 ms of CPU a frame
+convolutions, this takes the shipped model's backbone from 15.2 to 9.8 ms of CPU a frame
 (``bench/bench_backbone_memory.py``; alone, with one big call, it does not help). The CLI does this
 for every command; a program that uses the library directly can call :func:`keep_freed_memory` once.
 """

@@ -35,7 +35,7 @@ DEFAULTS = ModelConfig.preset("paper", weights=None)
 # Inference runs the backbone on at most this many input pixels per call (8 images of 192 x 192). A
 # bigger call's activations are too big for the C allocator to reuse (it maps fresh memory for each),
 # and first touching that memory cost as much as the convolutions: 16 frames of the shipped model in
-# one call took 1.5 times the CPU of 4 calls of 4 frames (bench/bench_backbone_memory.py).
+# one call took 1.6 times the CPU of 4 calls of 4 frames (bench/bench_backbone_memory.py).
 CHUNK_PIXELS = 8 * 192 * 192
 
 

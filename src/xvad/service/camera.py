@@ -25,7 +25,8 @@ from ..video import needs_partner, parse_source
 QUEUE_FRAMES = 4          # a live camera's queue: when the service falls behind, the oldest frames go
 RECONNECT = (0.5, 10.0)   # seconds before reopening a lost source: first, at most (it never gives up)
 # each camera decoded on one thread: the cameras are the parallelism; FFmpeg's own choice (a few slice
-# threads per camera) cost 8 busy cameras another 3 to 4 frames/s (side-by-side bench_serve.py runs)
+# threads per camera) cost 8 busy cameras another 3 to 4 frames/s (side-by-side runs of
+# bench_serve.py's service runner, switched by hand)
 DECODE_THREADS = 1
 
 

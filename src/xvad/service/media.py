@@ -30,8 +30,9 @@ MAX_CLIP = 120.0           # seconds: a clip ends here even if its alert goes on
 ENCODE_QUEUE = 32          # frames waiting for a clip's encoder (beyond its pre-roll) before detection waits
 # x264 at "ultrafast" on one thread per clip. With 8 cameras all in alert on 2 cores, x264's defaults
 # ("medium", a thread pool per clip) left detection 30-odd of the 64 frames/s due, "veryfast" on one
-# thread about 50 and "ultrafast" 62 to 64 (side-by-side runs of bench/bench_serve.py's 8 busy
-# cameras); its files are about twice as big as veryfast's at the same quality (crf 18)
+# thread about 50 and "ultrafast" 62 to 64 (side-by-side runs of bench/bench_serve.py's service
+# runner on its 8 busy cameras, the preset switched by hand); its files are about twice as big as
+# veryfast's at the same quality (crf 18)
 CLIP_PRESET = "ultrafast"
 REPORT = "report.html"
 
