@@ -578,3 +578,31 @@ def test_real_sample_clip():
     assert frames.std() > 10   # real picture content, not a blank frame
     clip = preprocess(frames, 64, IMAGENET_MEAN, IMAGENET_STD)
     assert clip.shape == (8, 3, 64, 64) and torch.isfinite(clip).all()
+
+
+@pytest.mark.parametrize("flow", ["fast", "medium"])
+def test_model_images_use_the_models_flow_preset(flow):
+    """A model's ``flow`` setting picks the DIS preset: both presets recover the known shift of a
+    192 px frame pair shrunk first (3 px right, 2 px up), and they give different pictures."""
+    from xvad.video import FLOW_PRESETS
+
+    frame = textured(192, 256)
+    partner = np.roll(frame, (-2, 3), axis=(0, 1))
+    cfg = {"input": "flow", "size": 192, "shrink": "first", "flow": flow}
+    image = model_images(frame, partner, cfg)
+    inner = image[48:144, 48:144].reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(np.median(inner, 0), [152, 112, 16 * 13 ** 0.5], atol=3)
+    square = frame[:, 32:224], partner[:, 32:224]       # the centre crop the model takes
+    direct = flow_images(square[0][None], square[1][None], preset=FLOW_PRESETS[flow], width=None)[0]
+    np.testing.assert_array_equal(image, direct)
+    other = {"fast": "medium", "medium": "fast"}[flow]
+    assert not np.array_equal(image, model_images(frame, partner, {**cfg, "flow": other}))
+
+
+def test_flow_rule_keeps_the_caches_of_medium_models():
+    """Feature caches record how flow was made: medium models keep the rule (and the caches) they had."""
+    from xvad.video import FLOW_RULE, SMALL_FLOW_RULE, flow_rule
+
+    assert flow_rule({"shrink": "first"}) == SMALL_FLOW_RULE == flow_rule({"shrink": "first", "flow": "medium"})
+    assert flow_rule({}) == FLOW_RULE
+    assert flow_rule({"shrink": "first", "flow": "fast"}) == SMALL_FLOW_RULE.replace("medium", "fast")

@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 SETTINGS = tuple(f.name for f in fields(ModelConfig))   # config keys that are model settings
 # Settings added after checkpoints were already saved, with the behaviour those checkpoints were trained
 # with (which is not the new default).
-PREDATED = {"shrink": "last"}
+PREDATED = {"shrink": "last", "flow": "medium"}
 
 
 def atomic_save(obj: Any, path: str) -> None:

@@ -64,6 +64,11 @@ def shrinks() -> tuple[str, ...]:
     return SHRINKS
 
 
+def flows() -> tuple[str, ...]:
+    from .video import FLOW_PRESETS
+    return tuple(FLOW_PRESETS)
+
+
 def methods() -> tuple[str, ...]:
     from .explain import METHODS
     return tuple(METHODS)
@@ -102,6 +107,9 @@ class ModelConfig:
                           "motion and flow on the small images: cheap) or last (motion and flow at the frame's "
                           "resolution, then an antialiased resize: the rule of checkpoints saved before this "
                           "setting)", choices=shrinks)
+    flow: str = setting("medium", "OpenCV DIS preset of the flow stream's optical flow: fast is about five "
+                        "times cheaper than medium, and coarser (medium: the rule of checkpoints saved before "
+                        "this setting)", choices=flows)
     pooling: str = setting("max", "over each feature map", choices=poolings)
     input: str = setting("motion+flow", "what the backbone sees: the frames, 4x|difference| with the next "
                          "decoded frame, their optical flow, or several of these joined by + (one stream and "

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 from .hashing import file_sha256
 from .models import CRNN
-from .video import FLOW_RULE, MOTION_RULE, SMALL_FLOW_RULE, VideoError, View, input_streams, load_clip
+from .video import MOTION_RULE, VideoError, View, flow_rule, input_streams, load_clip
 
 # Config entries that change what the backbone sees or computes.
 FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "shrink", "mean", "std", "input")
@@ -72,7 +72,7 @@ class FeatureCache:
         if "motion" in streams:
             cfg["motion"] = MOTION_RULE
         if "flow" in streams:
-            cfg["flow"] = SMALL_FLOW_RULE if cfg["shrink"] == "first" else FLOW_RULE
+            cfg["flow"] = flow_rule(model.config)
         self.fingerprint = json.dumps(cfg, sort_keys=True)
 
     def path(self, clip: str, view: View) -> str:

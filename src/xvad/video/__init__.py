@@ -18,6 +18,7 @@ from .clip import (
 )
 from .decode import SourceSpec, open_source, parse_source
 from .images import (
+                   FLOW_PRESETS,
                    FLOW_RULE,
                    INPUTS,
                    MOTION_RULE,
@@ -25,6 +26,7 @@ from .images import (
                    SMALL_FLOW_RULE,
                    flip_images,
                    flow_images,
+                   flow_rule,
                    input_streams,
                    model_images,
                    motion_images,
@@ -34,8 +36,9 @@ from .images import (
 from .sample import Nearest, Partners, with_partners
 from .tensor import CROPS, preprocess, preprocess_as
 
-__all__ = ["CROPS", "FLOW_RULE", "INPUTS", "MOTION_RULE", "SHRINKS", "SMALL_FLOW_RULE", "Clip", "Nearest", "Partners",
-           "SourceSpec", "VideoError", "VideoInfo", "VideoWarning", "View", "flip_images", "flow_images",
+__all__ = ["CROPS", "FLOW_PRESETS", "FLOW_RULE", "INPUTS", "MOTION_RULE", "SHRINKS", "SMALL_FLOW_RULE", "Clip",
+           "Nearest", "Partners",
+           "SourceSpec", "VideoError", "VideoInfo", "VideoWarning", "View", "flip_images", "flow_images", "flow_rule",
            "frame_tensor", "input_streams", "iter_frames", "load_clip", "model_images", "motion_images",
            "needs_partner", "open_source", "parse_source", "preprocess", "preprocess_as", "probe", "read_clip",
            "read_frame_pairs", "read_frames", "read_input", "shrink_images", "with_partners"]

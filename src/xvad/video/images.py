@@ -16,6 +16,15 @@ FLOW_WIDTH = 320                                        # optical flow is comput
 FLOW_GAIN = 8                                           # grey levels per pixel of displacement
 FLOW_RULE = f"DIS-medium@{FLOW_WIDTH}px,x{FLOW_GAIN}"    # recorded in feature caches, like MOTION_RULE
 SMALL_FLOW_RULE = f"DIS-medium@input,x{FLOW_GAIN}"        # the same, for frames shrunk first
+# OpenCV's DIS presets, by a model's ``flow`` setting; checkpoints saved before the setting used medium
+FLOW_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+
+
+def flow_rule(config: dict) -> str:
+    """How a model with ``config`` makes its flow images, as feature caches record it."""
+    rule = SMALL_FLOW_RULE if config.get("shrink", "last") == "first" else FLOW_RULE
+    return rule.replace("DIS-medium", f"DIS-{config.get('flow', 'medium')}")
 
 
 def input_streams(input: str) -> list[str]:
@@ -51,8 +60,8 @@ def flow_images(frames: np.ndarray, partners: np.ndarray,
     (``None``: of the frames themselves, for frames already shrunk to the model's input).
 
     Unlike a frame difference, flow says where things went and how fast, whatever their texture.
-    Dense DIS flow (OpenCV) on grey frames, then scaled back to the frame size. The shipped models
-    were trained on the medium ``preset``; the others are for measuring cheaper flow (bench/).
+    Dense DIS flow (OpenCV) on grey frames, then scaled back to the frame size, at a model's
+    ``preset`` (`FLOW_PRESETS`: the faster ones are coarser).
     """
     frames, partners = np.asarray(frames), np.asarray(partners)
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
@@ -102,7 +111,8 @@ def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) ->
     With ``config["shrink"] == "first"`` the frames are shrunk to the model's input first and the
     motion and flow images made from the small frames, a few times cheaper than at a camera's own
     resolution (and the resize to the input is then a no-op); checkpoints without the setting were
-    trained on images made at the frame's resolution ("last")."""
+    trained on images made at the frame's resolution ("last"). ``config["flow"]`` names the DIS preset
+    of the flow stream (`FLOW_PRESETS`; checkpoints without it: medium)."""
     streams = input_streams(config.get("input", "rgb"))
     first = config.get("shrink", "last") == "first"
     if partner is None or partner.shape != frame.shape:   # none, or the stream changed size: no motion
@@ -115,8 +125,9 @@ def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) ->
     if partner is None:
         partner = frame
     width = None if first else FLOW_WIDTH
+    preset = FLOW_PRESETS[config.get("flow", "medium")]
     make = {"rgb": lambda: frame, "motion": lambda: motion_images(frame, partner),
-            "flow": lambda: flow_images(frame, partner, width=width)}
+            "flow": lambda: flow_images(frame, partner, preset=preset, width=width)}
     parts = [make[s]() for s in streams]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
