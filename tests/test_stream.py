@@ -544,3 +544,29 @@ def test_window_results_match_the_events_file_and_a_hand_count(videos, tmp_path)
         (r.alert_id, r.frame_index, [r.start_frame, r.frame_index]) for r in started]
     assert [(e["alert"], e["frame"], e["started"]) for e in ev if e["type"] == "alert_end"] == [
         (r.alert_id, r.frame_index, s.time) for r, s in zip(ended, started)]
+
+
+def test_warm_up_meets_every_call_shape_of_a_batch():
+    """The service warms each backbone up before its cameras open: every backbone call shape that a
+    batch of 1 to 16 frames makes (calls of at most CHUNK_PIXELS) was met during the warm-up."""
+    import xvad
+    from xvad.stream.inference import Scorer
+
+    model = xvad.load_model(None)
+    seen: list[tuple[int, ...]] = []
+    inner = model.feature_maps
+
+    def record(x):
+        seen.append(tuple(x.shape))
+        return inner(x)
+
+    model.feature_maps = record
+    scorer = Scorer(model)
+    scorer.warm_up(16)
+    warmed = set(seen)
+    assert len(seen) == len(warmed)          # no shape twice: the warm-up is short
+    seen.clear()
+    s = model.config["size"]
+    for n in range(1, 17):
+        scorer.features([torch.zeros(6, s, s)] * n)
+    assert set(seen) <= warmed and len(set(seen)) == 4

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VideoError
+from ..stream import priority
 from ..stream.alerts import AlertTracker
 from ..stream.frames import Disconnect, End, Frame, FrameQueue, Gap
 from ..stream.inference import FrameFeature, FrameInput, WindowBuffer
@@ -70,7 +71,7 @@ class CameraRun:
         self.reader = Reader(self.spec, self.fps, FrameInput(cfg, skip_still), queue, live=self.live,
                              keep_images=True, realtime=settings.realtime and not self.spec.live,
                              reconnect=Reconnect(*RECONNECT, float("inf")), pairs=needs_partner(cfg),
-                             loop=settings.loop, decode_threads=DECODE_THREADS)
+                             loop=settings.loop, decode_threads=DECODE_THREADS, nice=priority.READER)
         self.reader.log = self.log
         self.stats = CameraStats()
         self.state = "stopped"

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..render import VideoWriter
+from ..stream import priority
+from ..stream.priority import lower_this_thread
 from ..stream.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class ClipRecorder:
 
     def _encode(self) -> None:
         """The encoder thread: writes queued frames until the end marker (None)."""
+        lower_this_thread(priority.READER)     # like the readers: behind the shared inference thread
         while (item := self._queue.get()) is not None:
             t, image = item
             if self.error is not None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import StreamError
+from ..models.crnn import CHUNK_PIXELS
 from ..video import frame_tensor
 from ..video.images import is_still, still_image_exact
 
@@ -134,6 +135,18 @@ class Scorer:
                 x = frame_tensor(empty, empty, self.model.config)[None].to(self.device)
                 self._still = self.model.frame_features(x)[0]
         return self._still
+
+    def warm_up(self, batch: int) -> None:
+        """Backbone features of blank frames at every call shape that batches of 1 to ``batch`` frames
+        make (see :data:`xvad.models.crnn.CHUNK_PIXELS`): the first call at a shape is slow."""
+        cfg = self.model.config
+        streams = len(cfg.get("input", "rgb").split("+"))
+        size = int(cfg["size"])
+        per_call = max(1, CHUNK_PIXELS // (size * size))
+        blank = torch.zeros(3 * streams, size, size, device=self.device)
+        with torch.inference_mode():
+            for n in range(1, min(batch, -(-per_call // streams)) + 1):
+                self.model.frame_features(blank.expand(n, -1, -1, -1).contiguous())
 
     def features(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
         """``[B, D]`` backbone features of B frame tensors (from one camera or many) in one call;

@@ -22,6 +22,7 @@ from ..errors import StreamError, VideoError
 from ..video.decode import RGB, DecodeStats, SourceSpec, decode, open_source, origin
 from ..video.sample import Nearest, Partners, ticks
 from .frames import Disconnect, End, Frame, FrameQueue, Gap
+from .priority import lower_this_thread
 
 __all__ = ["Reader", "ReaderStats", "Reconnect", "Sampler", "one_thread"]
 
@@ -85,15 +86,17 @@ class Reader:
     ``realtime`` paces a file at its own timestamps (to simulate a camera); ``loop`` plays a file again
     from the top each time it ends, its clock going on. ``decode_threads``: the live decoder's slice
     threads (0: FFmpeg's choice; a service with many cameras decodes each on one, its cameras being
-    its parallelism).
+    its parallelism). ``nice``: the reader thread's nice value (:mod:`xvad.stream.priority`).
     """
 
     def __init__(self, spec: SourceSpec, fps: float | None,
                  transform: Callable[[np.ndarray, np.ndarray | None], Any], queue: FrameQueue, live: bool,
                  keep_images: bool = False, realtime: bool = False, reconnect: Reconnect | None = None,
-                 timeout: float = 10.0, pairs: bool = False, loop: bool = False, decode_threads: int = 0) -> None:
+                 timeout: float = 10.0, pairs: bool = False, loop: bool = False, decode_threads: int = 0,
+                 nice: int = 0) -> None:
         self.spec = spec
         self.decode_threads = int(decode_threads)
+        self.nice = int(nice)
         self.fps = fps
         self.transform = transform
         self.pairs = pairs
@@ -151,6 +154,8 @@ class Reader:
     # -- thread -----------------------------------------------------------------------------------
     def _main(self) -> None:
         one_thread()
+        if self.nice:
+            lower_this_thread(self.nice)
         try:
             end = self._run()
         except BaseException as exc:   # reported to the consumer, which raises it

@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+from .priority import BACKGROUND, lower_this_thread
+
 
 class Worker:
     """Runs :meth:`handle` on each submitted job in one thread with one torch thread."""
@@ -54,6 +56,7 @@ class Worker:
         from .source import one_thread
 
         one_thread()          # detection keeps its threads; the worker takes what is left
+        lower_this_thread(BACKGROUND)      # and only the CPU that detection leaves
         while True:
             job = self.queue.get()
             if job is None:
