@@ -1,7 +1,8 @@
 """Many cameras: one ``xvad serve`` process against N separate ``xvad detect`` processes.
 
 N cameras (real CCTV clips from ``../shared/data/surv-fight``, one clip from each of N different
-groups, each looped) are served on loopback over HTTP MPEG-TS at their own frame rate. For each N,
+groups, each played over and over on one clock, as a camera watching the scene) are served on loopback
+over HTTP MPEG-TS, each frame at its own time. For each N,
 side by side in one run and alternating so that drift on a shared machine hits both: (a) one
 ``xvad serve --config cfg.yaml`` watching all N cameras with the shipped model at its own rate, and
 (b) N ``xvad detect URL --events ev.jsonl`` processes on the same URLs, each run for D seconds of
@@ -9,9 +10,9 @@ steady state and stopped with SIGTERM. Per camera and in total: sampled frames p
 the requested rate), dropped frames, latency p50/p95 from frame to window score, and CPU seconds of
 the processes (from /proc/PID/stat utime + stime).
 
-Two kinds of footage: every camera busy all the time (the clip alone, looped: the worst case), and,
-with ``--still S``, each clip followed by S seconds of a still image of its own first frame (the same
-scene with nobody moving, as CCTV mostly is), looped; results go to ``results/serve.json`` and
+Two kinds of footage: every camera busy all the time (the clip alone, over and over: the worst case),
+and, with ``--still S``, each clip followed by S seconds of a still image of its own first frame (the
+same scene with nobody moving, as CCTV mostly is), over and over; results go to ``results/serve.json`` and
 ``results/serve_still.json``. With ``--checkpoint``, both sides run that model instead of the shipped one
 (the camera's ``model:`` in the service, ``--checkpoint`` for ``xvad detect``) and the results file is
 named after it (``serve_NAME.json``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import signal
 import socket
@@ -52,6 +54,11 @@ from cameras import LiveCamera, mpegts_bytes  # noqa: E402
 DATA = os.path.join(ROOT, "..", "shared", "data", "surv-fight")
 XVAD = [sys.executable, "-m", "xvad"]
 TICK = os.sysconf("SC_CLK_TCK")
+# seconds from the first frame of every camera to the measured seconds: the first windows of every
+# camera end together, and with busy cameras all their alerts start together (a burst of clips and
+# records that the service then takes a few seconds to catch up on; dropped frames since the start
+# are reported too)
+SETTLE = 10.0
 KEEP_UP = 0.05          # a camera keeps up: no dropped frame and its rate within 5 % of the requested one
 
 
@@ -68,18 +75,22 @@ def pick_clips(n: int, label: str = "fight") -> list[str]:
     return [os.path.join(DATA, label, c + ".mp4") for c in clips]
 
 
-def make_camera(path: str, still: float = 0.0) -> tuple[LiveCamera, dict]:
-    """A looping loopback camera serving the clip at its own frame rate, followed by ``still`` seconds
-    of its first frame (the scene with nobody moving)."""
+def make_camera(path: str, still: float = 0.0, seconds: float = 120.0) -> tuple[LiveCamera, dict]:
+    """A loopback camera serving the clip at its own frame rate, followed by ``still`` seconds of its
+    first frame (the scene with nobody moving), over and over on one clock for at least ``seconds``
+    (then the stream starts over). A stream that restarted every few seconds would not be a camera:
+    the reader starts a new segment at each restart, and its sampling clock with it, which asked for
+    a few per cent more than the camera's rate of frames."""
     frames, times = read_frames(path)
     fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 else 25.0
     rate = max(1, round(fps))
     moving = len(frames)
     if still > 0:
         frames = np.concatenate([frames, np.repeat(frames[:1], round(still * rate), axis=0)])
-    cam = LiveCamera(mpegts_bytes(frames, rate), len(frames) / rate, speed=1.0, loop=True)
+    laps = max(1, math.ceil(seconds * rate / len(frames)))
+    cam = LiveCamera(mpegts_bytes(frames, rate, laps), laps * len(frames) / rate, speed=1.0, loop=True)
     cam.start()
-    return cam, {"clip": os.path.relpath(path, DATA), "frames": len(frames), "moving_frames": moving,
+    return cam, {"clip": os.path.relpath(path, DATA), "frames": len(frames), "laps": laps, "moving_frames": moving,
                  "still_seconds": still, "fps": rate, "size": f"{frames.shape[2]}x{frames.shape[1]}", "url": cam.url}
 
 
@@ -126,9 +137,11 @@ def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen]) ->
     raise RuntimeError(f"{what}: not ready after {timeout:g} s")
 
 
-def run_service(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None) -> dict:
+def run_service(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None,
+                settle: float = SETTLE) -> dict:
     """(a) one ``xvad serve`` watching every camera (with ``checkpoint``, or the shipped model); figures
-    from ``/api/cameras`` at the start and the end of the ``seconds`` measured."""
+    from ``/api/cameras`` at the start and the end of the ``seconds`` measured, which begin ``settle``
+    seconds after every camera has its first frame."""
     port = free_port()
     data = os.path.join(folder, "data")
     cfg = os.path.join(folder, "cfg.yaml")
@@ -164,7 +177,9 @@ def run_service(urls: list[str], seconds: float, folder: str, checkpoint: str | 
         return None
 
     try:
-        first = wait_for(all_live, 180, "xvad serve", [proc])
+        wait_for(all_live, 180, "xvad serve", [proc])
+        time.sleep(settle)
+        first = wait_for(all_live, 30, "xvad serve", [proc])
         t0, cpu0 = time.monotonic(), cpu_seconds(proc.pid)
         time.sleep(seconds)
         last = cameras()
@@ -186,9 +201,11 @@ def run_service(urls: list[str], seconds: float, folder: str, checkpoint: str | 
             "processes": 1, "exit": code}
 
 
-def run_detect(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None) -> dict:
+def run_detect(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None,
+               settle: float = SETTLE) -> dict:
     """(b) one ``xvad detect`` per camera (with ``checkpoint``, or the shipped model); figures from the
-    ``stop`` line of each events file."""
+    ``stop`` line of each events file, and the windows of the ``seconds`` measured (from ``settle``
+    seconds after every process has started)."""
     events = [os.path.join(folder, f"ev_{i}.jsonl") for i in range(len(urls))]
     logs = [open(os.path.join(folder, f"detect_{i}.log"), "w") for i in range(len(urls))]
     launched = time.monotonic()
@@ -208,6 +225,7 @@ def run_detect(urls: list[str], seconds: float, folder: str, checkpoint: str | N
 
     try:
         wait_for(started, 180, "xvad detect", procs)
+        time.sleep(settle)
         t0, u0, cpu0 = time.monotonic(), time.time(), [cpu_seconds(p.pid) for p in procs]
         time.sleep(seconds)
         t1, u1, cpu1 = time.monotonic(), time.time(), [cpu_seconds(p.pid) for p in procs]
@@ -254,6 +272,9 @@ def totals(run: dict) -> dict:
             # second a detect process may not fill a window within the measured seconds
             "cpu_per_frame_ms_run": (1000 * run["cpu_seconds"] / (run_fps * run["seconds"])) if run_fps else None,
             "cameras_kept_up": sum(bool(k) for k in kept),
+            # the service also counts its drops in the measured seconds alone (xvad detect reports none)
+            "dropped_measured": sum(c["dropped_measured"] for c in cams) if all("dropped_measured" in c for c in cams)
+            else None,
             "all_kept_up": len(kept) == len(run["cameras"]) and all(kept)}
 
 
@@ -269,7 +290,9 @@ def print_run(n: int, name: str, run: dict) -> None:
     t = run["totals"]
     print(f"N={n} {name}: total {t['fps']:.1f} frames/s, {t['dropped']} dropped, CPU {t['cpu_seconds']:.1f} s "
           f"over {run['seconds']:.1f} s ({_num(t['cpu_per_frame_ms'])} ms/frame), "
-          f"{t['cameras_kept_up']}/{n} kept up, startup {run['startup_seconds']:.1f} s")
+          f"{t['cameras_kept_up']}/{n} kept up" + ("" if t["dropped_measured"] is None else
+                                                      f" ({t['dropped_measured']} dropped in the measured seconds)")
+          + f", startup {run['startup_seconds']:.1f} s")
     for c in run["cameras"]:
         if "error" in c:
             print(f"   {c['camera']}: {c['error']}")
@@ -282,6 +305,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cameras", default="1,2,4,8", help="numbers of cameras to run (default 1,2,4,8)")
     ap.add_argument("--seconds", type=float, default=30.0, help="seconds measured per run (default 30)")
+    ap.add_argument("--settle", type=float, default=SETTLE,
+                    help=f"seconds from every camera's first frame to the measured seconds (default {SETTLE:g})")
     ap.add_argument("--order", default="ab", choices=["ab", "ba"],
                     help="which goes first for the first N (then it alternates); default ab")
     ap.add_argument("--still", type=float, default=0.0, metavar="S",
@@ -304,13 +329,14 @@ def main() -> None:
     print(f"load average {load_before[0]:.2f} on {os.cpu_count()} cores; {a.seconds:g} s per run")
     cams, info = [], []
     for path in clips:
-        cam, meta = make_camera(path, a.still)
+        cam, meta = make_camera(path, a.still, a.seconds + a.settle + 60)   # start-up and measured seconds, with room
         cams.append(cam)
         info.append(meta)
+        still = f" then {a.still:g} s still" if a.still > 0 else ""
         print(f"camera {len(cams) - 1}: {meta['clip']} {meta['size']} {meta['fps']} fps, "
-              f"{meta['moving_frames']} frames" + (f" then {a.still:g} s still" if a.still > 0 else "") + ", looped")
+              f"{meta['moving_frames']} frames{still}, over and over")
     results: list[dict] = []
-    meta = {"model": a.checkpoint or "shipped", **describe(a.seconds, info, a.still)}
+    meta = {"model": a.checkpoint or "shipped", **describe(a.seconds, info, a.still), "settle_seconds": a.settle}
     order = a.order
     try:
         for n in counts:
@@ -318,8 +344,8 @@ def main() -> None:
             row: dict[str, Any] = {"cameras": n, "order": order, "load_average_before": os.getloadavg()}
             for which in order:
                 folder = tempfile.mkdtemp(prefix=f"xvad-bench-serve-{n}{which}-")
-                run = (run_service(urls, a.seconds, folder, a.checkpoint) if which == "a"
-                       else run_detect(urls, a.seconds, folder, a.checkpoint))
+                run = (run_service(urls, a.seconds, folder, a.checkpoint, a.settle) if which == "a"
+                       else run_detect(urls, a.seconds, folder, a.checkpoint, a.settle))
                 run["totals"] = totals(run)
                 run["folder"] = folder
                 row["service" if which == "a" else "separate"] = run
@@ -360,8 +386,9 @@ def main() -> None:
 def describe(seconds: float, info: list[dict], still: float = 0.0) -> dict:
     """What the figures in the results file mean."""
     return {"seconds": seconds, "clips": info, "keep_up_tolerance": KEEP_UP,
-               "footage": (f"each clip then {still:g} s of a still image of its first frame, looped" if still > 0
-                           else "each clip looped: every camera busy all the time (the worst case)"),
+               "footage": (f"each clip then {still:g} s of a still image of its first frame, over and over on one "
+                           "clock" if still > 0 else
+                           "each clip over and over on one clock: every camera busy all the time (the worst case)"),
                "cpu_measure": "/proc/PID/stat utime+stime over the measured seconds (psutil not installed)",
                "latency": "per camera p50/p95 from frame to window score; totals give the worst camera",
                "service_fps": "frames counted between two /api/cameras reads D seconds apart",

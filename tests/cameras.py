@@ -15,8 +15,9 @@ import numpy as np
 FPS = 8
 
 
-def mpegts_bytes(frames: np.ndarray, fps: int = FPS) -> bytes:
-    """``frames`` (uint8 RGB) as an H.264 MPEG-TS stream with a keyframe every second."""
+def mpegts_bytes(frames: np.ndarray, fps: int = FPS, laps: int = 1) -> bytes:
+    """``frames`` (uint8 RGB) as an H.264 MPEG-TS stream with a keyframe every second; ``laps`` times
+    over, on one clock (a camera watching the same scene again, not a stream that restarts)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format="mpegts") as out:
         s = out.add_stream("libx264", rate=fps)
@@ -24,8 +25,8 @@ def mpegts_bytes(frames: np.ndarray, fps: int = FPS) -> bytes:
         s.pix_fmt = "yuv420p"
         s.codec_context.gop_size = fps
         s.options = {"preset": "veryfast", "tune": "zerolatency"}
-        for i, image in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(image, format="rgb24")
+        for i in range(laps * len(frames)):
+            f = av.VideoFrame.from_ndarray(frames[i % len(frames)], format="rgb24")
             f.pts, f.time_base = i, Fraction(1, fps)
             out.mux(s.encode(f))
         out.mux(s.encode())

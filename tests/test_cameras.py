@@ -62,3 +62,12 @@ def test_live_camera_never_sends_a_frame_before_its_time():
         assert time.monotonic() - t0 >= (len(frames) - 2) / FPS
     finally:
         cam.kill()
+
+
+def test_laps_run_on_one_clock():
+    """A clip played three times over is one stream: frame times go on across the laps (a stream
+    whose clock restarted would make the reader start a new segment at each lap)."""
+    frames = _clip()[:FPS]
+    pieces = ts_frames(mpegts_bytes(frames, FPS, laps=3))
+    assert len(pieces) == 3 * len(frames)
+    assert np.allclose([t for t, _ in pieces], np.arange(3 * len(frames)) / FPS)

@@ -570,3 +570,40 @@ def test_warm_up_meets_every_call_shape_of_a_batch():
     for n in range(1, 17):
         scorer.features([torch.zeros(6, s, s)] * n)
     assert set(seen) <= warmed and len(set(seen)) == 4
+
+
+def test_the_inference_thread_takes_one_frame_of_each_camera_in_turn():
+    """A batch takes the cameras' frames one of each in turn: a camera behind by a few frames catches
+    up in the room the others leave, a marker ends a camera's share, and the batch is never exceeded."""
+    from types import SimpleNamespace
+
+    from xvad.service.runtime import Service
+    from xvad.stream.frames import End, Frame
+
+    class Cam:
+        def __init__(self, name: str, items: list, state: str = "running") -> None:
+            self.name, self.items, self.state = name, list(items), state
+
+        def take(self, most: int):
+            got, markers = [], []
+            while self.items and len(got) < most:
+                item = self.items.pop(0)
+                if isinstance(item, Frame):
+                    got.append(item)
+                else:
+                    markers.append(item)
+                    break
+            return got, markers
+
+    def frames(n: int) -> list:
+        return [Frame(i, i / 8, None, None, 0.0) for i in range(n)]
+
+    end = End("end")
+    cams = {"a": Cam("a", frames(6)), "b": Cam("b", frames(1)), "c": Cam("c", [*frames(2), end, *frames(3)]),
+            "d": Cam("d", frames(4), state="stopped")}
+    svc = SimpleNamespace(cameras=cams, batch=8, _backbone={n: "k" for n in cams})
+    taken, markers = Service._gather(svc)
+    order = [(c.name, f.index) for c, f in taken["k"]]
+    assert order == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("c", 1), ("a", 2), ("a", 3), ("a", 4)]
+    assert markers == [(cams["c"], end)]
+    assert len(cams["a"].items) == 1 and len(cams["c"].items) == 3 and len(cams["d"].items) == 4

@@ -1,7 +1,7 @@
 """The service's engine: every camera read in its own thread, one inference thread for all of them.
 
-The inference thread takes the frames that have arrived from every camera (round robin, at most a
-share of the batch each, never waiting on one camera), runs the backbone on all of them in one call
+The inference thread takes the frames that have arrived from every camera (round robin, one frame of
+each in turn until the batch is full, never waiting on one camera), runs the backbone on all of them in one call
 per distinct backbone (:mod:`.sharing`), then the due windows through each model's head in one call,
 and turns the scores into alerts (:mod:`.alerting`). An alert's start is committed to the database
 before anything else happens; its clip is recorded from the decoded frames and explained in the
@@ -328,16 +328,7 @@ class Service(AlertMedia):
     def step(self) -> bool:
         """One round over every camera; False when no camera had anything."""
         self._reopen_due()
-        share = max(1, self.batch // max(1, len(self.cameras)))
-        taken: dict[str, list[tuple[CameraRun, Any]]] = {}          # backbone key -> frames
-        markers: list[tuple[CameraRun, Any]] = []   # handled after the frames that came before them
-        for name, cam in self.cameras.items():
-            if cam.state not in ("running", "reconnecting"):
-                continue
-            frames, found = cam.take(share)
-            for f in frames:
-                taken.setdefault(self._backbone[name], []).append((cam, f))
-            markers += [(cam, m) for m in found]
+        taken, markers = self._gather()
         for key, items in taken.items():
             feats = self.shelf.features(key, [f.tensor for _, f in items])   # every camera's frames, one call
             due: dict[int, list[tuple[CameraRun, list[FrameFeature]]]] = {}    # by model: one head call each
@@ -354,6 +345,30 @@ class Service(AlertMedia):
         for cam, m in markers:         # after the frames that came before them (a source's end, a loss, a gap)
             self._marker(cam, m)
         return bool(taken or markers)
+
+    def _gather(self) -> tuple[dict[str, list[tuple[CameraRun, Any]]], list[tuple[CameraRun, Any]]]:
+        """The frames that have arrived, one of each camera in turn until ``batch`` frames (a camera
+        behind by a few frames catches up in the room the others leave; a fixed share each would hold
+        it to its share even when the others have nothing), by backbone key; and the markers met, to
+        be handled after the frames that came before them."""
+        taken: dict[str, list[tuple[CameraRun, Any]]] = {}
+        markers: list[tuple[CameraRun, Any]] = []
+        left = self.batch
+        turn = [(n, c) for n, c in self.cameras.items() if c.state in ("running", "reconnecting")]
+        while turn and left > 0:
+            again = []
+            for name, cam in turn:
+                if left == 0:
+                    break
+                frames, found = cam.take(1)
+                for f in frames:
+                    taken.setdefault(self._backbone[name], []).append((cam, f))
+                    left -= 1
+                markers += [(cam, m) for m in found]
+                if frames and not found:
+                    again.append((name, cam))
+            turn = again
+        return taken, markers
 
     def _decide(self, cam: CameraRun, window: list[FrameFeature], s: Any, done: float) -> None:
         change = cam.decide(window, s.score, s.class_index, s.class_name, done)
