@@ -75,3 +75,28 @@ def test_clips_are_encoded_fast_on_one_thread_each(tmp_path):
     default = options(str(tmp_path / "plain.mp4"))
     assert default["subme"] == "7"
     assert int(default["threads"]) > 1 or os.cpu_count() == 1
+
+
+def test_clips_are_finished_in_order_off_the_callers_thread():
+    """The inference thread hands a finished alert's clip over without waiting for it: the finisher
+    runs the jobs in its own thread, in order, goes on after one fails, and close() waits for them."""
+    from xvad.service.media import ClipFinisher
+
+    gate, done, threads = threading.Event(), [], set()
+
+    def finish(name: str) -> None:
+        threads.add(threading.get_ident())
+        if name == "first":
+            gate.wait(10)
+        if name == "broken":
+            raise RuntimeError("encoder broke")
+        done.append(name)
+
+    finisher = ClipFinisher(finish)
+    for name in ("first", "broken", "second", "third"):
+        finisher.submit(name)              # returns at once although "first" is still waiting
+    assert done == [] and finisher.pending >= 2
+    gate.set()
+    finisher.close(10)
+    assert done == ["first", "second", "third"]
+    assert threads and threading.get_ident() not in threads

@@ -45,6 +45,7 @@ class AlertMedia:
     media_paused: bool
     open: dict[str, OpenAlert]
     finishing: list[tuple[CameraRun, OpenAlert]]
+    finisher: Any          # media.ClipFinisher: clips are closed off the inference thread
     reports: Any
     host: str
     pid: int
@@ -108,7 +109,7 @@ class AlertMedia:
                 rec.recorder.alert_ended(t)
                 self.finishing.append((cam, rec))
             else:                                 # no more frames will come: the clip ends here
-                self._finish_clip(cam, rec)
+                self._finish_later(cam, rec)
 
     def _record(self, cam: CameraRun, frame: Any) -> None:
         """Give the frame to the camera's clips: the open alert's, and those in their post-roll."""
@@ -116,17 +117,20 @@ class AlertMedia:
             return
         rec = self.open.get(cam.name)
         if rec is not None and rec.recorder is not None and rec.recorder.add(frame.time, frame.image):
-            self._finish_clip(cam, rec)        # the longest clip: the alert goes on without more video
+            self._finish_later(cam, rec)       # the longest clip: the alert goes on without more video
             rec.recorder = None
         for item in [x for x in self.finishing if x[0] is cam]:
             if item[1].recorder is not None and item[1].recorder.add(frame.time, frame.image):
                 self.finishing.remove(item)
-                self._finish_clip(cam, item[1])
+                self._finish_later(cam, item[1])
 
-    def _finish_clip(self, cam: CameraRun, rec: OpenAlert) -> None:
-        recorder = rec.recorder
-        if recorder is None:
-            return
+    def _finish_later(self, cam: CameraRun, rec: OpenAlert) -> None:
+        """Hand the alert's clip to the finisher (:meth:`_finish_clip` in its thread)."""
+        if rec.recorder is not None:
+            self.finisher.submit(cam, rec, rec.recorder)
+
+    def _finish_clip(self, cam: CameraRun, rec: OpenAlert, recorder: Any) -> None:
+        """Close the clip's file, record it, and queue the alert's report (the finisher's thread)."""
         try:
             path = recorder.close()
         except Exception as exc:                  # a clip failing must not stop the service

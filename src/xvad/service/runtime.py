@@ -29,7 +29,7 @@ from ..stream.inference import FrameFeature
 from . import audit
 from .alerting import AlertMedia, OpenAlert
 from .camera import CameraRun
-from .media import ReportWorker
+from .media import ClipFinisher, ReportWorker
 from .retention import prune_audit, sweep
 from .sharing import ModelShelf
 from .versions import active_versions, version_name
@@ -87,6 +87,7 @@ class Service(AlertMedia):
         self.open: dict[str, OpenAlert] = {}
         self.finishing: list[tuple[CameraRun, OpenAlert]] = []     # clips still in their post-roll
         self.reports = ReportWorker(self._report_done)
+        self.finisher = ClipFinisher(self._finish_clip)
         self.media_paused = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -157,7 +158,7 @@ class Service(AlertMedia):
         self._close_alert(cam, "model changed")
         for item in [x for x in self.finishing if x[0] is cam]:
             self.finishing.remove(item)
-            self._finish_clip(cam, item[1])
+            self._finish_later(cam, item[1])
         fresh = self.cameras[name] = CameraRun(cam.settings, model, version_name(version))
         threading.Thread(target=cam.stop, name=f"xvad-stop-{name}", daemon=True).start()
         if self._wanted.get(name):     # also when it was offline at the swap: the new run must come up
@@ -214,8 +215,9 @@ class Service(AlertMedia):
             cam.stop()
             self.db.set_camera_state(cam.name, "stopped")
         for cam, alert in self.finishing:
-            self._finish_clip(cam, alert)
+            self._finish_later(cam, alert)
         self.finishing.clear()
+        self.finisher.close(timeout)
         self.reports.close(timeout)
 
     def stop_camera(self, name: str) -> None:
@@ -235,7 +237,7 @@ class Service(AlertMedia):
             self._close_alert(cam, "camera stopped")
             for item in [x for x in self.finishing if x[0] is cam]:    # clips in their post-roll end here
                 self.finishing.remove(item)
-                self._finish_clip(cam, item[1])
+                self._finish_later(cam, item[1])
             cam.state = "stopping"
         return cam
 
