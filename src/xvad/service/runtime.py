@@ -1,10 +1,10 @@
 """The service's engine: every camera read in its own thread, one inference thread for all of them.
 
 The inference thread takes the frames that have arrived from every camera (round robin, one frame of
-each in turn until the batch is full, never waiting on one camera), runs the backbone on all of them in one call
-per distinct backbone (:mod:`.sharing`), then the due windows through each model's head in one call,
-and turns the scores into alerts (:mod:`.alerting`). An alert's start is committed to the database
-before anything else happens; its clip is recorded from the decoded frames and explained in the
+each in turn until the batch is full, never waiting on one camera), runs the backbone on all of them
+in one call per distinct backbone (:mod:`.sharing`), then the due windows through each model's head in
+one call, and turns the scores into alerts (:mod:`.alerting`). An alert's start is committed to the
+database before anything else happens; its clip is recorded from the decoded frames and explained in the
 background (:mod:`.media`); notifications go through the outbox (:mod:`.notify`). A camera that stalls
 only stops sending frames; the others go on. Each camera runs its active model version
 (:mod:`.versions`), else its configured model, and follows a change of it within a database poll.
@@ -37,14 +37,14 @@ from .versions import active_versions, version_name
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 3600.0              # seconds between retention sweeps
 POLL_EVERY = 2.0                  # seconds between looks at the cameras' enabled flags and models in the database
+RETRY_OPEN = (2.0, 60.0)          # seconds between attempts to open a camera that will not open: first, most
+
+
 def inference_threads() -> int:
     """The shared inference thread's torch threads by default: half the cores. The cameras' readers
     need the rest, and an OpenMP pool spread over cores that readers hold waits at every barrier for
     its preempted threads (8 cameras on 2 cores dropped fewer frames on one thread than on two)."""
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-RETRY_OPEN = (2.0, 60.0)          # seconds between attempts to open a camera that will not open: first, most
 
 
 class Service(AlertMedia):
