@@ -187,3 +187,25 @@ class CameraRun:
                 "queue_depth": self.queue_depth, "purpose": self.settings.purpose,
                 "model_version": self.model_version, "checkpoint_id": getattr(self.model, "checkpoint_id", None),
                 "threshold": self.threshold}
+
+
+def take_in_turn(cameras: list[Any], most: int) -> tuple[list[tuple[Any, Frame]], list[tuple[Any, Any]]]:
+    """Up to ``most`` frames that have arrived, one of each camera in turn: a camera behind by a few
+    frames catches up in the room the others leave (a fixed share each would hold it to its share even
+    when the others have nothing). A camera's marker ends its turns; the markers come back apart.
+    ``cameras``: :class:`CameraRun` objects, or anything with their ``take``."""
+    frames: list[tuple[Any, Frame]] = []
+    markers: list[tuple[Any, Any]] = []
+    turn = list(cameras)
+    while turn and len(frames) < most:
+        again = []
+        for cam in turn:
+            if len(frames) == most:
+                break
+            got, found = cam.take(1)
+            frames += [(cam, f) for f in got]
+            markers += [(cam, m) for m in found]
+            if got and not found:
+                again.append(cam)
+        turn = again
+    return frames, markers

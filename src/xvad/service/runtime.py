@@ -28,7 +28,7 @@ from ..errors import VideoError
 from ..stream.inference import FrameFeature
 from . import audit
 from .alerting import AlertMedia, OpenAlert
-from .camera import CameraRun
+from .camera import CameraRun, take_in_turn
 from .media import ClipFinisher, ReportWorker
 from .retention import prune_audit, sweep
 from .sharing import ModelShelf
@@ -193,17 +193,8 @@ class Service(AlertMedia):
         self._thread.start()
 
     def _warm_up(self) -> None:
-        """Run each backbone once at every batch shape it will meet, on the inference thread's torch
-        threads, before any camera opens: the first call at a shape sets up its kernels (oneDNN makes
-        them per shape), which otherwise cost each camera its first frames."""
-        def work() -> None:
-            torch.set_num_threads(self.threads)
-            for scorer in list(self.shelf.backbones.values()):
-                scorer.warm_up(self.batch)
-
-        t = threading.Thread(target=work, name="xvad-warm-up")
-        t.start()
-        t.join()
+        """Each backbone at every batch shape, before any camera opens (:meth:`ModelShelf.warm_up`)."""
+        self.shelf.warm_up(self.batch, self.threads)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Drain and stop: close open alerts (reason "shutdown"), finish clips, explanations and readers."""
@@ -349,27 +340,13 @@ class Service(AlertMedia):
         return bool(taken or markers)
 
     def _gather(self) -> tuple[dict[str, list[tuple[CameraRun, Any]]], list[tuple[CameraRun, Any]]]:
-        """The frames that have arrived, one of each camera in turn until ``batch`` frames (a camera
-        behind by a few frames catches up in the room the others leave; a fixed share each would hold
-        it to its share even when the others have nothing), by backbone key; and the markers met, to
-        be handled after the frames that came before them."""
+        """The frames that have arrived (:func:`~.camera.take_in_turn`, up to ``batch``) by backbone
+        key, and the markers met, to be handled after the frames that came before them."""
+        live = [c for c in self.cameras.values() if c.state in ("running", "reconnecting")]
+        frames, markers = take_in_turn(live, self.batch)
         taken: dict[str, list[tuple[CameraRun, Any]]] = {}
-        markers: list[tuple[CameraRun, Any]] = []
-        left = self.batch
-        turn = [(n, c) for n, c in self.cameras.items() if c.state in ("running", "reconnecting")]
-        while turn and left > 0:
-            again = []
-            for name, cam in turn:
-                if left == 0:
-                    break
-                frames, found = cam.take(1)
-                for f in frames:
-                    taken.setdefault(self._backbone[name], []).append((cam, f))
-                    left -= 1
-                markers += [(cam, m) for m in found]
-                if frames and not found:
-                    again.append((name, cam))
-            turn = again
+        for cam, f in frames:
+            taken.setdefault(self._backbone[cam.name], []).append((cam, f))
         return taken, markers
 
     def _decide(self, cam: CameraRun, window: list[FrameFeature], s: Any, done: float) -> None:

@@ -80,6 +80,20 @@ class ModelShelf:
                 log.info("backbone %d for %s", len(self.backbones), path or "the shipped model")
         return model
 
+    def warm_up(self, batch: int, threads: int) -> None:
+        """Run each backbone once at every batch shape it will meet (:meth:`Scorer.warm_up`), on
+        ``threads`` torch threads as the inference thread runs it, in a thread of its own: the first
+        call at a shape sets up its kernels (oneDNN makes them per shape), which otherwise cost each
+        camera its first frames."""
+        def work() -> None:
+            torch.set_num_threads(threads)
+            for scorer in list(self.backbones.values()):
+                scorer.warm_up(batch)
+
+        t = threading.Thread(target=work, name="xvad-warm-up")
+        t.start()
+        t.join()
+
     def key(self, model: Any) -> str:
         """The backbone key of a model this shelf loaded."""
         return self._keys[id(model)]
