@@ -577,23 +577,22 @@ def test_the_inference_thread_takes_one_frame_of_each_camera_in_turn():
     up in the room the others leave, a marker ends a camera's share, and the batch is never exceeded."""
     from types import SimpleNamespace
 
+    from xvad.service.camera import CameraRun
     from xvad.service.runtime import Service
-    from xvad.stream.frames import End, Frame
+    from xvad.stream.frames import End, Frame, FrameQueue
 
-    class Cam:
+    class Cam:                 # a camera's queue and its own take(), without a reader thread
+        take = CameraRun.take
+
         def __init__(self, name: str, items: list, state: str = "running") -> None:
-            self.name, self.items, self.state = name, list(items), state
+            self.name, self.state = name, state
+            self.reader = SimpleNamespace(queue=FrameQueue(16))
+            for item in items:
+                self.reader.queue.put(item, drop=False, stop=threading.Event())
 
-        def take(self, most: int):
-            got, markers = [], []
-            while self.items and len(got) < most:
-                item = self.items.pop(0)
-                if isinstance(item, Frame):
-                    got.append(item)
-                else:
-                    markers.append(item)
-                    break
-            return got, markers
+        @property
+        def items(self) -> list:
+            return list(self.reader.queue._items)
 
     def frames(n: int) -> list:
         return [Frame(i, i / 8, None, None, 0.0) for i in range(n)]

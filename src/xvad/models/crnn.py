@@ -39,6 +39,11 @@ DEFAULTS = ModelConfig.preset("paper", weights=None)
 CHUNK_PIXELS = 8 * 192 * 192
 
 
+def images_per_call(height: int, width: int) -> int:
+    """How many ``height`` x ``width`` images one backbone call takes at inference (:data:`CHUNK_PIXELS`)."""
+    return max(1, CHUNK_PIXELS // (height * width))
+
+
 def default_classes(num_classes: int) -> list[str]:
     return ["normal", "alert"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
 
@@ -211,7 +216,7 @@ class CRNN(nn.Module):
         images = frames.reshape(n * self.streams, 3, *frames.shape[2:])   # every stream's image in one call
         if torch.is_grad_enabled():      # training and explanations: one call (their hooks see every frame)
             return self.pool(self.feature_maps(images)).to(self.head_dtype).reshape(n, -1)
-        per_call = max(1, CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))   # see CHUNK_PIXELS
+        per_call = images_per_call(images.shape[-2], images.shape[-1])
         pooled = [self.pool(self.feature_maps(part)) for part in images.split(per_call)]
         return torch.cat(pooled).to(self.head_dtype).reshape(n, -1)
 

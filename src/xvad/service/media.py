@@ -160,37 +160,27 @@ class ReportJob:
     fps: float
 
 
-class ClipFinisher:
-    """Finishes alert clips in a thread of its own, in order, never refusing one: waiting for a clip's
-    encoder, closing its file and recording it took the inference thread up to 50 ms a clip, and
-    cameras whose alerts end together finish their clips together (8 of them dropped frames)."""
+class ClipFinisher(Worker):
+    """Finishes alert clips in a thread of its own, in order, never refusing one (its queue has no
+    bound): waiting for a clip's encoder, closing its file and recording it took the inference thread
+    up to 50 ms a clip, and cameras whose alerts end together finish their clips together (8 of them
+    dropped frames)."""
+
+    name = "xvad-clip-finish"
 
     def __init__(self, finish: Any) -> None:
         self._finish = finish
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._main, name="xvad-clip-finish", daemon=True)
-        self._thread.start()
+        super().__init__(maxsize=0)
 
-    def submit(self, *job: Any) -> None:
+    def submit(self, *job: Any) -> bool:
         """``finish(*job)`` in the finisher's thread, after the jobs before it."""
-        self._queue.put(job)
+        return super().submit(job)
 
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    def close(self, timeout: float | None = None) -> None:
-        """Finish the clips submitted, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _main(self) -> None:
-        lower_this_thread(priority.READER)
-        while (job := self._queue.get()) is not None:
-            try:
-                self._finish(*job)
-            except Exception:                  # one clip failing must not stop the others
-                log.exception("finishing an alert clip failed")
+    def handle(self, job: tuple) -> None:
+        try:
+            self._finish(*job)
+        except Exception:                      # one clip failing must not stop the others
+            log.exception("finishing an alert clip failed")
 
 
 class ReportWorker(Worker):

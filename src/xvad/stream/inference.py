@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import StreamError
-from ..models.crnn import CHUNK_PIXELS
+from ..models.crnn import images_per_call
 from ..video import frame_tensor
 from ..video.images import is_still, still_image_exact
 
@@ -138,11 +138,9 @@ class Scorer:
 
     def warm_up(self, batch: int) -> None:
         """Backbone features of blank frames at every call shape that batches of 1 to ``batch`` frames
-        make (see :data:`xvad.models.crnn.CHUNK_PIXELS`): the first call at a shape is slow."""
-        cfg = self.model.config
-        streams = len(cfg.get("input", "rgb").split("+"))
-        size = int(cfg["size"])
-        per_call = max(1, CHUNK_PIXELS // (size * size))
+        make (:func:`xvad.models.crnn.images_per_call`): the first call at a shape is slow."""
+        streams, size = self.model.streams, int(self.model.config["size"])
+        per_call = images_per_call(size, size)
         blank = torch.zeros(3 * streams, size, size, device=self.device)
         with torch.inference_mode():
             for n in range(1, min(batch, -(-per_call // streams)) + 1):

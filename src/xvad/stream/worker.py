@@ -1,7 +1,8 @@
 """A background worker: one thread, a bounded queue of jobs, never a wait for the caller.
 
 Detection hands slow work (explanations, reports) to a worker; when its queue is full the job is
-refused at once and the caller records that it was skipped, so detection never waits for it.
+refused at once and the caller records that it was skipped, so detection never waits for it. A worker
+made with ``maxsize=0`` (finishing alert clips) has no bound and refuses nothing.
 """
 from __future__ import annotations
 

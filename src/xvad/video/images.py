@@ -22,9 +22,10 @@ FLOW_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.D
 
 
 def flow_rule(config: dict) -> str:
-    """How a model with ``config`` makes its flow images, as feature caches record it."""
-    rule = SMALL_FLOW_RULE if config.get("shrink", "last") == "first" else FLOW_RULE
-    return rule.replace("DIS-medium", f"DIS-{config.get('flow', 'medium')}")
+    """How a model with ``config`` makes its flow images, as feature caches record it (medium models:
+    `FLOW_RULE` or `SMALL_FLOW_RULE`)."""
+    where = "input" if config.get("shrink", "last") == "first" else f"{FLOW_WIDTH}px"
+    return f"DIS-{config.get('flow', 'medium')}@{where},x{FLOW_GAIN}"
 
 
 def input_streams(input: str) -> list[str]:
