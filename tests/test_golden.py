@@ -13,9 +13,12 @@ import xvad
 from xvad.evaluate import predict
 from xvad.stream import Detector
 
+from conftest import SAME_BF16_KERNELS
+
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden.json")
-TOL = {"fp32": 1e-5, "auto": 1e-4}   # bf16 rounding depends on nothing but the inputs and batch shapes
+# bf16 rounding depends on the inputs, the batch shapes and the CPU's bf16 kernels (conftest)
+TOL = {"fp32": 1e-5, "auto": 1e-4 if SAME_BF16_KERNELS else 2e-2}
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data (real footage) is absent")]
