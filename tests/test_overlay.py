@@ -19,7 +19,8 @@ from xvad.render import VideoWriter, colorize
 from xvad.report import write_report
 from xvad.service.overlay import LOW, OPACITY, Placement, windows_around, write_overlay
 from xvad.stream import Detector
-from xvad.video import preprocess, read_frames
+from xvad.video import preprocess, read_frames, shrink_images
+from xvad.video.crop import Region
 
 from conftest import SURV_FIGHT
 
@@ -62,6 +63,34 @@ def test_placement_puts_map_pixels_where_the_model_saw_them(crop, height, width)
         at = float((seen * np.arange(size)).sum() / seen.sum())       # the column's centre in the input
         u = place.points([[at, size / 2]])[0, 0]
         assert u * width - 0.5 == pytest.approx(column, abs=0.6)
+
+
+@pytest.mark.parametrize("region", [Region(10, 70, 40, 40), Region(0, 0, 60, 60), Region(20, 35, 24, 24)])
+def test_placement_of_a_motion_crop_square(region):
+    """With the motion crop, a frame's square (its region) goes to the model's input: a bright column
+    inside it lands in some input column, which the placement maps back to the frame column; the tile (at
+    the centre crop's scale) holds the map inside the square only."""
+    height, width, size = 60, 120, 24
+    config = {"size": size, "crop": "motion", "shrink": "first"}
+    place = Placement.of(config, height, width, region)
+    for column in range(region.left + 3, region.left + region.width - 3, 7):
+        frame = np.zeros((1, height, width, 3), np.uint8)
+        frame[0, :, column] = 255
+        x = shrink_images(frame, config, [region])[0, ..., 0].astype(float)
+        seen = x.sum(0)
+        at = float((seen * np.arange(size)).sum() / seen.sum())
+        u = place.points([[at, size / 2]])[0, 0]
+        # a one-pixel column lands in one input pixel when the square shrinks: half an input pixel off at most
+        assert u * width - 0.5 == pytest.approx(column, abs=max(0.6, 0.5 * region.width / size + 0.05))
+    tile, cover = place.tile(np.ones((size, size), np.float32))
+    assert tile.shape == (size, size * 2)                    # the frame at the centre crop's scale
+    k = size / height
+    inside = cover > 0.5
+    rows, cols = np.nonzero(inside)
+    assert rows.min() == pytest.approx(region.top * k, abs=1) and cols.min() == pytest.approx(region.left * k, abs=1)
+    assert rows.max() + 1 == pytest.approx((region.top + region.height) * k, abs=1)
+    assert cols.max() + 1 == pytest.approx((region.left + region.width) * k, abs=1)
+    assert not tile[~inside].any() or tile[~inside].max() < 0.5
 
 
 # -- a real alert clip, as the service records it ----------------------------------------------------------
@@ -119,7 +148,8 @@ def _reference(model, clip: str, start: float) -> object:
     own = model.config["precision"]
     model.set_precision("fp32")
     try:
-        x, _, ts = read_window(model, clip, start=start, frames=16, fps=FPS)
+        win = read_window(model, clip, start=start, frames=16, fps=FPS)
+        x, ts = win.x, win.times
         e = explain(model, x, method="gradcam", target=1)
     finally:
         model.set_precision(own)
@@ -315,7 +345,7 @@ def test_a_clip_at_another_rate_and_shape(tmp_path):
     inside = cut[5][:, place.left:place.left + s].astype(int)
     assert np.abs(inside[..., :3] - colorize(e.maps[5]).astype(int)).max() <= 1
     assert [v["stream"] for v in d["votes"]] == ["motion", "flow"]
-    x, _, _ = read_window(model, DEMO, start=d["frames"][0]["t"], frames=16, fps=FPS)
+    x = read_window(model, DEMO, start=d["frames"][0]["t"], frames=16, fps=FPS).x
     p = model.stream_proba(x)[:, 1].tolist()
     assert [v["p"] for v in d["votes"]] == pytest.approx(p, abs=1e-6)
 

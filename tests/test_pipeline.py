@@ -13,9 +13,10 @@ import xvad
 from xvad.models import CRNN
 from xvad.stream import Detector
 from xvad.stream.frames import End, Frame, FrameQueue
+from xvad.stream.inference import FrameInput
 from xvad.stream.source import Reader
 from xvad.synthetic import make_clip, write_video
-from xvad.video import frame_tensor, load_clip, parse_source, read_frame_pairs
+from xvad.video import load_clip, parse_source, read_frame_pairs
 
 from conftest import SURV_FIGHT
 
@@ -30,9 +31,10 @@ def clip_file(tmp_path_factory):
 
 
 def stream_frames(path: str, config: dict, fps: float) -> list[Frame]:
-    """Every frame the stream reader delivers for ``path``, with its picture and model input."""
-    reader = Reader(parse_source(path), fps, lambda image, partner: frame_tensor(image, partner, config),
-                    FrameQueue(1000), live=False, keep_images=True, pairs=True)
+    """Every frame the stream reader delivers for ``path``, with its picture and model input (made as the
+    detector and the service make them: one :class:`FrameInput` for the stream)."""
+    reader = Reader(parse_source(path), fps, FrameInput(config), FrameQueue(1000), live=False, keep_images=True,
+                    pairs=True)
     reader.start()
     frames = []
     while True:
@@ -52,10 +54,13 @@ def real_clip() -> str:
     return path
 
 
+@pytest.mark.parametrize("crop", ["center", "motion"])
 @pytest.mark.parametrize("which", ["synthetic", "real"])
-def test_file_and_stream_give_the_same_frames_and_inputs(clip_file, which):
+def test_file_and_stream_give_the_same_frames_and_inputs(clip_file, which, crop):
+    """Also with the motion crop: the stream chooses each frame's square as the clip loader does, from
+    the first frame on."""
     path = clip_file if which == "synthetic" else real_clip()
-    config = dict(CRNN("tiny", input="motion+flow", size=32, frames=8).config)
+    config = dict(CRNN("tiny", input="motion+flow", size=32, frames=8, crop=crop).config)
     rgb, partners, times = read_frame_pairs(path, fps=8)
     got = stream_frames(path, config, fps=8)
     assert len(got) == len(rgb) > 8
@@ -64,6 +69,11 @@ def test_file_and_stream_give_the_same_frames_and_inputs(clip_file, which):
     clip = load_clip(path, config, fps=8, frames=len(rgb))
     np.testing.assert_array_equal(clip.rgb, rgb)
     torch.testing.assert_close(torch.stack([f.tensor for f in got]), clip.tensor(), atol=0, rtol=0)
+    if crop == "motion":
+        assert [f.region for f in got] == clip.regions
+        assert len(set(clip.regions)) > 1                    # the squares follow the motion
+    else:
+        assert all(f.region is None for f in got) and len(set(clip.regions)) == 1
 
 
 def test_stream_window_scores_equal_clip_scores(clip_file):

@@ -188,3 +188,33 @@ def test_finetuning_folds_start_from_the_same_backbone(synthetic_data, tmp_path)
     fresh = after(model, [second], True)
     assert torch.equal(after(model, [first, second], True), fresh)          # the first run leaves no trace
     assert not torch.allclose(after(model, [first, second], False), fresh)  # without it, it would
+
+
+def test_held_out_clips_scored_as_a_stream(tmp_path):
+    """--stream-fps: each held-out clip is also scored as a stream scores it (its highest window at that
+    rate), reported apart; the saved model samples at that rate, and its stream scores agree with
+    `xvad predict`'s, which runs the model on the clips themselves."""
+    from xvad.data import load_dataset
+    from xvad.evaluate import predict
+    from xvad.features import stream_features
+    from xvad.synthetic import make_dataset
+    from xvad.train import stream_proba
+
+    data = make_dataset(str(tmp_path / "data"), per_class=8, frames=28, size=40, seed=3)   # 3.5 s at 8 fps
+    cfg = tiny_config(tmp_path, finetune=False, input="motion", temporal="pool", folds=2, epochs=30,
+                      stream_fps=8.0)
+    m = train(data, str(tmp_path / "run"), cfg, progress=False)
+    s = m["as_stream"]
+    assert s["fps"] == 8.0 and len(s["folds"]) == 2
+    cm = np.array(s["pooled_validation"]["confusion_matrix"])
+    assert cm.sum() == 16 and s["summary"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert s["summary"]["accuracy"] >= 0.75, s["summary"]                # the object is there to find
+    model = load_model(str(tmp_path / "run" / "model.pt")).set_precision("fp32")
+    assert model.config["fps"] == 8.0
+    paths = [x.path for x in load_dataset(data).samples]
+    feats, failed = stream_features(model, paths, 8.0, str(tmp_path / "cache2"), progress=False)
+    assert not failed and all(len(f) == 28 for f in feats.values())
+    ours = stream_proba(model, [feats[i] for i in range(len(paths))])[:, 1].numpy()
+    theirs = np.array([r["scores"]["alert"] for r in predict(model, paths)])
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)                   # float16 cache against fresh fp32
+    assert np.std(theirs) > 0.05

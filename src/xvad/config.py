@@ -102,7 +102,8 @@ class ModelConfig:
     size: int = setting(192, "input size in pixels")
     fps: float | None = setting(None, "sample at this rate instead of uniformly over the clip")
     crop: str = setting("center", "fitting a frame into size x size: centre crop, the whole frame "
-                        "squeezed, or padded", choices=crops)
+                        "squeezed, padded, or a square around what moved in the last frames (motion; with "
+                        "--shrink first)", choices=crops)
     shrink: str = setting("first", "when frames are shrunk to the input: first (OpenCV area averaging, then "
                           "motion and flow on the small images: cheap) or last (motion and flow at the frame's "
                           "resolution, then an antialiased resize: the rule of checkpoints saved before this "
@@ -138,6 +139,8 @@ class ModelConfig:
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices():
                 raise ValueError(f"{f.name} must be one of {', '.join(choices())}, not {getattr(self, f.name)!r}")
+        if getattr(self, "crop", None) == "motion" and getattr(self, "shrink", None) != "first":
+            raise ValueError("crop motion cuts each frame's square before shrinking it: it needs shrink first")
 
     @classmethod
     def preset(cls: type[C], name: str, **overrides: Any) -> C:
@@ -166,6 +169,9 @@ class TrainConfig(ModelConfig):
     finetune: bool = setting(False, "train the backbone too (end to end)")
     backbone_lr: float = setting(1e-5, "with --finetune: learning rate of the backbone")
     cache_dir: str | None = setting(None, "feature cache folder (none: ~/.cache/xvad/features)")
+    stream_fps: float | None = setting(None, "also score each held-out clip as a stream at this rate would: every "
+                                       "window of --frames frames, 2 apart, over the whole clip, the highest "
+                                       "(metrics.json: as_stream); the saved model samples at this rate")
     classes: list[str] | None = setting(None, "class order, comma-separated, normal class first (none: "
                                         "normal-like names first)", parse=_names, metavar="NAME,NAME[,...]")
 

@@ -21,10 +21,10 @@ from .video import VideoError, load_clip, probe
 STRIDE = 2          # frames between windows of a long video, as ``xvad detect`` scores a stream
 
 
-def window_count(model: CRNN, path: str) -> int:
-    """How many frames a video gives at the model's rate: one window's worth, or more for a video
-    longer than one window (a model without a rate always sees one window, spread over the video)."""
-    window, fps = int(model.config["frames"]), model.config.get("fps")
+def window_count(model: CRNN, path: str, fps: float | None = None) -> int:
+    """How many frames a video gives at the model's rate (or ``fps``): one window's worth, or more for a
+    video longer than one window (a model without a rate always sees one window, spread over the video)."""
+    window, fps = int(model.config["frames"]), fps or model.config.get("fps")
     if not fps:
         return window
     duration = probe(path).duration or 0.0
@@ -45,18 +45,28 @@ def score_video(model: CRNN, path: str) -> dict:
         loaded = load_clip(path, model.config, frames=n)
         model.eval()
         feats = model.features(loaded.tensor()[None].to(model.device))[0]
-        starts = list(range(0, n - window + 1, STRIDE))
-        stacked = torch.stack([feats[s:s + window] for s in starts])
-        score, _ = window_scores(model.classify(stacked))
-        best = int(score.argmax())
+        best = highest_window(model, feats)
         times = loaded.times
-        span = (float(times[starts[best]]), float(times[starts[best] + window - 1]))
-        windows = stacked[best:best + 1]
+        span = (float(times[best]), float(times[best + window - 1]))
+        windows = feats[None, best:best + window]
     out = _probabilities(model, windows, from_features=span is not None)
     out = {"video": path, **out}
     if span is not None:
         out["window"] = {"start": round(span[0], 3), "end": round(span[1], 3)}
     return out
+
+
+@torch.no_grad()
+def highest_window(model: CRNN, feats: torch.Tensor) -> int:
+    """Where the window with the highest alert score starts among every window of the model's length,
+    ``STRIDE`` frames apart, of a video's frame features ``[n, D]`` (n at least one window): how a
+    stream scores the video. Fewer than a window and a stride: the first window."""
+    window = int(model.config["frames"])
+    if len(feats) < window + STRIDE:
+        return 0
+    starts = list(range(0, len(feats) - window + 1, STRIDE))
+    score, _ = window_scores(model.eval().classify(torch.stack([feats[s:s + window] for s in starts])))
+    return starts[int(score.argmax())]
 
 
 def model_threshold(model: CRNN) -> float:

@@ -19,6 +19,7 @@ from .atomic import atomic_path
 from .hashing import file_sha256
 from .models import CRNN
 from .video import MOTION_RULE, VideoError, View, flow_rule, input_streams, load_clip
+from .video.crop import MOTION_CROP_RULE
 
 # Config entries that change what the backbone sees or computes.
 FEATURE_KEYS = ("backbone", "weights", "pooling", "frames", "size", "fps", "crop", "shrink", "mean", "std", "input")
@@ -62,17 +63,21 @@ def clip_tensor(path: str, config: dict, view: View = View()) -> torch.Tensor:
 class FeatureCache:
     """Directory of ``<key>.pt`` files, each a float16 ``[T, D]`` tensor."""
 
-    def __init__(self, root: str, model: CRNN) -> None:
+    def __init__(self, root: str, model: CRNN, config: dict | None = None) -> None:
+        """``config``: the frames' settings, if not ``model.config`` (frames at a stream's rate)."""
         self.root = root
         os.makedirs(root, exist_ok=True)
-        cfg: dict[str, Any] = {k: model.config.get(k) for k in FEATURE_KEYS}
+        config = config or model.config
+        cfg: dict[str, Any] = {k: config.get(k) for k in FEATURE_KEYS}
         cfg["precision"] = model.precision
         cfg["batch_norm"] = "folded"      # the frozen backbone runs with its batch norms folded (models.fold)
         streams = input_streams(cfg["input"])
         if "motion" in streams:
             cfg["motion"] = MOTION_RULE
         if "flow" in streams:
-            cfg["flow"] = flow_rule(model.config)
+            cfg["flow"] = flow_rule(config)
+        if cfg["crop"] == "motion":
+            cfg["motion_crop"] = MOTION_CROP_RULE
         self.fingerprint = json.dumps(cfg, sort_keys=True)
 
     def path(self, clip: str, view: View) -> str:
@@ -129,6 +134,40 @@ def extract_features(model: CRNN, paths: list[str], views: list[View], cache_dir
             out = model.frame_features(clip).cpu()
             cache.put(path, views[v], out)
             feats[i, v] = out.to(torch.float16).float()  # the same values a later cache hit returns
+    finally:
+        model.train(was_training)
+    return feats, failures
+
+
+@torch.no_grad()
+def stream_features(model: CRNN, paths: list[str], fps: float, cache_dir: str | None = None,
+                    progress: bool = True) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
+    """Per clip index, the features ``[n, D]`` of every frame a stream at ``fps`` samples from the clip's
+    start to its end (at least one window: a short clip's last frame repeats, as ``xvad evaluate`` reads
+    it), for scoring it as a stream (:func:`xvad.evaluate.highest_window`); cached like
+    :func:`extract_features`. Unreadable clips are reported in ``failures``, not fatal."""
+    from .evaluate import window_count
+
+    root = cache_dir or default_cache_dir()
+    was_training = model.training
+    model.eval()
+    feats: dict[int, torch.Tensor] = {}
+    failures: dict[str, str] = {}
+    try:
+        for i, path in enumerate(tqdm(paths, desc=f"features at {fps:g} fps", unit="clip", disable=not progress,
+                                      leave=False)):
+            try:
+                config = dict(model.config, fps=float(fps), frames=window_count(model, path, fps))
+                cache = FeatureCache(root, model, config)
+                cached = cache.get(path, View())
+                if cached is None:
+                    out = model.frame_features(load_clip(path, config).tensor().to(model.device)).cpu()
+                    cache.put(path, View(), out)
+                    cached = out.to(torch.float16).float()
+            except VideoError as exc:
+                failures[path] = str(exc)
+                continue
+            feats[i] = cached
     finally:
         model.train(was_training)
     return feats, failures

@@ -23,7 +23,9 @@ from .atomic import atomic_path
 from .checkpoint import save_model
 from .config import TrainConfig
 from .data import Dataset, group_kfold, group_split, load_dataset
-from .features import clip_tensor, extract_features, make_views
+from .errors import ConfigError
+from .evaluate import STRIDE, highest_window
+from .features import clip_tensor, extract_features, make_views, stream_features
 from .jsonio import write_json
 from .metrics import classification_metrics, summarize_folds
 from .models import CRNN
@@ -142,6 +144,19 @@ def choose_epochs(model: CRNN, inputs: dict, data: Dataset, train_idx: np.ndarra
     return {"history": history, "best_epoch": best}
 
 
+@torch.no_grad()
+def stream_proba(model: CRNN, videos: list[torch.Tensor]) -> torch.Tensor:
+    """``[N, classes]`` probabilities of N videos scored as a stream scores them: of each one's highest
+    window (:func:`~xvad.evaluate.highest_window`) among its frame features ``[n, D]``."""
+    window = int(model.config["frames"])
+    model.eval()
+    rows = []
+    for feats in videos:
+        start = highest_window(model, feats)
+        rows.append(model.classify(feats[None, start:start + window].to(model.device)).softmax(-1)[0].float().cpu())
+    return torch.stack(rows) if rows else torch.zeros(0, len(model.classes))
+
+
 def trainable_state(model: CRNN, cfg: TrainConfig) -> dict:
     """The part of the state dict that training changes (all of it when fine-tuning)."""
     sd = model.state_dict()
@@ -177,6 +192,14 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
     def views_of(idx) -> list[tuple[int, int]]:
         return [(int(i), v) for i in idx for v in range(n_views) if (int(i), v) in inputs]
 
+    streams: dict[int, torch.Tensor] = {}
+    if cfg.stream_fps:       # every clip at the stream's rate, for scoring the held-out ones as a stream would
+        if cfg.finetune:
+            raise ConfigError("--stream-fps scores cached features: it needs a frozen backbone (no --finetune)")
+        streams, lost = stream_features(model, [s.path for s in good.samples], cfg.stream_fps, cfg.cache_dir,
+                                        progress)
+        failures.update(lost)
+
     resume = RunState(out_dir, cfg)
     splits = (group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1
               else [group_split(good, cfg.val_fraction, cfg.seed)])
@@ -194,6 +217,11 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         m = classification_metrics(labels[va], proba.numpy(), good.classes)
         fold_results.append({"fold": f + 1, "val_index": va.tolist(), "proba": proba.tolist(),
                              "best_epoch": sel["best_epoch"], "metrics": m, "history": sel["history"]})
+        if streams:
+            scored = [int(i) for i in va if int(i) in streams]
+            as_stream = stream_proba(model, [streams[i] for i in scored])
+            fold_results[-1]["stream"] = {"index": scored, "proba": as_stream.tolist(), "metrics":
+                                          classification_metrics(labels[scored], as_stream.numpy(), good.classes)}
         resume.save(fold_results)
 
     # The model that is saved trains on every usable clip for the median chosen epoch count.
@@ -202,6 +230,8 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         start)
 
     metrics = run_metrics(good, fold_results, cfg, failures, len(data), epochs)
+    if cfg.stream_fps:
+        model.config["fps"] = float(cfg.stream_fps)     # the rate it was scored at as a stream
     save_model(model, os.path.join(out_dir, "model.pt"),
                extra={"metrics": {k: metrics["summary"].get(k) for k in ("accuracy", "roc_auc", "f1")},
                       "train_config": json.loads(json.dumps(asdict(cfg))), "threshold": 0.5})
@@ -237,6 +267,16 @@ def run_metrics(data: Dataset, folds: list[dict], cfg: TrainConfig, failures: di
     pooled = classification_metrics(data.labels[idx], proba, data.classes)
     per_fold = [r["metrics"] for r in folds]
     summary = {k: pooled[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")}
+    as_stream = None
+    if folds and all("stream" in r for r in folds):
+        sidx = np.concatenate([r["stream"]["index"] for r in folds]).astype(int)
+        sproba = np.concatenate([np.array(r["stream"]["proba"]).reshape(len(r["stream"]["index"]), -1)
+                                 for r in folds])
+        spooled = classification_metrics(data.labels[sidx], sproba, data.classes)
+        sfolds = [r["stream"]["metrics"] for r in folds]
+        as_stream = {"fps": cfg.stream_fps, "window": cfg.frames, "stride": STRIDE,
+                     "summary": {k: spooled[k] for k in summary}, "pooled_validation": spooled, "folds": sfolds,
+                     "cross_validation": summarize_folds(sfolds) if len(folds) > 1 else None}
     return {
         "split": f"group {cfg.folds}-fold" if cfg.folds > 1 else f"group hold-out ({cfg.val_fraction:.0%})",
         "classes": data.classes, "n_clips": n_total, "n_used": len(data),
@@ -246,6 +286,7 @@ def run_metrics(data: Dataset, folds: list[dict], cfg: TrainConfig, failures: di
         "best_epochs": [r["best_epoch"] for r in folds], "final_epochs": final_epochs,
         "n_skipped": len(failures), "skipped": [{"path": p, "error": e} for p, e in sorted(failures.items())],
         "config": asdict(cfg),
+        **({"as_stream": as_stream} if as_stream is not None else {}),
     }
 
 

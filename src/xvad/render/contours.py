@@ -89,15 +89,15 @@ class Region:
         """All outer iso-lines, the main one first."""
         return [self.polygon, *self.parts]
 
-    def scaled(self, sx: float, sy: float) -> Region:
-        """The region in another resolution: polygon coordinates map pixel centres to pixel
-        centres (``x' = (x + 0.5) * sx - 0.5``), boxes scale their edges."""
+    def scaled(self, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> Region:
+        """The region in another resolution, moved by ``(dx, dy)`` pixels of it: polygon coordinates map
+        pixel centres to pixel centres (``x' = (x + 0.5) * sx - 0.5 + dx``), boxes scale their edges."""
         def tf(poly: Polygon) -> Polygon:
-            return [((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for x, y in poly]
+            return [((x + 0.5) * sx - 0.5 + dx, (y + 0.5) * sy - 0.5 + dy) for x, y in poly]
         x0, y0, x1, y1 = self.box
-        box = (int(math.floor(x0 * sx)), int(math.floor(y0 * sy)),
-               int(math.ceil(x1 * sx)), int(math.ceil(y1 * sy)))
-        peak = (int(round((self.peak[0] + 0.5) * sx - 0.5)), int(round((self.peak[1] + 0.5) * sy - 0.5)))
+        box = (int(math.floor(x0 * sx + dx)), int(math.floor(y0 * sy + dy)),
+               int(math.ceil(x1 * sx + dx)), int(math.ceil(y1 * sy + dy)))
+        peak = (int(round((self.peak[0] + 0.5) * sx - 0.5 + dx)), int(round((self.peak[1] + 0.5) * sy - 0.5 + dy)))
         return Region(tf(self.polygon), box, int(round(self.area * sx * sy)), peak, self.mass,
                       self.value, [tf(p) for p in self.holes], [tf(p) for p in self.parts])
 

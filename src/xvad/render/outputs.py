@@ -20,7 +20,7 @@ def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
                               timestamps: Sequence[float | None] | np.ndarray | None = None, source: Any = None,
                               contour_mode: str = "top", q: float = 10.0, *,
                               min_area: float = 0.002, video: bool = True,
-                              sheet: bool = True) -> dict[str, str]:
+                              sheet: bool = True, places: Sequence[Any] | None = None) -> dict[str, str]:
     """Write into ``out_dir`` (created if needed): ``overlay_<method>.mp4`` per method,
     ``contact_sheet.png``, ``maps.npz`` and ``explanation.json``; every file atomically.
 
@@ -28,6 +28,9 @@ def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
     method names to explanations (or is a list, keyed by each one's ``method``). Contours are found
     per method with one threshold for the clip (``contour_mode``, ``q``) in the maps' pixel
     coordinates, and the same regions are drawn in the video, the sheet and stored in the JSON.
+    With ``places`` (one :class:`~xvad.render.place.Placement` per frame) the frames are the whole
+    frames and the maps and contours are drawn where the model looked in each (its square is recorded in
+    the JSON, ``boxes``: x0, y0, x1, y1 in 0..1 of the frame).
     Returns the paths written, keyed ``overlay_<method>``, ``contact_sheet``, ``maps``, ``json``.
     """
     out = os.fspath(out_dir)
@@ -57,11 +60,11 @@ def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
         for name, e in named.items():
             path = os.path.join(out, f"overlay_{safe_name(name)}.mp4")
             written[f"overlay_{safe_name(name)}"] = write_video(
-                path, overlay_frames(fr, e, regions[name], timestamps=timestamps), fps)
+                path, overlay_frames(fr, e, regions[name], timestamps=timestamps, places=places), fps)
     if sheet:
         written["contact_sheet"] = contact_sheet(
             fr, named, os.path.join(out, "contact_sheet.png"), timestamps=timestamps,
-            regions=regions)
+            regions=regions, places=places)
     written["maps"] = save_maps(os.path.join(out, "maps.npz"), named)
 
     first = next(iter(named.values()))
@@ -77,5 +80,7 @@ def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
         "files": {k: os.path.basename(v) for k, v in written.items()} | {"json": "explanation.json"},
         "methods": records,
     }
+    if places is not None:      # the regions are in map pixels; this is where each frame's map lies
+        payload["boxes"] = [[round(float(v), 4) for v in p.box(1, 1)] for p in places]
     written["json"] = write_json(os.path.join(out, "explanation.json"), payload)
     return written

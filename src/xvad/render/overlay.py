@@ -76,15 +76,17 @@ def colorize(map_: Any, cmap: str = "jet", vmin: float = 0.0, vmax: float = 1.0)
 
 
 def blend(frame: Any, map_: Any, alpha: float = 0.45, cmap: str = "jet", vmin: float = 0.0,
-          vmax: float = 1.0) -> np.ndarray:
-    """The frame with the coloured map laid over it at opacity ``alpha`` (uint8 RGB). A map of
-    another size than the frame is resized bilinearly to the frame."""
+          vmax: float = 1.0, cover: Any = None) -> np.ndarray:
+    """The frame with the coloured map laid over it at opacity ``alpha`` (uint8 RGB), times ``cover``
+    (0..1 per pixel: where the map is defined; None: everywhere). A map of another size than the
+    frame is resized bilinearly to the frame."""
     f = as_rgb_frames(np.asarray(frame)[None])[0]
     m = np.asarray(map_, dtype=np.float32)
     if m.shape != f.shape[:2]:
         m = resize_maps(m, f.shape[:2])
     heat = colorize(m, cmap, vmin, vmax).astype(np.float32)
-    out = f.astype(np.float32) * (1.0 - alpha) + heat * alpha
+    a: Any = alpha if cover is None else alpha * np.asarray(cover, np.float32)[..., None]
+    out = f.astype(np.float32) * (1.0 - a) + heat * a
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -303,7 +305,7 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
                    alpha: float = 0.45, cmap: str = "jet", contours: bool = True,
                    contour_mode: str = "top", q: float = 10.0, boxes: bool = False,
                    timestamps: Sequence[float | None] | None = None, min_side: int = 240,
-                   title: str | None = None) -> np.ndarray:
+                   title: str | None = None, places: Sequence[Any] | None = None) -> np.ndarray:
     """Compose the overlay clip: each frame with its heatmap blended in and the region contours,
     a header bar above it with the method, class and score (left) and the frame number and time
     (right), and a frame-importance strip below (every frame's importance as a bar, this frame's
@@ -311,8 +313,10 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
 
     ``explanation`` is an object with ``maps`` (and optionally ``frame_importance``, ``score``,
     ``class_name``, ``target``, ``method``) or a plain ``[T, h, w]`` maps array. Maps of another
-    size than the frames are resized bilinearly to the frames. ``regions`` are per-frame regions
-    in the maps' pixel coordinates (default: :func:`clip_contours` with ``contour_mode``/``q``).
+    size than the frames are resized bilinearly to the frames, or, with ``places`` (one
+    :class:`~xvad.render.place.Placement` per frame), drawn where the model looked in each whole frame.
+    ``regions`` are per-frame regions in the maps' pixel coordinates (default: :func:`clip_contours`
+    with ``contour_mode``/``q``).
     Frames whose smaller side is below ``min_side`` are enlarged (by an integer factor) first so
     the text stays legible; ``H'`` is that height plus the header's and the strip's.
     """
@@ -335,7 +339,13 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
     if contours and regions is not None and len(regions) != T:
         raise ValueError(f"{T} frames but regions for {len(regions)}")
     sx, sy = W / mw, H / mh
-    if (mh, mw) != (H, W):
+    covers: list[Any] = [None] * T
+    if places is not None:
+        if len(places) != T:
+            raise ValueError(f"{T} frames but {len(places)} placements")
+        drawn = [place.on_frame(m, H, W) for m, place in zip(maps, places)]
+        maps, covers = np.stack([m for m, _ in drawn]), [c for _, c in drawn]
+    elif (mh, mw) != (H, W):
         maps = resize_maps(maps, (H, W))
 
     imp = getattr(explanation, "frame_importance", None) if importance else None
@@ -368,10 +378,12 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
             draw_text(bar, head, (0, 1), size=font, background=None, padding=pad, max_width=head_w)
         draw_text(bar, when(t), (W, 1), size=font, anchor="tr", background=None, padding=pad,
                   colour=(220, 220, 220))
-        img = blend(fr[t], maps[t], alpha, cmap)
+        img = blend(fr[t], maps[t], alpha, cmap, cover=covers[t])
         if contours and regions is not None:
             regs = [r if isinstance(r, Region) else Region.from_dict(r) for r in regions[t]]
-            if (sx, sy) != (1.0, 1.0):
+            if places is not None:
+                regs = [places[t].region_on_frame(r, H, W) for r in regs]
+            elif (sx, sy) != (1.0, 1.0):
                 regs = [r.scaled(sx, sy) for r in regs]
             if boxes:
                 draw_boxes(img, regs, HIGHLIGHT, max(1, thickness - 1), outline=BLACK)

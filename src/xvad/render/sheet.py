@@ -64,13 +64,15 @@ def contact_sheet(frames: Any, explanations: Mapping[str, Any] | Sequence[Any],
                   timestamps: Sequence[float | None] | None = None, contour_mode: str = "top",
                   q: float = 10.0, regions: Mapping[str, Sequence[Sequence[Region]]] | None = None,
                   alpha: float = 0.45, cmap: str = "jet", title: str | None = None,
-                  cell: float = 1.6, dpi: int = 100) -> str:
+                  cell: float = 1.6, dpi: int = 100, places: Sequence[Any] | None = None) -> str:
     """Write the contact sheet PNG to ``path`` (atomically, via ``path + ".part"``); returns the path.
 
     ``frames`` are uint8 RGB ``[T, H, W, 3]``; each explanation has ``maps [T, h, w]`` (resized
     to the frames when their size differs) and, if available, ``frame_importance``, ``score``,
     ``class_name`` and ``target``. ``columns`` caps the number of frames shown (default 16).
     ``regions`` optionally gives precomputed per-frame regions per method, in map coordinates.
+    ``places`` (one :class:`~xvad.render.place.Placement` per frame): the frames are whole frames and each
+    map is drawn where the model looked in them.
     ``cell`` is the width of one frame in inches.
     """
     from matplotlib import patheffects
@@ -133,13 +135,19 @@ def contact_sheet(frames: Any, explanations: Mapping[str, Any] | Sequence[Any],
         sx, sy = W / mw, H / mh
         for c, t in enumerate(idx):
             ax = axes_at(r, c)
-            ax.imshow(blend(fr[t], maps[t], alpha, cmap), interpolation="nearest")
+            if places is not None:      # the map where the model looked in the whole frame
+                m, cover = places[t].on_frame(maps[t], H, W)
+                ax.imshow(blend(fr[t], m, alpha, cmap, cover=cover), interpolation="nearest")
+            else:
+                ax.imshow(blend(fr[t], maps[t], alpha, cmap), interpolation="nearest")
             ax.set_xlim(-0.5, W - 0.5)
             ax.set_ylim(H - 0.5, -0.5)
             if regs is not None:
                 for reg in regs[t]:
                     reg = reg if isinstance(reg, Region) else Region.from_dict(reg)
-                    if (sx, sy) != (1.0, 1.0):
+                    if places is not None:
+                        reg = places[t].region_on_frame(reg, H, W)
+                    elif (sx, sy) != (1.0, 1.0):
                         reg = reg.scaled(sx, sy)
                     for poly in reg.polygons + reg.holes:
                         p = np.asarray(poly)

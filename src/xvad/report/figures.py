@@ -1,5 +1,6 @@
 """The report's pictures as base64 PNGs: the score over time with the alerts shaded, the frame-importance
-chart, and per key frame the frame, its Grad-CAM overlay with contours and its saliency overlay."""
+chart, and per key frame what the model saw, its Grad-CAM overlay with contours, its saliency overlay,
+and the whole frame with the Grad-CAM where the model looked (its square outlined)."""
 from __future__ import annotations
 
 import base64
@@ -12,12 +13,14 @@ import cv2
 import numpy as np
 
 from ..render import blend, clip_contours, draw_polygons, resize_maps
+from ..render.place import whole_frame
 from ..render.threshold import MODES
 
 if TYPE_CHECKING:
     from .select import AlertView
 
 ALERT_RED = "#d62728"
+WHOLE_SHORT = 256          # pixels: the short side of the whole frame shown beside the model's view
 
 
 @dataclass(frozen=True)
@@ -95,16 +98,29 @@ def frame_panels(view: AlertView, key: list[int], contours: Contours) -> list[di
     gc, sal = view.explanations["gradcam"], view.explanations["saliency"]
     scale = max(1, 256 // min(view.frames.shape[1:3]))  # small model inputs are enlarged for the eye
     frames = view.frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    regions = [[r.scaled(scale, scale) for r in frame] for frame in contours.regions(gc)]
+    raw = contours.regions(gc)
+    regions = [[r.scaled(scale, scale) for r in frame] for frame in raw]
     panels = []
     for t in key:
         big = frames.shape[1:3]
         cam = blend(frames[t], resize_maps(gc.maps[t:t + 1], big)[0], alpha=0.45)
         draw_polygons(cam, regions[t])
         sal_map = resize_maps(sal.maps[t:t + 1], big)[0]
-        panels.append({"time": float(view.window_times[t]), "index": t,
-                       "importance": float(gc.frame_importance[t]),
-                       "frame": image_png(frames[t]), "gradcam": image_png(cam),
-                       "saliency": image_png(blend(frames[t], sal_map, alpha=0.55, cmap="inferno")),
-                       "regions": len(regions[t])})
+        panel = {"time": float(view.window_times[t]), "index": t, "importance": float(gc.frame_importance[t]),
+                 "frame": image_png(frames[t]), "gradcam": image_png(cam),
+                 "saliency": image_png(blend(frames[t], sal_map, alpha=0.55, cmap="inferno")),
+                 "regions": len(regions[t]), "whole": None}
+        if view.window is not None:     # the whole frame: the map where the model looked, its square outlined
+            whole = shrunk(view.window.rgb[t], WHOLE_SHORT)
+            panel["whole"] = image_png(whole_frame(whole, gc.maps[t], raw[t], view.window.places[t], box=True))
+        panels.append(panel)
     return panels
+
+
+def shrunk(frame: np.ndarray, short: int) -> np.ndarray:
+    """A frame resized (area averaging) so that its short side is at most ``short`` pixels."""
+    h, w = frame.shape[:2]
+    k = short / min(h, w)
+    if k >= 1:
+        return np.ascontiguousarray(frame)
+    return cv2.resize(frame, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..explain_video import Window
     from ..models import CRNN
     from ..stream import WindowResult
 
@@ -54,6 +55,7 @@ class AlertView:
     explanations: dict
     votes: list[tuple[str, float]] = field(default_factory=list)   # each stream's own probability of the class
     alert: Alert | None = None    # None: no alert was raised, this is the highest-scoring window
+    window: Window | None = None  # the whole frames and where the model looked in them
 
 
 def alerts_of(results: Sequence[WindowResult]) -> list[Alert]:
@@ -106,11 +108,11 @@ def review_windows(model: CRNN, video: str, results: Sequence[WindowResult], cho
         model.set_precision(map_precision or own)
         for title, start, end, peak, alert in picks:
             log.info("explaining %s of %s (window from %.2f s)", title, video, peak.start_time)
-            clip, shown, ts = read_window(model, video, start=peak.start_time, frames=window, fps=fps)
-            target = peak.class_index
+            win = read_window(model, video, start=peak.start_time, frames=window, fps=fps)
+            clip, target = win.x, peak.class_index
             expl = {m: explain(model, clip, method=m, target=target) for m in METHODS}
-            views.append(AlertView(title, start, end, float(peak.score), peak.class_name or str(target), ts,
-                                   shown, expl, [], alert))
+            views.append(AlertView(title, start, end, float(peak.score), peak.class_name or str(target), win.times,
+                                   win.shown, expl, [], alert, win))
             clips.append((clip, target))
     finally:
         model.set_precision(own)

@@ -31,10 +31,9 @@ import torch
 
 from ..atomic import atomic_path
 from ..jsonio import write_json
-from ..render import colorize, draw_polygons
+from ..render.place import CMAP, LOW, OPACITY, Placement, rgba, whole_frame  # noqa: F401 - the console's look
 from ..report import Contours, key_frames
 from ..report.text import LEAN
-from ..video.tensor import fit
 
 if TYPE_CHECKING:
     from ..report import AlertView
@@ -46,73 +45,12 @@ VERSION = 1
 EXPLANATION = "explanation.json"
 MAPS = "maps.png"
 MAX_WINDOWS = 8            # windows explained around the peak: a long clip stays cheap
-CMAP = "jet"
-LOW = 0.2                  # a map value up to this is transparent ...
-OPACITY = 0.7              # ... and above it the opacity rises linearly to this at the maximum
 SPRITE_WIDTH = 4096        # pixels: no wider sprite sheet, so every browser decodes it
 KEY_QUALITY = 90
 RULE = Contours()           # the contour rule of the decision report
 DECIMALS = 4               # of the 0..1 contour coordinates (a tenth of a pixel of a 4K frame)
 SIMPLIFY = 0.5             # map pixels: contour vertices closer than this to the outline are left out
 PNG_LEVEL = 6              # zlib level of the sprite sheet: most of the gain of 9 at a tenth of the time
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the model's square input of ``size`` lies in a frame: the frame resized to ``height`` x
-    ``width`` (the model's scale) has the square's top-left corner at ``(top, left)``."""
-    height: int
-    width: int
-    top: int
-    left: int
-    size: int
-
-    @classmethod
-    def of(cls, config: dict, height: int, width: int) -> Placement:
-        size = int(config["size"])
-        return cls(*fit(height, width, size, config.get("crop", "center")), size)
-
-    def points(self, points: Any) -> np.ndarray:
-        """Map pixel coordinates (pixel centres at integers) -> ``[N, 2]`` in 0..1 of the frame."""
-        p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        return np.column_stack([(p[:, 0] + self.left + 0.5) / self.width, (p[:, 1] + self.top + 0.5) / self.height])
-
-    def tile(self, map_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The map in the whole frame at the model's scale, ``[height, width]``, and where it is defined."""
-        out = np.zeros((self.height, self.width), np.float32)
-        inside = np.zeros((self.height, self.width), bool)
-        ys = slice(max(0, self.top), min(self.height, self.top + self.size))
-        xs = slice(max(0, self.left), min(self.width, self.left + self.size))
-        out[ys, xs] = map_[ys.start - self.top: ys.stop - self.top, xs.start - self.left: xs.stop - self.left]
-        inside[ys, xs] = True
-        return out, inside
-
-    def on_frame(self, map_: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The map in a frame of ``height`` x ``width`` (bilinear), and how much of each pixel it covers."""
-        sx, sy = width / self.width, height / self.height
-        m = np.array([[sx, 0, (self.left + 0.5) * sx - 0.5], [0, sy, (self.top + 0.5) * sy - 0.5]], np.float64)
-
-        def warp(a: np.ndarray) -> np.ndarray:
-            return cv2.warpAffine(a, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                  borderValue=0)
-
-        src = np.ascontiguousarray(map_, dtype=np.float32)
-        return warp(src), warp(np.ones_like(src))
-
-
-def rgba(maps: np.ndarray, cover: np.ndarray | None = None) -> np.ndarray:
-    """0..1 maps -> uint8 ``[..., 4]``: the ``CMAP`` colour, and an opacity of 0 up to ``LOW`` rising to
-    ``OPACITY`` at 1, times ``cover`` (where the map is defined; None: everywhere)."""
-    m = np.asarray(maps, dtype=np.float32)
-    opacity = np.clip((m - LOW) / (1.0 - LOW), 0.0, 1.0) * OPACITY
-    if cover is not None:
-        opacity = opacity * cover
-    out = np.zeros((*m.shape, 4), np.uint8)
-    out[..., :3] = colorize(m, CMAP)
-    out[..., 3] = np.rint(opacity * 255.0).astype(np.uint8)
-    if cover is not None:
-        out[..., :3][np.asarray(cover) <= 0] = 0
-    return out
 
 
 def model_frame_times(video: str, fps: float) -> list[float]:
@@ -157,12 +95,13 @@ def windows_around(peak: int, frames: int, window: int, most: int) -> list[tuple
 @dataclass
 class Explained:
     """The explained frames of a clip, in time order: maps ``[F, S, S]`` and importance ``[F]`` (each 0..1
-    within its window), times, and contours (regions per frame); the peak window's own importance and
-    times, where its frames start among them, and each stream's vote on it."""
+    within its window), times, contours (regions per frame) and where each map lies in its frame; the peak
+    window's own importance and times, where its frames start among them, and each stream's vote on it."""
     maps: np.ndarray
     importance: np.ndarray
     times: np.ndarray
     regions: list[list]
+    places: list[Placement]
     peak_importance: np.ndarray
     peak_times: np.ndarray
     peak_at: int
@@ -196,20 +135,22 @@ def explain_windows(model: Any, video: str, times: Sequence[float], plan: Sequen
     from ..explain_video import read_window
 
     view = _report_view(views, times[peak], target)
-    maps, imps, ts, regions = [], [], [], []
+    maps, imps, ts, regions, places = [], [], [], [], []
     peak_x: torch.Tensor | None = None
     peak_imp, peak_ts, peak_at, at = np.zeros(0), np.zeros(0), 0, 0
     own = model.config["precision"]
     try:
         model.set_precision("fp32")
         for read, first, end in plan:
-            if read == peak and view is not None:
-                e, t = view.explanations["gradcam"], np.asarray(view.window_times)
+            if read == peak and view is not None and view.window is not None:
+                e, t, win = view.explanations["gradcam"], np.asarray(view.window_times), view.window
             else:
-                x, _, t = read_window(model, video, start=times[read], frames=window, fps=fps)
+                win = read_window(model, video, start=times[read], frames=window, fps=fps)
+                x, t = win.x, win.times
                 e = explain(model, x, method="gradcam", target=target)
                 peak_x = x if read == peak else peak_x
             keep = slice(first - read, end - read)
+            places.extend(win.places[keep])
             maps.append(np.asarray(e.maps, np.float32)[keep])
             imps.append(share(e.frame_importance)[keep])
             ts.append(np.asarray(t)[keep])
@@ -225,8 +166,8 @@ def explain_windows(model: Any, video: str, times: Sequence[float], plan: Sequen
         votes = list(zip(model.stream_heads, model.stream_proba(peak_x)[:, target].tolist()))
     else:
         votes = []
-    return Explained(np.concatenate(maps), np.concatenate(imps), np.concatenate(ts), regions, peak_imp, peak_ts,
-                     peak_at, votes)
+    return Explained(np.concatenate(maps), np.concatenate(imps), np.concatenate(ts), regions, places, peak_imp,
+                     peak_ts, peak_at, votes)
 
 
 def sprite(tiles: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -252,18 +193,6 @@ def write_image(path: str, image: np.ndarray, quality: int = KEY_QUALITY) -> Non
         raise ValueError(f"{path}: could not encode an image of shape {image.shape}")
     with atomic_path(path) as part, open(part, "wb") as f:
         f.write(data.tobytes())
-
-
-def key_image(frame: np.ndarray, map01: np.ndarray, regions: list, place: Placement) -> np.ndarray:
-    """A frame with its map laid over it as the console draws it, and the map's contours."""
-    h, w = frame.shape[:2]
-    m, cover = place.on_frame(map01, h, w)
-    layer = rgba(m, cover).astype(np.float32)
-    a = layer[..., 3:] / 255.0
-    out = np.rint(frame.astype(np.float32) * (1.0 - a) + layer[..., :3] * a).astype(np.uint8)
-    scale = np.array([w, h], np.float64)
-    polys = [place.points(p) * scale - 0.5 for r in regions for p in (*r.polygons, *r.holes)]
-    return draw_polygons(np.ascontiguousarray(out), polys, thickness=max(2, round(min(h, w) / 240)))
 
 
 def simplified(line: Any, tolerance: float = SIMPLIFY) -> np.ndarray:
@@ -304,14 +233,12 @@ def write_overlay(model: Any, video: str, folder: str, results: Sequence[WindowR
     times = model_frame_times(video, fps)
     plan = windows_around(peak.start_frame, len(times), window, max_windows)
     ex = explain_windows(model, video, times, plan, peak.start_frame, window, fps, target, views, contours)
-    maps, importance, regions = ex.maps, ex.importance, ex.regions
+    maps, importance, regions, places = ex.maps, ex.importance, ex.regions, ex.places
     info = probe(video)
-    place = Placement.of(cfg, info.height, info.width)
-
     tiles = []
-    for m in maps:
+    for m, place in zip(maps, places):
         tile, inside = place.tile(m)
-        tiles.append(rgba(tile, inside.astype(np.float32)))
+        tiles.append(rgba(tile, inside))
     sheet, columns = sprite(tiles)
     os.makedirs(folder, exist_ok=True)
     write_image(os.path.join(folder, MAPS), sheet)
@@ -322,7 +249,7 @@ def write_overlay(model: Any, video: str, folder: str, results: Sequence[WindowR
     for n, i in enumerate(key_frames(ex.peak_importance)):
         at = ex.peak_at + i
         name = f"key_{n}.jpg"
-        write_image(os.path.join(folder, name), key_image(rgb[i], maps[at], regions[at], place))
+        write_image(os.path.join(folder, name), whole_frame(rgb[i], maps[at], regions[at], places[at]))
         files[f"key_{n}"] = name
         keys.append({"t": float(ex.times[at]), "file": name, "importance": float(importance[at]), "tile": at})
 
@@ -337,9 +264,11 @@ def write_overlay(model: Any, video: str, folder: str, results: Sequence[WindowR
         "streams": list(model.stream_heads) or input_streams(cfg.get("input", "rgb")),
         "windows": [{"start": float(r.start_time), "time": float(r.time), "score": float(r.score)} for r in results],
         "explained": [float(ex.times[0]), float(ex.times[-1])],
-        "frames": [{"t": float(t), "importance": float(imp), "tile": i, "contours": contour_lists(regions[i], place)}
+        "frames": [{"t": float(t), "importance": float(imp), "tile": i,
+                    "contours": contour_lists(regions[i], places[i]),
+                    "box": [round(float(v), DECIMALS) for v in places[i].box(1, 1)]}
                    for i, (t, imp) in enumerate(zip(ex.times, importance))],
-        "sprite": {"file": MAPS, "columns": columns, "tile_width": place.width, "tile_height": place.height},
+        "sprite": {"file": MAPS, "columns": columns, "tile_width": places[0].width, "tile_height": places[0].height},
         "key_frames": keys,
         "votes": [{"stream": name, "p": float(p), "agrees": lean == (float(peak.score) > LEAN)}
                   for (name, p), lean in zip(ex.votes, leans)],

@@ -266,8 +266,8 @@ class Detector:
             tensor = None
             if keep_tensor:   # a still frame's input is that of the frame paired with itself
                 tensor = f.tensor if f.tensor is not None or f.image is None else \
-                    frame_tensor(f.image, f.image, self.model.config)
-            window = buffer.push(FrameFeature(f.index, f.time, feat, f.arrival, f.image, tensor))
+                    frame_tensor(f.image, f.image, self.model.config, f.region)
+            window = buffer.push(FrameFeature(f.index, f.time, feat, f.arrival, f.image, tensor, f.region))
             if window is not None:
                 due.append((i, window))
         self._frames += len(batch)

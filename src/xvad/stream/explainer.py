@@ -31,6 +31,7 @@ class Job:
     target: int
     score: float
     class_name: str | None
+    regions: list[Any] | None = None    # each frame's square (motion crop); None: the model's fixed crop
 
 
 class ExplainWorker(Worker):
@@ -75,10 +76,15 @@ class ExplainWorker(Worker):
         try:
             from ..explain import explain  # imported late: the detector works without it
             from ..render import write_explanation_outputs
+            from ..render.place import Placement
 
             expl = explain(self.model, job.clip, method=self.method, target=job.target)
+            h, w = job.frames.shape[1:3]      # whole frames: each map goes where the model looked in its frame
+            motion = self.model.config.get("crop") == "motion"
+            places = [Placement.of(self.model.config, h, w, r if motion else None)
+                      for r in (job.regions or [None] * len(job.frames))]
             files = write_explanation_outputs(
-                folder, job.frames, {self.method: expl}, fps=self.fps, timestamps=job.times,
+                folder, job.frames, {self.method: expl}, fps=self.fps, timestamps=job.times, places=places,
                 source={"source": self.source, "alert": job.alert, "frames": [job.indices[0], job.indices[-1]],
                         "times": [job.times[0], job.times[-1]]})
         except Exception as exc:   # an explanation failing must not stop detection

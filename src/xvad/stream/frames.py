@@ -14,13 +14,15 @@ import numpy as np
 @dataclass
 class Frame:
     """One sampled frame: its number in the run (gaps are dropped frames), source time in seconds,
-    the preprocessed tensor, the uint8 RGB picture (when asked for) and when it arrived."""
+    the preprocessed tensor, the uint8 RGB picture (when asked for), when it arrived, and the part of
+    the picture the model's input shows (a :class:`~xvad.video.crop.Region`; None: the model's fixed crop)."""
 
     index: int
     time: float
     tensor: Any
     image: np.ndarray | None
     arrival: float                 # time.perf_counter() when it was decoded (or due, when paced)
+    region: Any = None
 
 
 @dataclass

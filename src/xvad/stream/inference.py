@@ -20,13 +20,15 @@ import torch
 from ..errors import StreamError
 from ..models.crnn import images_per_call
 from ..video import frame_tensor
+from ..video.crop import MotionCrop, Region
 from ..video.images import is_still, still_image_exact
 
 
 @dataclass
 class FrameFeature:
     """One sampled frame in a camera's buffer: its number and time, its backbone feature, when it
-    arrived, and (when outputs need them) its picture and model input."""
+    arrived, and (when outputs need them) its picture, its model input and the part of the picture that
+    input shows (the motion crop's square; None: the model's fixed crop)."""
 
     index: int
     time: float
@@ -34,6 +36,7 @@ class FrameFeature:
     arrival: float
     image: np.ndarray | None = None
     tensor: torch.Tensor | None = None
+    region: Region | None = None
 
 
 @dataclass
@@ -102,18 +105,24 @@ class WindowBuffer:
 
 
 class FrameInput:
-    """A frame (and its motion partner) -> the model input tensor, in the reader's thread. With
-    ``skip_still`` (motion and flow models only), a frame in which nothing moves gives None: its
-    backbone feature is that of an empty image, which :class:`Scorer` computes once."""
+    """A frame (and its motion partner) -> the model input tensor, in the reader's thread; one per
+    stream, since a motion-crop model chooses each frame's square from the stream's last frames
+    (:class:`~xvad.video.crop.MotionCrop`, as a file's frames are from its first). With ``skip_still``
+    (motion and flow models only), a frame in which nothing moves gives None: its backbone feature is
+    that of an empty image, which :class:`Scorer` computes once."""
 
     def __init__(self, config: dict, skip_still: bool = False) -> None:
         self.config = config
         self.skip_still = skip_still and still_image_exact(config)
+        self.crop = MotionCrop(int(config["size"])) if config.get("crop") == "motion" else None
+        self.region: Region | None = None        # the last frame's square (motion crop)
 
     def __call__(self, image: np.ndarray, partner: np.ndarray | None) -> torch.Tensor | None:
+        if self.crop is not None:
+            self.region = self.crop.push(image, partner)
         if self.skip_still and is_still(image, partner):
             return None
-        return frame_tensor(image, partner, self.config)
+        return frame_tensor(image, partner, self.config, self.region)
 
 
 class Scorer:

@@ -87,7 +87,8 @@ class Outputs:
         if len(images) == len(tensors) == len(frames):   # every frame kept its picture and its input
             from .explainer import Job
             self.explainer.submit(Job(alert.id, np.stack(images), torch.stack(tensors), [f.time for f in frames],
-                                      [f.index for f in frames], alert.class_index, alert.score, alert.class_name))
+                                      [f.index for f in frames], alert.class_index, alert.score, alert.class_name,
+                                      [f.region for f in frames]))
 
     def alert_ended(self, alert: Alert, reason: str, time: float, frame: int, score: float | None) -> None:
         self.events.write("alert_end", alert=alert.id, time=time, frame=frame, started=alert.start_time,

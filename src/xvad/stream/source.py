@@ -81,7 +81,8 @@ class Reader:
 
     ``transform(rgb, partner) -> tensor`` preprocesses each sampled frame in the reader thread, given
     its motion partner when ``pairs`` is set (the next decoded frame, see
-    :class:`xvad.video.Partners`; else ``None``); with
+    :class:`xvad.video.Partners`; else ``None``); the frame's ``region`` is the transform's attribute of
+    that name after the call, if it has one (:class:`~xvad.stream.inference.FrameInput`); with
     ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
     ``realtime`` paces a file at its own timestamps (to simulate a camera); ``loop`` plays a file again
     from the top each time it ends, its clock going on. ``decode_threads``: the live decoder's slice
@@ -334,7 +335,8 @@ class Reader:
         if self.size is None:
             self.size = image.shape[:2]
         tensor = self.transform(image, None if partner is None else rgb(partner))
-        item = Frame(self._index, time_s, tensor, image if self.keep_images else None, arrival)
+        region = getattr(self.transform, "region", None)      # the motion crop's square for this frame
+        item = Frame(self._index, time_s, tensor, image if self.keep_images else None, arrival, region)
         self._index += 1
         self._last_time = time_s
         self.stats.sampled += 1

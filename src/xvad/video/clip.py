@@ -10,7 +10,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, VideoError, VideoWarning
+from .crop import Region, input_regions, mirrored
 from .decode import EPS, RGB, DecodeStats, decode, decode_from, errors, estimates, open_path, origin, rotation
 from .images import flip_images, model_images, needs_partner
 from .sample import Nearest, ticks, uniform_targets, with_partners
@@ -58,6 +59,7 @@ class Clip:
     images: np.ndarray        # uint8 [T, H, W, 3 * streams]: what the backbone sees (rgb for RGB models)
     times: np.ndarray         # seconds from the video's start [T]
     config: dict
+    regions: list[Region] = field(default_factory=list)   # the part of each frame the model's input shows
 
     def tensor(self) -> torch.Tensor:
         """The normalised ``[T, 3 * streams, size, size]`` model input."""
@@ -111,11 +113,21 @@ def read_input(path: str, config: dict, frames: int | None = None, fps: float | 
     RGB frames themselves for an RGB model whose frames are shrunk last), while a person is shown
     the RGB frames.
     """
+    rgb, images, times, _ = _read_input(path, config, frames, fps, start, duration)
+    return rgb, images, times
+
+
+def _read_input(path: str, config: dict, frames: int | None, fps: float | None, start: float,
+                duration: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Region]]:
+    """:func:`read_input` and the region of each frame the model's input shows
+    (:func:`~xvad.video.crop.input_regions`: with the motion crop, chosen from the first frame read on)."""
+    partners = None
     if needs_partner(config):
         rgb, partners, times = read_frame_pairs(path, frames, fps, start, duration)
-        return rgb, model_images(rgb, partners, config), times
-    rgb, times = read_frames(path, frames, fps, start, duration)
-    return rgb, model_images(rgb, None, config), times
+    else:
+        rgb, times = read_frames(path, frames, fps, start, duration)
+    regions = input_regions(rgb, partners, config)
+    return rgb, model_images(rgb, partners, config, regions), times, regions
 
 
 def load_clip(path: str, config: dict, *, start: float = 0.0, duration: float | None = None,
@@ -131,11 +143,12 @@ def load_clip(path: str, config: dict, *, start: float = 0.0, duration: float | 
             rng = np.random.default_rng(view.jitter)
             duration = info.duration * rng.uniform(0.75, 0.95)
             start = rng.uniform(0, info.duration - duration)
-    rgb, images, times = read_input(path, config, frames=n, fps=fps, start=start, duration=duration)
+    rgb, images, times, regions = _read_input(path, config, frames=n, fps=fps, start=start, duration=duration)
     if view.flip:
         images = flip_images(images, config)
         rgb = images if rgb is images else np.ascontiguousarray(rgb[..., ::-1, :])
-    return Clip(rgb, images, times, config)
+        regions = [mirrored(r, rgb.shape[2]) for r in regions]
+    return Clip(rgb, images, times, config, regions)
 
 
 def read_clip(path: str, model: Any, start: float = 0.0) -> torch.Tensor:
@@ -144,10 +157,14 @@ def read_clip(path: str, model: Any, start: float = 0.0) -> torch.Tensor:
     return load_clip(path, model.config, start=start).tensor()
 
 
-def frame_tensor(image: np.ndarray, partner: np.ndarray | None, config: dict) -> torch.Tensor:
+def frame_tensor(image: np.ndarray, partner: np.ndarray | None, config: dict,
+                 region: Region | None = None) -> torch.Tensor:
     """One frame (and its motion partner) as the model input ``[3 * streams, size, size]``: what
-    :meth:`Clip.tensor` gives for that frame, for readers that get frames one at a time."""
-    return preprocess_as(model_images(image, partner, config)[None], config)[0]
+    :meth:`Clip.tensor` gives for that frame, for readers that get frames one at a time; ``region``: the
+    frame's square under the motion crop (a stream's :class:`~xvad.video.crop.MotionCrop` chooses it)."""
+    regions = None if region is None else [region]
+    return preprocess_as(model_images(image[None], None if partner is None else partner[None], config, regions),
+                         config)[0]
 
 
 def iter_frames(path: str, fps: float | None = None) -> Iterator[tuple[np.ndarray, float]]:

@@ -2,10 +2,13 @@
 with the next decoded frame) or its optical flow, or several of these stacked as streams."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 from ..errors import ConfigError
+from .crop import Region
 from .tensor import fit
 
 INPUTS = ("rgb", "motion", "flow")                      # what a model's backbone looks at, see model_images
@@ -39,8 +42,9 @@ def input_streams(input: str) -> list[str]:
 
 
 def needs_partner(config: dict) -> bool:
-    """Whether a model with ``config`` needs each frame's partner (for motion or flow images)."""
-    return any(s != "rgb" for s in input_streams(config.get("input", "rgb")))
+    """Whether a model with ``config`` needs each frame's partner (for motion or flow images, or to see
+    where things move: the motion crop)."""
+    return config.get("crop") == "motion" or any(s != "rgb" for s in input_streams(config.get("input", "rgb")))
 
 
 def motion_images(frames: np.ndarray, partners: np.ndarray) -> np.ndarray:
@@ -85,14 +89,25 @@ def flow_images(frames: np.ndarray, partners: np.ndarray,
     return out.reshape(*lead, h, w, 3)
 
 
-def shrink_images(frames: np.ndarray, config: dict) -> np.ndarray:
+def shrink_images(frames: np.ndarray, config: dict, regions: Sequence[Region] | None = None) -> np.ndarray:
     """uint8 frames ``[..., H, W, 3]`` shrunk to what a model with ``config`` takes, by OpenCV's area
-    averaging: the ``size`` x ``size`` square of a centre crop, the whole frame squeezed ("full"), or the
-    frame fitted inside the square ("pad", letterboxed later by :func:`~xvad.video.tensor.preprocess`).
-    The crop's place in the frame is :func:`~xvad.video.tensor.fit`'s, as for a frame resized last."""
+    averaging: the ``size`` x ``size`` square of a centre crop, the whole frame squeezed ("full"), the
+    frame fitted inside the square ("pad", letterboxed later by :func:`~xvad.video.tensor.preprocess`),
+    or each frame's own square (``regions``, one per frame, for "motion": :mod:`.crop`). A fixed crop's
+    place in the frame is :func:`~xvad.video.tensor.fit`'s, as for a frame resized last."""
     frames = np.asarray(frames)
     lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
     size, crop = int(config["size"]), config.get("crop", "center")
+    if crop == "motion":
+        if regions is None:
+            raise ConfigError("crop motion: each frame's square (regions) must be given")
+        flat = frames.reshape(-1, h, w, frames.shape[-1])
+        if len(regions) != len(flat):
+            raise ValueError(f"{len(regions)} regions for {len(flat)} frames")
+        out = np.empty((len(flat), size, size, frames.shape[-1]), np.uint8)
+        for i, (image, region) in enumerate(zip(flat, regions)):
+            out[i] = cv2.resize(region.cut(image), (size, size), interpolation=cv2.INTER_AREA)
+        return out.reshape(*lead, size, size, frames.shape[-1])
     nh, nw, top, left = fit(h, w, size, crop)
     top, left = max(0, top), max(0, left)
     oh, ow = min(nh, size), min(nw, size)
@@ -104,10 +119,12 @@ def shrink_images(frames: np.ndarray, config: dict) -> np.ndarray:
     return out.reshape(*lead, oh, ow, frames.shape[-1])
 
 
-def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) -> np.ndarray:
+def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict,
+                 regions: Sequence[Region] | None = None) -> np.ndarray:
     """The image(s) a model with ``config`` feeds its backbone for ``frame`` (any leading shape), given
     its partner frame (``None``, or a frame of another size: no motion). Several streams are stacked on
-    the channel axis, 3 channels each, in the order ``config["input"]`` names them.
+    the channel axis, 3 channels each, in the order ``config["input"]`` names them. With the motion crop,
+    ``regions`` gives each frame's square (:func:`~xvad.video.crop.input_regions`).
 
     With ``config["shrink"] == "first"`` the frames are shrunk to the model's input first and the
     motion and flow images made from the small frames, a few times cheaper than at a camera's own
@@ -118,9 +135,11 @@ def model_images(frame: np.ndarray, partner: np.ndarray | None, config: dict) ->
     first = config.get("shrink", "last") == "first"
     if partner is None or partner.shape != frame.shape:   # none, or the stream changed size: no motion
         partner = None
+    if config.get("crop") == "motion" and not first:
+        raise ConfigError("crop motion cuts each frame's square before shrinking it: it needs shrink first")
     if first:
-        frame = shrink_images(frame, config)
-        partner = None if partner is None else shrink_images(partner, config)
+        frame = shrink_images(frame, config, regions)
+        partner = None if partner is None else shrink_images(partner, config, regions)
     if streams == ["rgb"]:
         return frame
     if partner is None:

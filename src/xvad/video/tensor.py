@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CROPS = ("center", "full", "pad")
+CROPS = ("center", "full", "pad", "motion")   # motion: each frame's own square (:mod:`.crop`), cut before
 
 
 def preprocess(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
@@ -18,7 +18,8 @@ def preprocess(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequen
 
     ``crop``: "center" resizes the shorter side to ``size`` and centre-crops; "full" squeezes the whole
     frame to size x size; "pad" fits the longer side and letterboxes with the mean colour (0 after
-    normalisation). Resizing is antialiased bilinear.
+    normalisation); "motion" takes images already cut to their squares (:mod:`.crop`) and, like "full",
+    resizes them to size x size. Resizing is antialiased bilinear.
     """
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {crop!r}")
@@ -51,7 +52,7 @@ def fit(height: int, width: int, size: int, crop: str = "center") -> tuple[int, 
     """Where the model's ``size`` x ``size`` input lies in a ``height`` x ``width`` frame under ``crop``:
     ``(nh, nw, top, left)``, the frame resized to ``nh`` x ``nw`` and the input square's top-left corner
     at ``(top, left)`` of the resized frame (negative: the square reaches past the frame, padded)."""
-    if crop == "full":
+    if crop in ("full", "motion"):      # motion: the image is its frame's square, cut before
         return size, size, 0, 0
     if crop == "center":
         scale = size / min(height, width)
@@ -66,7 +67,7 @@ def fit(height: int, width: int, size: int, crop: str = "center") -> tuple[int, 
 def _fit(x: torch.Tensor, size: int, crop: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """One float [1, 3, H, W] frame (0..255) -> normalised [1, 3, size, size] by the ``crop`` rule."""
     nh, nw, top, left = fit(x.shape[-2], x.shape[-1], size, crop)
-    if crop == "full":
+    if crop in ("full", "motion"):
         return (_resize(x, size, size) / 255 - mean) / std
     if crop == "center":
         x = _resize(x, nh, nw)[..., top: top + size, left: left + size]
