@@ -87,7 +87,7 @@ def test_paper_preset_is_the_old_layout_and_explicit_options_override_it():
                  flow="medium", pooling="avg", input="rgb", temporal="gru", hidden=256, layers=1, bidirectional=False,
                  dropout=0.3, norm_eps=1e-5, norm_clamp=None, precision="auto", epochs=60, batch_size=16,
                  lr=1e-3, weight_decay=1e-3, patience=10, seed=0, folds=0, val_fraction=0.2, inner_folds=1,
-                 augment=1, finetune=False, backbone_lr=1e-5, cache_dir=None, classes=None)
+                 augment=1, finetune=False, backbone_lr=1e-5, cache_dir=None, stream_fps=None, classes=None)
     assert asdict(parse_train("--preset", "paper")) == paper
     assert asdict(TrainConfig.preset("paper")) == paper
     # the order on the command line does not matter: the preset first, then the explicit options

@@ -213,6 +213,11 @@ def test_review_in_a_real_browser(served, browser, shots):
         "const c = document.getElementById('overlay'), v = document.getElementById('clip');"
         f"return !v.seeking && c.dataset.frame === '{peak}' && c.dataset.map === '1'"))
     wait("sprite drawn", lambda: overlay_sum(d) > 0)
+    # the square the model saw of that frame is outlined where the explanation puts it
+    drawn = [float(v) for v in d.execute_script("return document.getElementById('overlay').dataset.box").split(",")]
+    assert drawn == pytest.approx(data["frames"][peak]["box"], abs=1e-6)
+    toggle(d, "show-box", False)
+    wait("the square gone", lambda: d.execute_script("return document.getElementById('overlay').dataset.box") == "")
     with_map = overlay_sum(d)
     shoot(d, shots, "3-alert")
     toggle(d, "show-map", False)                                   # heatmap off: only the contours are left
@@ -222,6 +227,7 @@ def test_review_in_a_real_browser(served, browser, shots):
     toggle(d, "show-map", True)
     wait("the map back", lambda: overlay_sum(d) > without_map)
     toggle(d, "show-contours", True)
+    toggle(d, "show-box", True)
     # the importance strip seeks: a click at its middle moves the clip to a frame near the middle
     strip = d.find_element(By.ID, "strip")
     d.execute_script("arguments[0].scrollIntoView()", strip)

@@ -70,3 +70,31 @@ def test_report_precision_option_is_used_and_shown(tmp_path, capsys):
     assert "fp32 for the scores, fp32 for the maps" in out.read_text(encoding="utf-8")
     assert main(["report", video, "--checkpoint", ckpt, "--precision", "bf16", "--out", str(out)]) == 0
     assert "bf16 for the scores, fp32 for the maps" in out.read_text(encoding="utf-8")   # maps: fp32 by default
+
+
+def test_explain_a_motion_crop_model_draws_the_maps_in_the_whole_frames(tmp_path):
+    """With the motion crop each frame's square moves: the overlays are the whole frames, the maps where
+    the model looked in each, and explanation.json records each square (x0, y0, x1, y1 in 0..1)."""
+    import av
+
+    from xvad.video import load_clip
+
+    torch.manual_seed(0)
+    model = CRNN("tiny", size=32, frames=6, precision="fp32", input="motion", crop="motion", shrink="first")
+    ckpt = save_model(model, str(tmp_path / "m.pt"))
+    rng = np.random.default_rng(2)
+    frames = np.full((24, 64, 128, 3), 90, np.uint8)
+    for t in range(24):                                    # something moving in the right part of a wide frame
+        frames[t, 20:40, 96 + (t % 4) * 4: 106 + (t % 4) * 4] = rng.integers(150, 255, 3)
+    video = str(tmp_path / "wide.mp4")
+    write_video(video, frames, fps=8)
+    out = tmp_path / "expl"
+    assert main(["explain", video, "--checkpoint", ckpt, "--method", "gradcam", "--out", str(out)]) == 0
+    record = json.loads((out / "explanation.json").read_text())
+    assert record["frame_size"] == [64, 128]                          # the whole frames, not the squares
+    clip = load_clip(video, load_model(ckpt).config)
+    want = [[r.left / 128, r.top / 64, (r.left + r.width) / 128, (r.top + r.height) / 64] for r in clip.regions]
+    np.testing.assert_allclose(record["boxes"], want, atol=1e-3)
+    assert all(b[0] >= 0.4 for b in record["boxes"][1:])              # the squares follow the motion on the right
+    with av.open(str(out / "overlay_gradcam.mp4")) as c:
+        assert c.streams.video[0].width >= 128

@@ -17,7 +17,7 @@ from xvad.explain import explain
 from xvad.explain_video import read_window
 from xvad.render import VideoWriter, colorize
 from xvad.report import write_report
-from xvad.service.overlay import LOW, OPACITY, Placement, windows_around, write_overlay
+from xvad.service.overlay import LOW, OPACITY, Placement, whole_frame, windows_around, write_overlay
 from xvad.stream import Detector
 from xvad.video import preprocess, read_frames, shrink_images
 from xvad.video.crop import Region
@@ -91,6 +91,22 @@ def test_placement_of_a_motion_crop_square(region):
     assert rows.max() + 1 == pytest.approx((region.top + region.height) * k, abs=1)
     assert cols.max() + 1 == pytest.approx((region.left + region.width) * k, abs=1)
     assert not tile[~inside].any() or tile[~inside].max() < 0.5
+
+
+def test_whole_frame_draws_the_map_inside_the_square_only():
+    """The report's whole-frame picture: a grey frame, a map that is 1 everywhere in the model's view: the
+    colour goes inside the frame's square only, and its outline is drawn on the square's edge."""
+    height, width, size = 90, 160, 24
+    region = Region(20, 100, 48, 48)
+    place = Placement.of({"size": size, "crop": "motion"}, height, width, region)
+    frame = np.full((height, width, 3), 128, np.uint8)
+    out = whole_frame(frame, np.ones((size, size), np.float32), [], place, box=True).astype(int)
+    changed = np.abs(out - 128).sum(-1) > 0
+    inner = changed[region.top + 3:region.top + region.height - 3, region.left + 3:region.left + region.width - 3]
+    assert inner.all()                                             # the map, over the whole square
+    outside = np.ones_like(changed)
+    outside[region.top - 2:region.top + region.height + 2, region.left - 2:region.left + region.width + 2] = False
+    assert not changed[outside].any()                              # nothing beyond it and its outline
 
 
 # -- a real alert clip, as the service records it ----------------------------------------------------------

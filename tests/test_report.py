@@ -44,8 +44,8 @@ def test_report_is_self_contained_and_complete(report):
     for section in ("Score over time", "Alert 1", "What the pictures mean", "The model", "Events", "Files"):
         assert section in html
     images = embedded_images(html)
-    # timeline + per key frame (4): frame, Grad-CAM, saliency + frame-importance chart
-    assert len(images) == 1 + 4 * 3 + 1
+    # timeline + per key frame (4): frame, Grad-CAM, saliency, the whole frame + frame-importance chart
+    assert len(images) == 1 + 4 * 4 + 1
     for b64 in images:
         img = mpimg.imread(io.BytesIO(base64.b64decode(b64)), format="png")
         assert img.ndim == 3 and img.shape[0] > 10 and img.shape[1] > 10
@@ -70,7 +70,7 @@ def test_report_renders_in_chromium_with_every_image_loaded(report, tmp_path):
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", f"file://{probed}"], capture_output=True, text=True,
                          timeout=120).stdout
-    assert 'data-images-ok="true"' in dom and 'data-images="14"' in dom
+    assert 'data-images-ok="true"' in dom and 'data-images="18"' in dom
     shot = tmp_path / "page.png"
     subprocess.run([CHROMIUM, *flags, "--window-size=1200,1800", f"--screenshot={shot}", f"file://{path}"],
                    capture_output=True, timeout=120)
@@ -88,7 +88,7 @@ def test_report_on_a_two_stream_model_says_what_it_sees(tmp_path):
     out = str(tmp_path / "report.html")
     r = write_report(model, video, out, threshold=0.0, alert="1/1", stride=2)
     html = open(out, encoding="utf-8").read()
-    assert r["alerts"] == 1 and len(embedded_images(html)) == 1 + 4 * 3 + 1
+    assert r["alerts"] == 1 and len(embedded_images(html)) == 1 + 4 * 4 + 1
     assert "optical flow" in html and "Each map adds up both" in html
     assert "tiny per frame differences and optical flow" in html
     v = r["views"][0]   # each stream's own probability; their mean is the peak score the stream detector gave

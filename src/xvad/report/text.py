@@ -127,7 +127,8 @@ def model_card(model: CRNN, map_precision: str | None = None) -> list[tuple[str,
             ("input", f"{cfg['frames']} {' + '.join(SHOWN[s] for s in input_streams(cfg.get('input', 'rgb')))} "
                       f"at {cfg['size']} px, "
                       + (f"{cfg['fps']:g} fps" if cfg.get('fps') else "spread over the clip")
-                      + f", crop {cfg.get('crop')}"),
+                      + (", each frame's square around what moved in its last frames (motion crop)"
+                         if cfg.get("crop") == "motion" else f", crop {cfg.get('crop')}")),
             ("classes", ", ".join(cfg["classes"])),
             ("precision", f"{model.precision} for the scores, {maps} for the maps")]
     if metrics:

@@ -7,6 +7,7 @@ waiting, and after the shared backbone call hands back each frame's feature with
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ from ..stream.policy import parse_alert
 from ..stream.source import Reader, Reconnect
 from ..video import needs_partner, parse_source
 
-QUEUE_FRAMES = 4          # a live camera's queue: when the service falls behind, the oldest frames go
+# a live camera's queue holds this many seconds of frames (at least 4): when the service falls further
+# behind, the oldest frames go. A second rides out the bursts when alerts start together (8 cameras, still
+# stretches, side by side: 4 frames dropped 56 in 20 s where 8 dropped none) for up to a second of latency
+QUEUE_SECONDS = 1.0
 RECONNECT = (0.5, 10.0)   # seconds before reopening a lost source: first, at most (it never gives up)
 # each camera decoded on one thread: the cameras are the parallelism; FFmpeg's own choice (a few slice
 # threads per camera) cost 8 busy cameras another 3 to 4 frames/s (side-by-side runs of
@@ -67,7 +71,7 @@ class CameraRun:
         self.threshold = self._threshold(model)
         self.tracker = AlertTracker(self.threshold, self.k, self.n)
         self.live = (self.spec.live or settings.realtime) if live is None else live
-        queue = FrameQueue(QUEUE_FRAMES if self.live else 16)
+        queue = FrameQueue(max(4, math.ceil(QUEUE_SECONDS * self.fps)) if self.live else 16)
         self.reader = Reader(self.spec, self.fps, FrameInput(cfg, skip_still), queue, live=self.live,
                              keep_images=True, realtime=settings.realtime and not self.spec.live,
                              reconnect=Reconnect(*RECONNECT, float("inf")), pairs=needs_partner(cfg),

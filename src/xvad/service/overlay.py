@@ -12,8 +12,9 @@ maps are outlined with one threshold for the window (:class:`xvad.report.Contour
 
 Times are seconds from the clip's start: the timestamps of the clip's own frames, which is what a
 browser's ``video.currentTime`` reports. A tile covers the whole frame at the model's scale, with the map
-where the model looked (its crop of the frame) and transparent elsewhere; contour points are in 0..1 of
-the frame (x to the right, y down). Only explained frames are listed (``explained`` gives their span): a
+where the model looked (its crop of the frame; with the motion crop, that frame's own square) and
+transparent elsewhere; contour points, and each frame's ``box`` (the square the model saw: x0, y0, x1, y1),
+are in 0..1 of the frame (x to the right, y down). Only explained frames are listed (``explained`` gives their span): a
 player shows a map only within half a model frame of a listed time.
 """
 from __future__ import annotations

@@ -147,7 +147,10 @@ class MotionCrop:
 
 def input_regions(frames: np.ndarray, partners: np.ndarray | None, config: dict) -> list[Region]:
     """The region each of a clip's frames ``[T, H, W, 3]`` shows to a model with ``config``: its own
-    square for the motion crop (:func:`motion_regions`), else the fixed crop's, the same for every frame."""
+    square for the motion crop (:func:`motion_regions`), else the fixed crop's, the same for every frame
+    (none without a ``size``)."""
+    if config.get("size") is None:        # no model input size given: no crop to place
+        return []
     size, crop = int(config["size"]), config.get("crop", "center")
     if crop == "motion":
         return motion_regions(frames, partners, size)

@@ -9,6 +9,7 @@
   const strip = document.getElementById("strip");
   const showMap = document.getElementById("show-map");
   const showContours = document.getElementById("show-contours");
+  const showBox = document.getElementById("show-box");
   const opacity = document.getElementById("opacity");
   const info = document.getElementById("frame-info");
   const sprite = new Image();
@@ -67,6 +68,17 @@
         ctx.stroke();
       }
     }
+    // the square the model saw of this frame (its crop; with the motion crop, the frame's own square)
+    const box = f.box && showBox && showBox.checked ? f.box : null;
+    if (box) {
+      ctx.strokeStyle = "#ffe040";
+      ctx.lineWidth = 1.5;
+      ctx.setLineDash([6, 4]);
+      ctx.strokeRect(box[0] * canvas.width, box[1] * canvas.height,
+                     (box[2] - box[0]) * canvas.width, (box[3] - box[1]) * canvas.height);
+      ctx.setLineDash([]);
+    }
+    canvas.dataset.box = box ? box.join(",") : "";
     if (info) info.textContent = `frame at ${f.t.toFixed(2)} s, importance ${f.importance.toFixed(2)}`;
     canvas.dataset.frame = String(i);
   }
@@ -124,7 +136,7 @@
   video.addEventListener("play", loop);
   for (const ev of ["seeked", "timeupdate", "loadedmetadata", "pause"]) video.addEventListener(ev, draw);
   window.addEventListener("resize", draw);
-  for (const el of [showMap, showContours, opacity]) {
+  for (const el of [showMap, showContours, showBox, opacity]) {
     el.addEventListener("input", draw);
     el.addEventListener("change", draw);
   }
