@@ -45,6 +45,11 @@ def main() -> None:
                  metrics_per_fold_seed=[{"seed": m["config"]["seed"], **r} for m, r in zip(runs, per_run)],
                  metrics_std={k: runs[0]["cross_validation"][k]["std"] for k in keys},
                  validation=f"{runs[0]['split']}, mean over {len(runs)} fold seed(s)")
+    if all("as_stream" in m for m in runs):      # the held-out clips scored as a stream scores them
+        extra["metrics_as_stream"] = {k: sum(m["as_stream"]["cross_validation"][k]["mean"] for m in runs) / len(runs)
+                                      for k in keys}
+        extra["stream_validation"] = (f"each held-out clip at {runs[0]['as_stream']['fps']:g} fps over its whole "
+                                      f"length, its highest {runs[0]['as_stream']['window']}-frame window")
     path = a.out
     save_model(model, path, extra=extra, include_backbone=False)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")

@@ -15,7 +15,7 @@ import pytest
 import xvad
 from xvad.explain import explain
 from xvad.explain_video import read_window
-from xvad.render import VideoWriter, colorize
+from xvad.render import VideoWriter
 from xvad.report import write_report
 from xvad.service.overlay import LOW, OPACITY, Placement, whole_frame, windows_around, write_overlay
 from xvad.stream import Detector
@@ -154,7 +154,9 @@ _references: dict = {}
 
 
 def reference(model, clip: str, start: float) -> object:
-    """Grad-CAM of the window from ``start``, run directly, in fp32 (the model's precision restored)."""
+    """Grad-CAM of the window from ``start``, run directly, in fp32 (the model's precision restored), its
+    times and where each frame's map lies in the frame (the motion crop's squares, chosen by the clip
+    loader)."""
     if (clip, start) not in _references:
         _references[(clip, start)] = _reference(model, clip, start)
     return _references[(clip, start)]
@@ -165,11 +167,28 @@ def _reference(model, clip: str, start: float) -> object:
     model.set_precision("fp32")
     try:
         win = read_window(model, clip, start=start, frames=16, fps=FPS)
-        x, ts = win.x, win.times
-        e = explain(model, x, method="gradcam", target=1)
+        e = explain(model, win.x, method="gradcam", target=1)
     finally:
         model.set_precision(own)
-    return e, ts
+    return e, win.times, win.places
+
+
+def check_tile(tile: np.ndarray, map_: np.ndarray, place: Placement, box: list[float]) -> None:
+    """A sprite tile holds the map where ``place`` puts it, transparent elsewhere: nothing outside the
+    square (one pixel of blending aside), the strongest opacity where the map peaks, the box the JSON
+    gives that square's."""
+    h, w = tile.shape[:2]
+    x0, y0, x1, y1 = place.box(h, w)
+    assert box == pytest.approx([x0 / w, y0 / h, x1 / w, y1 / h], abs=1e-3)
+    outside = np.ones((h, w), bool)
+    outside[max(0, int(np.floor(y0)) - 1):int(np.ceil(y1)) + 1, max(0, int(np.floor(x0)) - 1):int(np.ceil(x1)) + 1] = 0
+    assert not tile[outside].any()                                   # transparent where the model did not look
+    alpha = tile[..., 3].astype(float)
+    assert alpha.max() == pytest.approx(np.clip((map_.max() - LOW) / (1 - LOW), 0, 1) * OPACITY * 255, abs=3)
+    py, px = np.unravel_index(int(np.argmax(map_)), map_.shape)
+    u, v = place.points([[px, py]])[0]
+    near = alpha[max(0, int(v * h) - 3):int(v * h) + 4, max(0, int(u * w) - 3):int(u * w) + 4]
+    assert near.max() >= alpha.max() - 3                             # the map's peak is where it should be
 
 
 def check_shape(d: dict) -> None:
@@ -250,24 +269,15 @@ def test_maps_are_gradcam_of_each_window_and_importance_is_the_reports(alert):
     plan = windows_around(peak.start_frame, len(times), 16, 8)
     cut = tiles(alert["folder"], d)
     cfg = model.config
-    place = Placement.of(cfg, d["clip"]["height"], d["clip"]["width"])
     s = cfg["size"]
     assert (d["sprite"]["tile_width"], d["sprite"]["tile_height"]) == (round(480 * s / 360), s)
-    top, left = place.top, place.left
     for read, first, end in plan:
-        e, ts = reference(model, alert["clip"], times[read])
+        e, ts, places = reference(model, alert["clip"], times[read])
         assert list(ts[first - read:end - read]) == pytest.approx(times[first:end])
         imp = np.clip(e.frame_importance, 0, None) / np.clip(e.frame_importance, 0, None).max()
         for i in range(first, end):
             j = i - read
-            tile = cut[i].astype(int)
-            inside = tile[top:top + s, left:left + s]
-            assert np.abs(inside[..., :3] - colorize(e.maps[j]).astype(int)).max() <= 1
-            alpha = np.rint(np.clip((e.maps[j] - LOW) / (1 - LOW), 0, 1) * OPACITY * 255)
-            assert np.abs(inside[..., 3] - alpha).max() <= 1
-            outside = np.ones(tile.shape[:2], bool)
-            outside[top:top + s, left:left + s] = False
-            assert not tile[outside].any()                             # transparent where the model did not look
+            check_tile(cut[i], e.maps[j], places[j], d["frames"][i]["box"])
             assert d["frames"][i]["importance"] == pytest.approx(imp[j], abs=1e-6)
     # the peak window: the report's own importance, key frames and votes
     view = next(v for v in alert["summary"]["views"] if v.window_times[0] == times[peak.start_frame])
@@ -319,20 +329,20 @@ def test_contour_points_lie_on_the_threshold_of_the_window(alert):
     results = alert["summary"]["results"]
     peak = max(results, key=lambda r: r.score)
     times = [f["t"] for f in d["frames"]]
-    place = Placement.of(model.config, d["clip"]["height"], d["clip"]["width"])
     checked = 0
     for read, first, end in windows_around(peak.start_frame, len(times), 16, 8):
-        e, _ = reference(model, alert["clip"], times[read])
+        e, _, places = reference(model, alert["clip"], times[read])
         values = np.sort(e.maps.ravel())[::-1]
         k = round(values.size * 0.10)
         kept_min, dropped_max = values[k - 1], values[k]       # the cut lies between these
         for i in range(first, end):
             frame = e.maps[i - read]
+            place = places[i - read]                                   # where this frame's map lies
             m = np.pad(frame, 1, constant_values=frame.min())          # outside the map: its floor, dropped
             for line in d["frames"][i]["contours"]:
                 p = np.asarray(line)
-                x = p[:, 0] * place.width - place.left - 0.5 + 1             # padded map pixels
-                y = p[:, 1] * place.height - place.top - 0.5 + 1
+                x = (p[:, 0] * place.width - place.left) / place.step - 0.5 + 1     # padded map pixels
+                y = (p[:, 1] * place.height - place.top) / place.step - 0.5 + 1
                 for px, py in zip(x, y):
                     assert on_boundary(m, px, py, kept_min, dropped_max), (px, py)
                     checked += 1
@@ -355,11 +365,9 @@ def test_a_clip_at_another_rate_and_shape(tmp_path):
     assert [f["t"] for f in d["frames"]] == pytest.approx(nearest, abs=1e-9)
     s = model.config["size"]
     assert (d["sprite"]["tile_width"], d["sprite"]["tile_height"]) == (round(848 * s / 480), s)
-    e, _ = reference(model, DEMO, d["frames"][0]["t"])
+    e, _, places = reference(model, DEMO, d["frames"][0]["t"])
     cut = tiles(str(tmp_path), d)
-    place = Placement.of(model.config, 480, 848)
-    inside = cut[5][:, place.left:place.left + s].astype(int)
-    assert np.abs(inside[..., :3] - colorize(e.maps[5]).astype(int)).max() <= 1
+    check_tile(cut[5], e.maps[5], places[5], d["frames"][5]["box"])
     assert [v["stream"] for v in d["votes"]] == ["motion", "flow"]
     x = read_window(model, DEMO, start=d["frames"][0]["t"], frames=16, fps=FPS).x
     p = model.stream_proba(x)[:, 1].tolist()

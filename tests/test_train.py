@@ -209,6 +209,11 @@ def test_held_out_clips_scored_as_a_stream(tmp_path):
     cm = np.array(s["pooled_validation"]["confusion_matrix"])
     assert cm.sum() == 16 and s["summary"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     assert s["summary"]["accuracy"] >= 0.75, s["summary"]                # the object is there to find
+    import csv
+    with open(tmp_path / "run" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    right = [(float(r["stream_p_alert"]) >= 0.5) == (r["label"] == "alert") for r in rows]
+    assert len(rows) == 16 and np.mean(right) == pytest.approx(s["summary"]["accuracy"])
     model = load_model(str(tmp_path / "run" / "model.pt")).set_precision("fp32")
     assert model.config["fps"] == 8.0
     paths = [x.path for x in load_dataset(data).samples]

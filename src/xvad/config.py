@@ -101,9 +101,9 @@ class ModelConfig:
     frames: int = setting(16, "frames per clip")
     size: int = setting(192, "input size in pixels")
     fps: float | None = setting(None, "sample at this rate instead of uniformly over the clip")
-    crop: str = setting("center", "fitting a frame into size x size: centre crop, the whole frame "
-                        "squeezed, padded, or a square around what moved in the last frames (motion; with "
-                        "--shrink first)", choices=crops)
+    crop: str = setting("motion", "fitting a frame into size x size: a square around what moved in the "
+                        "frame's last 16 frames (motion; with --shrink first), the centre crop, the whole frame "
+                        "squeezed, or padded", choices=crops)
     shrink: str = setting("first", "when frames are shrunk to the input: first (OpenCV area averaging, then "
                           "motion and flow on the small images: cheap) or last (motion and flow at the frame's "
                           "resolution, then an antialiased resize: the rule of checkpoints saved before this "
@@ -169,7 +169,7 @@ class TrainConfig(ModelConfig):
     finetune: bool = setting(False, "train the backbone too (end to end)")
     backbone_lr: float = setting(1e-5, "with --finetune: learning rate of the backbone")
     cache_dir: str | None = setting(None, "feature cache folder (none: ~/.cache/xvad/features)")
-    stream_fps: float | None = setting(None, "also score each held-out clip as a stream at this rate would: every "
+    stream_fps: float | None = setting(8.0, "also score each held-out clip as a stream at this rate would: every "
                                        "window of --frames frames, 2 apart, over the whole clip, the highest "
                                        "(metrics.json: as_stream); the saved model samples at this rate")
     classes: list[str] | None = setting(None, "class order, comma-separated, normal class first (none: "
@@ -182,7 +182,8 @@ class TrainConfig(ModelConfig):
 
 # Named sets of settings; the command line applies one before the options given explicitly.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(backbone="vgg19", size=224, pooling="avg", input="rgb", temporal="gru", augment=1, folds=0),
+    "paper": dict(backbone="vgg19", size=224, crop="center", pooling="avg", input="rgb", temporal="gru", augment=1,
+                  folds=0, stream_fps=None),
 }
 PRESET_HELP = {"paper": "the paper's layout: VGG19 on every frame, average-pooled, a GRU and an MLP on its "
                         "last state; one view per clip, one group-wise hold-out split"}

@@ -291,15 +291,20 @@ def run_metrics(data: Dataset, folds: list[dict], cfg: TrainConfig, failures: di
 
 
 def write_predictions(path: str, data: Dataset, folds: list[dict]) -> None:
-    """Out-of-fold (validation) prediction for every clip: one row each."""
+    """Out-of-fold (validation) prediction for every clip: one row each; with ``--stream-fps``, also the
+    clip's probabilities scored as a stream (``stream_p_<class>``)."""
+    streamed = bool(folds) and all("stream" in r for r in folds)
     with atomic_path(path) as part, open(part, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "group", "label", "fold", "predicted"] + [f"p_{c}" for c in data.classes])
+        w.writerow(["path", "group", "label", "fold", "predicted"] + [f"p_{c}" for c in data.classes]
+                   + ([f"stream_p_{c}" for c in data.classes] if streamed else []))
         for r in folds:
+            as_stream = dict(zip(r["stream"]["index"], r["stream"]["proba"])) if streamed else {}
             for i, p in zip(r["val_index"], r["proba"]):
                 s = data.samples[i]
+                extra = [f"{x:.4f}" for x in as_stream[i]] if i in as_stream else [""] * len(p) if streamed else []
                 w.writerow([s.path, s.group, data.classes[s.label], r["fold"], data.classes[int(np.argmax(p))]]
-                           + [f"{x:.4f}" for x in p])
+                           + [f"{x:.4f}" for x in p] + extra)
 
 
 def plot_curves(path: str, folds: list[dict]) -> None:

@@ -1,5 +1,6 @@
-"""Reference outputs of the shipped model, saved when it was last replaced (192 px, streams made from
-frames shrunk first, batch norms folded for inference), so that refactoring cannot change its scores.
+"""Reference outputs of the shipped model, saved when it was last replaced (192 px, each frame's square
+around what moved, streams made from frames shrunk first, batch norms folded for inference), so that
+refactoring cannot change its scores.
 
 Run from the repository root with ../shared beside it:
     .venv/bin/python tests/data/make_golden.py
@@ -23,6 +24,15 @@ ROOT = os.environ.get("XVAD_ROOT") or os.path.dirname(os.path.dirname(os.path.di
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
+def bf16_kernels() -> str:
+    """Which bf16 kernels this CPU runs (oneDNN picks them by what the CPU has), as tests/conftest.py names
+    them: the saved bf16 outputs are compared strictly on CPUs of the same kind only."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from conftest import bf16_kernels as kind
+
+    return kind()
+
+
 def clips(name: str) -> list[str]:
     base = os.path.join(SHARED, name)
     return sorted(os.path.relpath(os.path.join(d, f), base) for d, _, fs in os.walk(base)
@@ -31,7 +41,7 @@ def clips(name: str) -> list[str]:
 
 def main() -> int:
     torch.manual_seed(0)
-    out: dict = {"xvad_version": xvad.__version__, "torch": torch.__version__}
+    out: dict = {"xvad_version": xvad.__version__, "torch": torch.__version__, "bf16_kernels": bf16_kernels()}
     for precision in ("auto", "fp32"):
         model = xvad.load_model().set_precision(precision)
         demo = {}
