@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 import sys
 import time
@@ -24,15 +23,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import save, timeit  # noqa: E402
+from common import save, surv_fight_clips, timeit  # noqa: E402
 
 import xvad  # noqa: E402
 from xvad.stream import Detector  # noqa: E402
 from xvad.video import model_images, read_frame_pairs  # noqa: E402
 from xvad.video.crop import input_regions  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                    "surv-fight")
 CROPS = ("center", "motion")
 
 
@@ -58,10 +55,7 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=None, help="the model (default: the shipped one)")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    with open(os.path.join(DATA, "groups.csv")) as f:
-        rows = list(csv.DictReader(f))[:: a.every]
-    if not rows:
-        sys.exit(f"bench_crop: no clips under {DATA}")
+    clips = surv_fight_clips(a.every, "bench_crop")
     base = xvad.load_model(a.checkpoint)
     models = {}
     for crop in CROPS:
@@ -69,8 +63,7 @@ def main() -> int:
         m.config["crop"] = crop
         models[crop] = m
     per_clip = []
-    for i, row in enumerate(rows):
-        path = os.path.join(DATA, row["label"], row["clip"] + ".mp4")
+    for i, (path, row) in enumerate(clips):
         frames, partners, _ = read_frame_pairs(path, frames=16, fps=8)
         entry: dict = {"clip": row["clip"], "size": f"{frames.shape[2]}x{frames.shape[1]}"}
         order = CROPS if i % 2 == 0 else CROPS[::-1]      # in turns: drift on a shared machine hits both
@@ -79,20 +72,20 @@ def main() -> int:
             cpu, wall, n = stream_ms(models[crop], path)
             entry[f"{crop} stream"], entry[f"{crop} wall"], entry["frames"] = cpu, wall, n
         per_clip.append(entry)
-        print(f"{i + 1}/{len(rows)} {row['clip']} {entry['size']}: " +
+        print(f"{i + 1}/{len(clips)} {row['clip']} {entry['size']}: " +
               ", ".join(f"{k} {v:.1f}" for k, v in entry.items() if isinstance(v, float)), flush=True)
     keys = [k for k in per_clip[0] if isinstance(per_clip[0][k], float)]
     med = {k: float(np.median([c[k] for c in per_clip])) for k in keys}
     ratio = float(np.median([c["motion stream"] / c["center stream"] for c in per_clip]))
     large = [c for c in per_clip if int(c["size"].split("x")[1]) >= 720]
-    result = {"clips": len(rows), "every": a.every, "checkpoint": a.checkpoint or "shipped",
+    result = {"clips": len(clips), "every": a.every, "checkpoint": a.checkpoint or "shipped",
               "precision": base.precision, "median_ms": med, "ratio_stream_cpu": ratio,
               "ratio_stream_cpu_720p_up": float(np.median([c["motion stream"] / c["center stream"] for c in large]))
               if large else None,
               "frames_per_second": {crop: 1e3 / med[f"{crop} wall"] for crop in CROPS},
               "load_average": os.getloadavg(), "per_clip": per_clip}
     print(f"saved {save('crop_cost', result)}")
-    print(f"\nmilliseconds per scored frame, median over {len(rows)} clips:")
+    print(f"\nmilliseconds per scored frame, median over {len(clips)} clips:")
     for k, v in med.items():
         print(f"  {k:18s} {v:7.2f}")
     print(f"  motion / centre, CPU of the stream: x{ratio:.2f} (median of the clips' ratios)")

@@ -22,7 +22,6 @@ Usage: python bench/bench_frame_cost.py [--every 8] [--old-size 224] [--checkpoi
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -33,14 +32,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import save, timeit  # noqa: E402
+from common import save, surv_fight_clips, timeit  # noqa: E402
 
 import xvad  # noqa: E402
 from xvad.models.precision import autocast  # noqa: E402
 from xvad.video import model_images, preprocess_as, read_frame_pairs  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                    "surv-fight")
 BUDGET_MS = 2 * 1000 / 64          # 2 cores, 8 cameras x 8 frames per second
 
 
@@ -87,16 +84,12 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=None, help="the new model (default: the shipped one)")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    with open(os.path.join(DATA, "groups.csv")) as f:
-        rows = list(csv.DictReader(f))[:: a.every]
-    if not rows:
-        sys.exit(f"bench_frame_cost: no clips under {DATA}")
+    clips = surv_fight_clips(a.every, "bench_frame_cost")
     model = xvad.load_model(a.checkpoint)
     new = dict(model.config, shrink="first")
     old = dict(model.config, shrink="last", size=a.old_size)
     per_clip = []
-    for i, row in enumerate(rows):
-        path = os.path.join(DATA, row["label"], row["clip"] + ".mp4")
+    for i, (path, row) in enumerate(clips):
         frames, partners, _ = read_frame_pairs(path, frames=16, fps=8)
         entry: dict = {"clip": row["clip"], "size": f"{frames.shape[2]}x{frames.shape[1]}",
                        "decode": decode_per_scored_frame(path)}
@@ -105,7 +98,7 @@ def main() -> int:
                 return preprocess_as(model_images(frames, partners, cfg), cfg)
             entry[f"images {name}"] = cpu_ms(images) / len(frames)
         per_clip.append(entry)
-        print(f"{i + 1}/{len(rows)} {row['clip']} {entry['size']}: " +
+        print(f"{i + 1}/{len(clips)} {row['clip']} {entry['size']}: " +
               ", ".join(f"{k} {v:.1f}" for k, v in entry.items() if isinstance(v, float)), flush=True)
     backbone = {}
     for cfg in (old, new):
@@ -116,14 +109,14 @@ def main() -> int:
     med = {k: float(np.median([c[k] for c in per_clip])) for k in per_clip[0] if k not in ("clip", "size")}
     old_total = med["decode"] + med["images last"] + backbone[f"{a.old_size} eager"]
     new_total = med["decode"] + med["images first"] + backbone[f"{new['size']} folded"]
-    result = {"clips": len(rows), "every": a.every, "old": {"size": a.old_size, "shrink": "last", "backbone": "eager"},
+    result = {"clips": len(clips), "every": a.every, "old": {"size": a.old_size, "shrink": "last", "backbone": "eager"},
               "new": {"size": new["size"], "shrink": "first", "backbone": "folded",
                       "checkpoint": a.checkpoint or "shipped"},
               "precision": model.precision, "budget_ms": BUDGET_MS, "median_ms": med, "backbone_ms": backbone,
               "total_ms": {"old": old_total, "new": new_total, "ratio": old_total / new_total},
               "load_average": os.getloadavg(), "per_clip": per_clip}
     print(f"saved {save('frame_cost', result)}")
-    print(f"\nCPU ms per scored frame, median over {len(rows)} clips (CPU time; budget {BUDGET_MS:.1f}):")
+    print(f"\nCPU ms per scored frame, median over {len(clips)} clips (CPU time; budget {BUDGET_MS:.1f}):")
     for k, v in {**med, **{f"backbone {k}": v for k, v in backbone.items()}}.items():
         print(f"  {k:28s} {v:7.2f}")
     print(f"  old pipeline: {old_total:.1f} ms, new: {new_total:.1f} ms (x{old_total / new_total:.2f})")

@@ -21,7 +21,6 @@ Usage: python bench/bench_levers.py [--every 4] [--checkpoint model.pt [--name N
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from collections.abc import Callable
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import save, timeit  # noqa: E402
+from common import save, surv_fight_clips, timeit  # noqa: E402
 
 import xvad  # noqa: E402
 from xvad.metrics import roc_auc  # noqa: E402
@@ -40,8 +39,6 @@ from xvad.video import read_frame_pairs  # noqa: E402
 from xvad.video.images import flow_images, motion_images  # noqa: E402
 from xvad.video.tensor import preprocess_as  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                    "surv-fight")
 PRESETS = {"medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
            "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
 
@@ -107,10 +104,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.name is None and a.checkpoint:
         a.name = os.path.basename(os.path.dirname(os.path.abspath(a.checkpoint)))
-    with open(os.path.join(DATA, "groups.csv")) as f:
-        rows = list(csv.DictReader(f))[:: a.every]
-    if not rows:
-        sys.exit(f"bench_levers: no clips under {DATA}")
+    clips = surv_fight_clips(a.every, "bench_levers")
     model = xvad.load_model(a.checkpoint)
     if model.config.get("shrink") == "first":
         sys.exit("bench_levers: the levers measured here are those of a model whose images are made at the "
@@ -125,8 +119,7 @@ def main() -> int:
         with torch.inference_mode():
             return float(window_scores(model.classify(model.frame_features(x)[None]))[0][0])
 
-    for i, row in enumerate(rows):
-        path = os.path.join(DATA, row["label"], row["clip"] + ".mp4")
+    for i, (path, row) in enumerate(clips):
         frames, partners, _ = read_frame_pairs(path, frames=16, fps=8)
         labels.append(int(row["label"] == "fight"))
         shipped = images(frames, partners)
@@ -140,7 +133,7 @@ def main() -> int:
             probs.setdefault(name, []).append(score(x))
         if i == 0:   # the backbone's cost does not depend on the clip: once, on this window
             timing.update(backbone_times(model, inputs["shipped"], (16, 64)))
-        print(f"{i + 1}/{len(rows)} {row['clip']}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in probs.items()),
+        print(f"{i + 1}/{len(clips)} {row['clip']}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in probs.items()),
               flush=True)
     y = np.array(labels)
     base = np.array(probs["shipped"])
@@ -151,13 +144,13 @@ def main() -> int:
                          "decisions_flipped": int(((p >= threshold) != (base >= threshold)).sum()),
                          "roc_auc": float(roc_auc(y, p)), "accuracy": float(((p >= threshold) == y).mean())}
     ms = {k: float(np.median(v)) for k, v in timing.items()}
-    result = {"model": a.checkpoint or "shipped", "size": cfg["size"], "clips": len(rows), "every": a.every,
+    result = {"model": a.checkpoint or "shipped", "size": cfg["size"], "clips": len(clips), "every": a.every,
               "threshold": threshold, "precision": own, "ms_per_frame": ms, "effects": effects}
     print(f"saved {save('levers' + (f'_{a.name}' if a.name else ''), result)}")
     print("\nper-frame cost (ms, median over clips):")
     for k, v in ms.items():
         print(f"  {k:44s} {v:7.2f}")
-    print(f"\neffect on p(fight) of one window, {len(rows)} clips (threshold {threshold:.3f}):")
+    print(f"\neffect on p(fight) of one window, {len(clips)} clips (threshold {threshold:.3f}):")
     for k, e in effects.items():
         print(f"  {k:22s} max |dp| {e['max_change']:.3f}  mean {e['mean_change']:.4f}  flipped "
               f"{e['decisions_flipped']:3d}  ROC-AUC {e['roc_auc']:.3f}  acc {e['accuracy']:.3f}")

@@ -1,13 +1,31 @@
 """Shared helpers for the benchmarks: timing, machine description, writing results."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
+
+SURV_FIGHT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                          "surv-fight")
+
+
+def surv_fight_clips(every: int, name: str) -> list[tuple[str, dict]]:
+    """Every ``every``-th clip of ``../shared/data/surv-fight`` (in groups.csv order): ``(path, row)`` each;
+    exits with a line naming benchmark ``name`` when there are none."""
+    try:
+        with open(os.path.join(SURV_FIGHT, "groups.csv")) as f:
+            rows = list(csv.DictReader(f))[::every]
+    except OSError:
+        rows = []
+    if not rows:
+        sys.exit(f"{name}: no clips under {SURV_FIGHT}")
+    return [(os.path.join(SURV_FIGHT, r["label"], r["clip"] + ".mp4"), r) for r in rows]
 
 
 def machine() -> dict:

@@ -47,6 +47,7 @@ from common import frozen_lite0, parser, start
 from xvad.checkpoint import load_model
 from xvad.features import FeatureCache, default_cache_dir
 from xvad.video import View, flow_images, motion_images, preprocess_as, read_frame_pairs
+from xvad.video.crop import best_square
 from xvad.video.images import MOTION_GAIN, STILL_LEVEL
 
 MIN_SIDE = 224      # the crop is never smaller than the backbone's input
@@ -59,14 +60,6 @@ PARTS = ("crop", "tiles")
 def motion_energy(motion: np.ndarray) -> np.ndarray:
     """How often each pixel moved over a clip's motion images ``[T, H, W, 3]``: float32 ``[H, W]``."""
     return (motion.max(-1) > MOTION_GAIN * STILL_LEVEL).sum(0).astype(np.float32)
-
-
-def best_square(energy: np.ndarray, side: int) -> tuple[int, int, float]:
-    """The ``side`` x ``side`` square of ``energy`` holding the most of it: ``(top, left, sum)``."""
-    ii = cv2.integral(energy, sdepth=cv2.CV_64F)
-    sums = ii[side:, side:] - ii[:-side, side:] - ii[side:, :-side] + ii[:-side, :-side]
-    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return int(top), int(left), float(sums[top, left])
 
 
 def centred(energy: np.ndarray, top: int, left: int, side: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from xvad.video.crop import (
     MOTION_HISTORY,
     MotionCrop,
     Region,
-    _best_square,
+    best_square,
     fixed_region,
     motion_regions,
     motion_square,
@@ -50,7 +50,7 @@ def test_best_square_matches_brute_force():
     for _ in range(20):
         energy = (rng.random((30, 50)) ** 6).astype(np.float32)
         side = int(rng.integers(1, 30))
-        top, left, held = _best_square(energy, side)
+        top, left, held = best_square(energy, side)
         sums = np.array([[energy[i:i + side, j:j + side].sum() for j in range(50 - side + 1)]
                          for i in range(30 - side + 1)])
         assert held == pytest.approx(float(sums.max()), rel=1e-5)

@@ -83,7 +83,7 @@ def make_clip(rng: np.random.Generator | int, frames: int = 16, size: int = 64, 
 
 def write_video(path: str, frames: np.ndarray, fps: float = 8.0) -> str:
     """Write uint8 RGB frames to an MP4 (H.264, near-lossless), atomically."""
-    from .render.overlay import write_video as encode
+    from .render.outputs import write_video as encode
 
     return encode(path, frames, fps=fps, crf=12)
 

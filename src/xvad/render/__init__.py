@@ -16,7 +16,7 @@ from .contours import (
 )
 from .files import atomic_path, explanation_record, save_maps
 from .image import gaussian_blur, resize_images, resize_maps
-from .outputs import write_explanation_outputs
+from .outputs import write_explanation_outputs, write_video
 from .overlay import (
                        as_rgb_frames,
                        blend,
@@ -28,7 +28,6 @@ from .overlay import (
                        importance_strip,
                        overlay_frames,
                        text_size,
-                       write_video,
 )
 from .sheet import contact_sheet, frame_subsample
 from .threshold import MODES, otsu_level, threshold

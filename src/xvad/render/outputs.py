@@ -10,9 +10,10 @@ import numpy as np
 from ..jsonio import write_json
 from .contours import clip_contours, smooth
 from .files import explanation_record, safe_name, save_maps
-from .overlay import as_rgb_frames, overlay_frames, write_video
+from .overlay import as_rgb_frames, overlay_frames
 from .sheet import as_named, contact_sheet
 from .threshold import threshold
+from .video_writer import VideoWriter
 
 
 def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
@@ -84,3 +85,15 @@ def write_explanation_outputs(out_dir: str | os.PathLike, frames: Any,
         payload["boxes"] = [[round(float(v), 4) for v in p.box(1, 1)] for p in places]
     written["json"] = write_json(os.path.join(out, "explanation.json"), payload)
     return written
+
+
+def write_video(path: str | os.PathLike, frames: Any, fps: float = 8.0, crf: int = 18) -> str:
+    """Write uint8 RGB frames ``[T, H, W, 3]`` as an H.264 MP4 (yuv420p, odd sizes padded by one
+    edge pixel) through :class:`VideoWriter`, atomically. Returns the path."""
+    fr = as_rgb_frames(frames)
+    if len(fr) == 0:
+        raise ValueError(f"{os.fspath(path)}: no frames to write")
+    with VideoWriter(path, fps, crf) as video:
+        for f in fr:
+            video.write(f)
+    return video.path

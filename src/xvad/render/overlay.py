@@ -1,5 +1,5 @@
 """Pictures on numpy images: heatmap colouring and blending, polygons, boxes, text, the
-frame-importance strip, and the overlay video.
+frame-importance strip, and the overlay video's frames (written by :mod:`.outputs`).
 
 Everything works on uint8 RGB arrays ``[H, W, 3]`` (or ``[T, H, W, 3]`` for clips). The drawing
 functions (``draw_*``) draw in place with OpenCV and return the image, so calls can be chained.
@@ -7,7 +7,6 @@ functions (``draw_*``) draw in place with OpenCV and return the image, so calls 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -17,7 +16,6 @@ import numpy as np
 
 from .contours import Region, clip_contours
 from .image import resize_images, resize_maps
-from .video_writer import VideoWriter
 
 Colour = tuple[int, int, int]
 
@@ -393,18 +391,3 @@ def overlay_frames(frames: Any, explanation: Any, regions: Sequence[Sequence[Reg
             out[t, bar_h + H:] = importance_strip(imp, t, W, strip_h)
     return out
 
-
-# ----------------------------------------------------------------------------------------------
-# video
-# ----------------------------------------------------------------------------------------------
-
-def write_video(path: str | os.PathLike, frames: Any, fps: float = 8.0, crf: int = 18) -> str:
-    """Write uint8 RGB frames ``[T, H, W, 3]`` as an H.264 MP4 (yuv420p, odd sizes padded by one
-    edge pixel) through :class:`VideoWriter`, atomically. Returns the path."""
-    fr = as_rgb_frames(frames)
-    if len(fr) == 0:
-        raise ValueError(f"{os.fspath(path)}: no frames to write")
-    with VideoWriter(path, fps, crf) as video:
-        for f in fr:
-            video.write(f)
-    return video.path

@@ -62,7 +62,7 @@ def moving_cells(frame: np.ndarray, partner: np.ndarray, step: int) -> np.ndarra
     return cells.astype(np.float32) / 255.0
 
 
-def _best_square(energy: np.ndarray, side: int) -> tuple[int, int, float]:
+def best_square(energy: np.ndarray, side: int) -> tuple[int, int, float]:
     """The ``side`` x ``side`` square of ``energy`` holding the most of it: ``(top, left, sum)``."""
     ii = cv2.integral(energy, sdepth=cv2.CV_64F)
     sums = ii[side:, side:] - ii[:-side, side:] - ii[side:, :-side] + ii[:-side, :-side]
@@ -103,7 +103,7 @@ def motion_square(energy: np.ndarray, step: int, height: int, width: int, size: 
     gh, gw = energy.shape
     for side in sides:
         cells = max(1, min(gh, gw, int(round(side / step))))
-        top, left, held = _best_square(energy, cells)
+        top, left, held = best_square(energy, cells)
         if held >= share * total or side == sides[-1]:
             ct, cl = _centred(energy, top, left, cells)
             y = min(max(int(round(ct * step + (cells * step - side) / 2)), 0), height - side)
