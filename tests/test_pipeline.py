@@ -103,22 +103,27 @@ def test_shipped_model_scores_a_real_stream_like_the_clip_reader():
     fps, n = model.config["fps"], model.config["frames"]
     assert results
     for r in results[:3]:
-        x = load_clip(path, model.config, start=(r.frame_index - n + 1) / fps).tensor()
+        # the clip read from the start up to the window's last frame (the motion crop's squares are chosen
+        # from the first frame on, as the stream's were), its last window
+        x = load_clip(path, model.config, frames=r.frame_index + 1, fps=fps).tensor()[-n:]
         with torch.no_grad():
             want = float(model.predict_proba(x[None])[0, 1])
         assert abs(r.score - want) < 1e-4, (r.frame_index, r.score, want)
 
 
-def test_still_frames_skip_the_backbone_without_changing_scores(tmp_path):
-    """Frames in which nothing moves give a motion+flow model an empty image whatever the scene, so
-    skipping the backbone on them (the feature of an empty image) changes no window score."""
+@pytest.mark.parametrize("crop", ["center", "motion"])
+def test_still_frames_skip_the_backbone_without_changing_scores(tmp_path, crop):
+    """Frames in which nothing moves give a motion+flow model an empty image whatever the scene (and
+    whatever square the motion crop chose), so skipping the backbone on them (the feature of an empty
+    image) changes no window score."""
     rng = np.random.default_rng(0)
     still = np.repeat(rng.integers(0, 255, (1, 40, 40, 3), dtype=np.uint8), 24, axis=0)   # one frame, held
     moving = make_clip(5, frames=24, size=40).frames
     path = str(tmp_path / "still_then_moving.mp4")
     write_video(path, np.concatenate([still, moving, still]), fps=8)
     torch.manual_seed(0)
-    model = CRNN("tiny", input="motion+flow", temporal="pool", pooling="max", size=32, frames=8, fps=8.0).eval()
+    model = CRNN("tiny", input="motion+flow", temporal="pool", pooling="max", size=32, frames=8, fps=8.0,
+                 crop=crop).eval()
     with torch.no_grad():
         for p in (p for m in model.temporal_modules() for p in m.parameters()):
             p.mul_(8.0)

@@ -140,8 +140,9 @@ class Scorer:
         """The backbone feature of a frame in which nothing moves (an empty motion / flow image)."""
         if self._still is None:
             empty = np.full((64, 64, 3), 128, np.uint8)
+            whole = Region(0, 0, 64, 64) if self.model.config.get("crop") == "motion" else None
             with torch.inference_mode():
-                x = frame_tensor(empty, empty, self.model.config)[None].to(self.device)
+                x = frame_tensor(empty, empty, self.model.config, whole)[None].to(self.device)
                 self._still = self.model.frame_features(x)[0]
         return self._still
 
