@@ -33,6 +33,7 @@ bench: install
 	$(PY) bench/bench_inputs.py
 	$(PY) bench/bench_frame_cost.py
 	$(PY) bench/bench_backbone_memory.py
+	$(PY) bench/bench_crop.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

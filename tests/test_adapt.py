@@ -108,6 +108,34 @@ def test_weighting_moves_the_decision_on_the_site_clips():
     assert alert_scores(weighted, base[40:]).mean() > 0.5          # the base alerts stay alerts
 
 
+def test_a_camera_threshold_needs_four_clips_of_each_class():
+    """The site's own threshold is chosen from four clips of each class on: with two of each (their
+    four out-of-fold scores) it stays the model's, and the report says why."""
+    from xvad.adapt import adapt
+    from xvad.adapt.core import THRESHOLD_CLIPS
+
+    rng = np.random.default_rng(1)
+    m = pooled_model(3)
+    m.extra = {"threshold": 0.37}
+    d = m.feature_dim
+    labels = np.r_[np.zeros(30, int), np.ones(30, int)]
+    pooled = torch.from_numpy(rng.normal(size=(60, 2, d)).astype(np.float32))
+    pooled[labels == 1, :, :16] += 2.0
+    base = BaseFeatures(pooled, labels, np.array([f"g{i % 6}" for i in range(60)]), [f"c{i}" for i in range(60)],
+                        m.classes, "id", 4)
+
+    def site(k: int) -> tuple[list[torch.Tensor], np.ndarray]:
+        y = np.r_[np.zeros(k, int), np.ones(k, int)]
+        clips = [torch.from_numpy(rng.normal(size=(2, 2, d)).astype(np.float32)) + 1.5 * c for c in y]
+        return clips, y
+
+    few = adapt(m, base, *site(THRESHOLD_CLIPS - 2))
+    assert few.threshold == 0.37 and "stays the model's" in few.report["out_of_fold_note"]
+    enough = adapt(m, base, *site(THRESHOLD_CLIPS))
+    assert "optimistic" in enough.report["out_of_fold_note"]
+    assert enough.threshold == enough.report["adapted_out_of_fold"]["threshold"] != 0.37
+
+
 def test_site_folds_are_stratified():
     labels = np.array([0] * 7 + [1] * 3)
     folds = site_folds(labels, 0)

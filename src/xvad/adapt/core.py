@@ -1,5 +1,6 @@
 """Adapting a model to one camera: its heads retrained on the base clips plus the camera's, the camera's
-clips weighted up, and the camera's own threshold chosen on out-of-fold scores of its clips.
+clips weighted up, and the camera's own threshold chosen on out-of-fold scores of its clips (given
+``THRESHOLD_CLIPS`` of each class).
 
 Each camera clip is a set of windows (:func:`~.pooled.clip_windows`); it is scored as a stream is, by
 its highest window, and it trains through that window under the current model (for a fight clip, the
@@ -22,6 +23,10 @@ from .pooled import alert_scores
 
 log = logging.getLogger(__name__)
 SHARE = 0.5          # the camera's clips weigh as much as the whole base set
+# clips of each class a camera needs before its own threshold is chosen: with 2 of each, the threshold
+# chosen on their 4 out-of-fold scores cost the shipped model accuracy (surv-fight, each source video a
+# camera, 18 groups: 0.812 against 0.868 keeping 0.5; scripts/adapt_curve.py, README)
+THRESHOLD_CLIPS = 4
 
 
 def clip_scores(model: CRNN, clips: list[torch.Tensor]) -> np.ndarray:
@@ -113,7 +118,8 @@ def adapt(model: CRNN, base: BaseFeatures, clips: list[torch.Tensor], labels: np
         fold_model = retrain(model, base, windows[rest], labels[rest], share, seed + f)
         oof[held] = clip_scores(fold_model, [clips[i] for i in held])
     have_oof = bool(np.isfinite(oof).all())
-    threshold = choose_threshold(oof, labels, 0.5) if have_oof else current
+    enough = int(np.bincount(labels, minlength=2).min()) >= THRESHOLD_CLIPS
+    threshold = choose_threshold(oof, labels, 0.5) if have_oof and enough else current
     adapted = retrain(model, base, windows, labels, share, seed)
     report = {"n_clips": int(len(labels)), "per_class": np.bincount(labels, minlength=2).tolist(),
               "share": share, "seed": seed, "threshold": threshold, "previous_threshold": current,
@@ -122,7 +128,9 @@ def adapt(model: CRNN, base: BaseFeatures, clips: list[torch.Tensor], labels: np
     if have_oof:
         report["adapted_out_of_fold"] = summarise(oof, labels, threshold)
         report["out_of_fold_note"] = ("each clip scored by heads trained without its fold; the threshold was "
-                                      "chosen on these same scores, so their accuracy is optimistic")
+                                      "chosen on these same scores, so their accuracy is optimistic" if enough else
+                                      f"each clip scored by heads trained without its fold; with fewer than "
+                                      f"{THRESHOLD_CLIPS} clips of a class the threshold stays the model's")
     log.info("adapted on %d clips: threshold %.3f", len(labels), threshold)
     return Adaptation(adapted, threshold, report)
 
