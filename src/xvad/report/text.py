@@ -76,7 +76,9 @@ def architecture(config: dict) -> str:
     heads = "linear head" if len(streams) == 1 else "a linear head per stream, probabilities averaged"
     over = (f"mean and max over {config['frames']} frames, {heads}" if config.get("temporal") == "pool"
             else f"GRU({config['hidden']}) over {config['frames']} frames, MLP head")
-    return f"{config['backbone']} per {seen} ({config['weights']} weights), {config['pooling']}-pooled, {over}"
+    where = " of each frame's square around what moved" if config.get("crop") == "motion" else ""
+    return (f"{config['backbone']} per {seen}{where} ({config['weights']} weights), {config['pooling']}-pooled, "
+            f"{over}")
 
 
 LEAN = 0.5   # a stream leans towards the class when its own probability passes this
