@@ -131,6 +131,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                  "--weights", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("xvad: error:") for e in err)
+    # the motion crop cuts each frame's square before shrinking it: a model that shrinks last cannot have it
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    assert main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--crop", "motion",
+                 "--shrink", "last"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xvad: error:") and "shrink first" in err and "\n" not in err
 
 
 def test_predict_gives_each_streams_probabilities(tmp_path):

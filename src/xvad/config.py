@@ -134,13 +134,16 @@ class ModelConfig:
         return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
 
     def check(self) -> None:
-        """ValueError for a setting outside its registry's choices."""
+        """ConfigError (a ValueError) for a setting outside its registry's choices, or settings that do
+        not go together."""
+        from .errors import ConfigError
+
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices():
-                raise ValueError(f"{f.name} must be one of {', '.join(choices())}, not {getattr(self, f.name)!r}")
-        if getattr(self, "crop", None) == "motion" and getattr(self, "shrink", None) != "first":
-            raise ValueError("crop motion cuts each frame's square before shrinking it: it needs shrink first")
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices())}, not {getattr(self, f.name)!r}")
+        if self.crop == "motion" and self.shrink != "first":
+            raise ConfigError("--crop motion cuts each frame's square before shrinking it: it needs --shrink first")
 
     @classmethod
     def preset(cls: type[C], name: str, **overrides: Any) -> C:

@@ -176,6 +176,7 @@ def predict_inputs(model: CRNN, inputs: dict, items: list, cfg: TrainConfig) -> 
 def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: bool = True) -> dict:
     """Train on the dataset at ``source`` and write the run into ``out_dir``; returns metrics."""
     cfg = cfg or TrainConfig()
+    cfg.check()              # settings that cannot work fail before any data is read
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
     data = load_dataset(source, cfg.classes)
