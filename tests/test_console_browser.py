@@ -216,10 +216,10 @@ def test_review_in_a_real_browser(served, browser, shots):
     # the square the model saw of that frame is outlined where the explanation puts it
     drawn = [float(v) for v in d.execute_script("return document.getElementById('overlay').dataset.box").split(",")]
     assert drawn == pytest.approx(data["frames"][peak]["box"], abs=1e-6)
+    shoot(d, shots, "3-alert")
     toggle(d, "show-box", False)
     wait("the square gone", lambda: d.execute_script("return document.getElementById('overlay').dataset.box") == "")
     with_map = overlay_sum(d)
-    shoot(d, shots, "3-alert")
     toggle(d, "show-map", False)                                   # heatmap off: only the contours are left
     without_map = wait("the map gone", lambda: (n := overlay_sum(d)) < with_map * 0.9 and n + 1) - 1
     toggle(d, "show-contours", False)                              # contours off too: nothing drawn
