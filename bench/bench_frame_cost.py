@@ -8,9 +8,10 @@ own size, 320x240 to 1920x1080), in one run and in turns, as CPU time of the who
 with torch on one thread:
 
 - decode: every frame of the clip decoded (as a live camera is) and one in R / 8 turned to RGB;
-- images "last" (streams made at the frame's resolution, then an antialiased resize: the rule of the
-  model shipped before) against "first" (frames shrunk to the input first with OpenCV area averaging,
-  motion and flow made on the small frames), each at its model's input size;
+- images "last" (streams made at the frame's resolution, then an antialiased resize, centre crop: the
+  rule of the model shipped two versions ago) against "first" (frames, or the motion crop's squares,
+  shrunk to the input first with OpenCV area averaging, motion and flow made on the small frames), each
+  at its model's input size;
 - the backbone on the two streams, eager against batch norms folded (``xvad.models.fold``), at the
   model's precision (bf16 here), batches of 16, at each size.
 
@@ -37,6 +38,7 @@ from common import save, surv_fight_clips, timeit  # noqa: E402
 import xvad  # noqa: E402
 from xvad.models.precision import autocast  # noqa: E402
 from xvad.video import model_images, preprocess_as, read_frame_pairs  # noqa: E402
+from xvad.video.crop import input_regions  # noqa: E402
 
 BUDGET_MS = 2 * 1000 / 64          # 2 cores, 8 cameras x 8 frames per second
 
@@ -86,8 +88,8 @@ def main() -> int:
     torch.set_num_threads(1)
     clips = surv_fight_clips(a.every, "bench_frame_cost")
     model = xvad.load_model(a.checkpoint)
-    new = dict(model.config, shrink="first")
-    old = dict(model.config, shrink="last", size=a.old_size)
+    new = dict(model.config, shrink="first")     # the shipped model's crop (motion: each frame's square)
+    old = dict(model.config, shrink="last", size=a.old_size, crop="center")
     per_clip = []
     for i, (path, row) in enumerate(clips):
         frames, partners, _ = read_frame_pairs(path, frames=16, fps=8)
@@ -95,14 +97,14 @@ def main() -> int:
                        "decode": decode_per_scored_frame(path)}
         for name, cfg in (("last", old), ("first", new)):
             def images(cfg: dict = cfg, frames: np.ndarray = frames, partners: np.ndarray = partners) -> object:
-                return preprocess_as(model_images(frames, partners, cfg), cfg)
+                return preprocess_as(model_images(frames, partners, cfg, input_regions(frames, partners, cfg)), cfg)
             entry[f"images {name}"] = cpu_ms(images) / len(frames)
         per_clip.append(entry)
         print(f"{i + 1}/{len(clips)} {row['clip']} {entry['size']}: " +
               ", ".join(f"{k} {v:.1f}" for k, v in entry.items() if isinstance(v, float)), flush=True)
     backbone = {}
     for cfg in (old, new):
-        x = preprocess_as(model_images(frames, partners, cfg), cfg)
+        x = preprocess_as(model_images(frames, partners, cfg, input_regions(frames, partners, cfg)), cfg)
         size = int(cfg["size"])
         backbone[f"{size} eager"] = backbone_ms(model, x, folded=False)
         backbone[f"{size} folded"] = backbone_ms(model, x, folded=True)

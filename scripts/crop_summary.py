@@ -15,9 +15,11 @@ import argparse
 import csv
 import json
 import os
+from functools import cache
 
 import numpy as np
 
+from xvad.jsonio import write_json
 from xvad.metrics import classification_metrics
 from xvad.video import probe
 
@@ -31,12 +33,14 @@ def run_dir(runs: str, crop: str, seed: int) -> str:
     return os.path.join(runs, f"crop-{crop}-s{seed}")
 
 
+@cache
 def out_of_fold(run: str, stream: bool) -> dict[str, float]:
     """Each clip's out-of-fold p(fight) by clip name (predictions.csv): as training samples the clip, or
-    scored as a stream (``stream``)."""
+    scored as a stream (``stream``; a clip not read at the stream's rate has none)."""
     column = "stream_p_fight" if stream else "p_fight"
     with open(os.path.join(run, "predictions.csv")) as f:
-        return {os.path.splitext(os.path.basename(r["path"]))[0]: float(r[column]) for r in csv.DictReader(f)}
+        return {os.path.splitext(os.path.basename(r["path"]))[0]: float(r[column])
+                for r in csv.DictReader(f) if r[column]}
 
 
 def main() -> int:
@@ -75,7 +79,8 @@ def main() -> int:
             sizes[r["clip"]], labels[r["clip"]] = min(info.height, info.width), int(r["label"] == "fight")
     # p(fight) of each clip, the mean of its three out-of-fold scores
     p = {(crop, how): {c: float(np.mean([out_of_fold(run_dir(a.runs, crop, s), how == "stream")[c]
-                                         for s in SEEDS])) for c in sizes}
+                                         for s in SEEDS])) for c in sizes
+                       if all(c in out_of_fold(run_dir(a.runs, crop, s), how == "stream") for s in SEEDS)}
          for crop in CROPS for how in ("clips", "stream")}
     print("\n| crop | scored | 720p and up: clips, accuracy / ROC-AUC / recall | smaller |")
     print("|---|---|---|---|")
@@ -83,7 +88,7 @@ def main() -> int:
     for (crop, how), scores in p.items():
         cells = []
         for name, keep in (("large", lambda s: s >= 720), ("small", lambda s: s < 720)):
-            clips = [c for c in sizes if keep(sizes[c])]
+            clips = [c for c in scores if keep(sizes[c])]
             y = np.array([labels[c] for c in clips])
             proba = np.array([[1 - scores[c], scores[c]] for c in clips])
             mm = classification_metrics(y, proba, ["noFight", "fight"])
@@ -92,13 +97,12 @@ def main() -> int:
         print(f"| {crop} | {how} | " + " | ".join(cells) + " |")
     print("\n| clip | " + " | ".join(f"{crop}, {how}" for crop, how in p) + " |")
     print("|---|" + "---|" * len(p))
-    named = {c: {f"{crop} {how}": p[crop, how][c] for crop, how in p} for c in NAMED if c in sizes}
+    named = {c: {f"{crop} {how}": p[crop, how][c] for crop, how in p} for c in NAMED
+             if all(c in scores for scores in p.values())}
     for c, row in named.items():
         print(f"| {c} | " + " | ".join(f"{v:.2f}" for v in row.values()) + " |")
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "crop_cv.json")
-    with open(out + ".part", "w") as f:
-        json.dump({"summary": summary, "by_size": by_size, "named": named}, f, indent=1)
-    os.replace(out + ".part", out)
+    write_json(out, {"summary": summary, "by_size": by_size, "named": named})
     print(f"\nwrote {out}")
     return 0
 

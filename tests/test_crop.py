@@ -11,6 +11,7 @@ from xvad.video.crop import (
     Region,
     best_square,
     fixed_region,
+    grid_shape,
     motion_regions,
     motion_square,
     moving_cells,
@@ -49,21 +50,36 @@ def test_best_square_matches_brute_force():
     rng = np.random.default_rng(1)
     for _ in range(20):
         energy = (rng.random((30, 50)) ** 6).astype(np.float32)
-        side = int(rng.integers(1, 30))
-        top, left, held = best_square(energy, side)
-        sums = np.array([[energy[i:i + side, j:j + side].sum() for j in range(50 - side + 1)]
-                         for i in range(30 - side + 1)])
+        rows, cols = int(rng.integers(1, 30)), int(rng.integers(1, 50))
+        top, left, held = best_square(energy, rows, cols)
+        sums = np.array([[energy[i:i + rows, j:j + cols].sum() for j in range(50 - cols + 1)]
+                         for i in range(30 - rows + 1)])
         assert held == pytest.approx(float(sums.max()), rel=1e-5)
-        assert energy[top:top + side, left:left + side].sum() == pytest.approx(float(sums.max()), rel=1e-5)
+        assert energy[top:top + rows, left:left + cols].sum() == pytest.approx(float(sums.max()), rel=1e-5)
 
 
 def test_moving_cells_counts_changed_pixels():
     a = scene()
     b = with_block(a, 100, 200, 30)                 # 900 pixels change
-    cells = moving_cells(a, b, 3)
-    assert cells.shape == (120, 213)
-    assert cells.sum() * 9 == pytest.approx(900, rel=0.02)
-    assert moving_cells(a, a, 3).sum() == 0
+    assert grid_shape(360, 640) == (120, 213)       # cells of about 640 / 240 pixels
+    cells = moving_cells(a, b, (120, 213))
+    assert cells.shape == (120, 213) and cells.dtype == np.uint8
+    assert cells.sum() / 255 * (360 / 120) * (640 / 213) == pytest.approx(900, rel=0.02)
+    assert moving_cells(a, a, (120, 213)).sum() == 0
+
+
+@pytest.mark.parametrize("height,width", [(360, 640), (720, 1280), (1080, 1920), (702, 1280), (240, 320)])
+def test_the_square_centres_on_what_moved_at_any_frame_size(height, width):
+    """A block moving in the bottom right-hand part of frames of sizes that the grid's cells do not
+    divide evenly: the chosen square is centred on the block to within a cell."""
+    base = scene(height, width)
+    side = height // 8
+    top, left = height - 2 * side, width - 3 * side
+    r = MotionCrop(192).push(base, with_block(base, top, left, side))
+    cell = max(height / grid_shape(height, width)[0], width / grid_shape(height, width)[1])
+    if r.width > 192 or left + side / 2 + 96 < width:     # not pushed against the frame's edge
+        assert r.left + r.width / 2 == pytest.approx(left + side / 2, abs=cell + 1)
+    assert r.top <= top and r.top + r.height >= top + side and r.left <= left and r.left + r.width >= left + side
 
 
 def test_a_fight_at_the_edge_is_inside_its_square():
@@ -81,6 +97,19 @@ def test_a_fight_at_the_edge_is_inside_its_square():
     assert centre.left > 60                                                # the centre crop misses it
 
 
+def test_long_motion_then_stillness_gives_the_centre_crop_again():
+    """The history's sum is kept exactly: after many frames of motion and then a full history of still
+    frames, nothing is left of it and the frame gets the centre square."""
+    base = scene()
+    crop = MotionCrop(192)
+    rng = np.random.default_rng(3)
+    for k in range(50):
+        crop.push(base, with_block(base, int(rng.integers(0, 300)), int(rng.integers(0, 580)), 40, k % 255))
+    for _ in range(MOTION_HISTORY):
+        still = crop.push(base, base)
+    assert still == Region(0, 140, 360, 360)
+
+
 def test_still_frames_get_the_centre_crop_and_motion_fades_after_the_history():
     base = scene()
     crop = MotionCrop(192)
@@ -95,7 +124,7 @@ def test_still_frames_get_the_centre_crop_and_motion_fades_after_the_history():
 def test_spread_motion_takes_a_larger_square():
     base = scene()
     partner = with_block(with_block(base, 20, 10, 30), 300, 590, 30)    # two far corners move alike
-    r = motion_square(moving_cells(base, partner, 3), 3, 360, 640, 192)
+    r = motion_square(moving_cells(base, partner, (120, 213)).astype(np.float32), 360, 640, 192)
     assert r.width == r.height == 360                              # no smaller square holds two thirds
 
 

@@ -16,8 +16,9 @@ import xvad
 from xvad.explain import explain
 from xvad.explain_video import read_window
 from xvad.render import VideoWriter
+from xvad.render.place import LOW, OPACITY, Placement, whole_frame
 from xvad.report import write_report
-from xvad.service.overlay import LOW, OPACITY, Placement, whole_frame, windows_around, write_overlay
+from xvad.service.overlay import windows_around, write_overlay
 from xvad.stream import Detector
 from xvad.video import preprocess, read_frames, shrink_images
 from xvad.video.crop import Region

@@ -164,3 +164,45 @@ def test_a_reader_that_is_behind_drops_frames_before_preparing_them(clip_file):
     assert len(prepared) == len(frames) == 3
     assert reader.stats.dropped == reader.stats.sampled - 3
     assert [f.index for f in frames] == [0, 1, 2]     # the first ones, each prepared once
+
+
+def test_each_segment_of_a_stream_chooses_its_squares_afresh(clip_file):
+    """A file played again (as the demo's cameras do) starts a new segment: the motion crop's history
+    starts over, so every lap gets the squares the clip loader gives the file from its start."""
+    config = dict(CRNN("tiny", input="motion+flow", size=32, frames=8, crop="motion").config)
+    first = load_clip(clip_file, config, fps=8, frames=len(read_frame_pairs(clip_file, fps=8)[0]))
+    reader = Reader(parse_source(clip_file), 8, FrameInput(config), FrameQueue(1000), live=False, keep_images=True,
+                    pairs=True, loop=True)
+    reader.start()
+    got: list = []
+    while len(got) < 2 * len(first.regions):
+        item = reader.queue.get(timeout=30)
+        if isinstance(item, Frame):
+            got.append(item.region)
+    reader.stop()
+    n = len(first.regions)
+    assert got[:n] == first.regions and got[n:2 * n] == first.regions
+
+
+def test_an_explained_window_is_the_window_the_stream_scored(clip_file):
+    """The report and the console explain a window of a video read from its start (read_window): with the
+    motion crop, its squares are chosen from the frames before it, as the stream chose them, so the model
+    scores the explained input exactly as the detector scored the window."""
+    from xvad.explain_video import read_window
+
+    torch.manual_seed(0)
+    model = CRNN("tiny", input="motion", temporal="pool", pooling="max", size=32, frames=8, fps=8.0,
+                 crop="motion").eval().set_precision("fp32")
+    with torch.no_grad():
+        for p in (p for m in model.temporal_modules() for p in m.parameters()):
+            p.mul_(8.0)
+    results = list(Detector(model, stride=2).run(clip_file))
+    later = [r for r in results if r.start_frame >= 8]
+    assert len(later) >= 3
+    ticks = [r.start_frame / 8.0 for r in later]          # the tick of each window's first frame
+    with torch.no_grad():
+        got = [float(model(read_window(model, clip_file, start=t).x[None]).softmax(-1)[0, 1]) for t in ticks]
+        fresh = [float(model(load_clip(clip_file, model.config, start=t).tensor()[None]).softmax(-1)[0, 1])
+                 for t in ticks]
+    np.testing.assert_allclose(got, [r.score for r in later], atol=1e-5)
+    assert max(abs(a - r.score) for a, r in zip(fresh, later)) > 1e-3    # without the frames before: other squares

@@ -174,7 +174,8 @@ class TrainConfig(ModelConfig):
     cache_dir: str | None = setting(None, "feature cache folder (none: ~/.cache/xvad/features)")
     stream_fps: float | None = setting(8.0, "also score each held-out clip as a stream at this rate would: every "
                                        "window of --frames frames, 2 apart, over the whole clip, the highest "
-                                       "(metrics.json: as_stream); the saved model samples at this rate")
+                                       "(metrics.json: as_stream; not with --finetune); a model trained "
+                                       "without --fps samples streams at this rate")
     classes: list[str] | None = setting(None, "class order, comma-separated, normal class first (none: "
                                         "normal-like names first)", parse=_names, metavar="NAME,NAME[,...]")
 

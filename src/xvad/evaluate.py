@@ -60,11 +60,9 @@ def score_video(model: CRNN, path: str) -> dict:
 def highest_window(model: CRNN, feats: torch.Tensor) -> int:
     """Where the window with the highest alert score starts among every window of the model's length,
     ``STRIDE`` frames apart, of a video's frame features ``[n, D]`` (n at least one window): how a
-    stream scores the video. Fewer than a window and a stride: the first window."""
+    stream scores the video."""
     window = int(model.config["frames"])
-    if len(feats) < window + STRIDE:
-        return 0
-    starts = list(range(0, len(feats) - window + 1, STRIDE))
+    starts = list(range(0, max(1, len(feats) - window + 1), STRIDE))
     score, _ = window_scores(model.eval().classify(torch.stack([feats[s:s + window] for s in starts])))
     return starts[int(score.argmax())]
 

@@ -39,7 +39,8 @@ class Window:
 
 def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None = None,
                 duration: float | None = None, fps: float | None = None) -> Window:
-    """The window of ``path`` the model sees from ``start``.
+    """The window of ``path`` the model sees from ``start``, as a stream of the file from its start sees
+    it (the motion crop's squares chosen from the frames before ``start`` on, as the detector chose them).
 
     At a rate (``fps``, default the model's), ``frames`` (default: the model's) are taken at that rate;
     without one they are spread uniformly over ``[start, start + duration)`` (default: to the end).
@@ -50,12 +51,12 @@ def read_window(model: CRNN, path: str, start: float = 0.0, frames: int | None =
     elif duration is None and start > 0:     # uniformly over the rest of the video
         info = probe(path)
         duration = max(info.duration - start, 0.0) if info.duration else None
-    clip = load_clip(path, cfg, start=start, duration=duration, frames=frames, fps=fps)
+    clip = load_clip(path, cfg, start=start, duration=duration, frames=frames, fps=fps, as_streamed=True)
     x = clip.tensor()
     shown = display_frames(x, cfg["mean"], cfg["std"]) if clip.images is clip.rgb else \
         shown_frames(clip.rgb, cfg, clip.regions)
     h, w = clip.rgb.shape[1:3]
-    places = [Placement.of(cfg, h, w, r if cfg.get("crop") == "motion" else None) for r in clip.regions]
+    places = [Placement.of(cfg, h, w, r) for r in clip.regions]
     return Window(x, shown, clip.times, clip.rgb, clip.regions, places)
 
 

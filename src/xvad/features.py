@@ -103,6 +103,17 @@ def default_cache_dir() -> str:
     return os.path.join(base, "xvad", "features")
 
 
+def cached_features(model: CRNN, cache: FeatureCache, path: str, view: View, config: dict) -> torch.Tensor:
+    """The backbone features ``[T, D]`` of ``view`` of a clip, as ``config`` reads it: from ``cache``, else
+    computed and stored (VideoError for an unreadable clip). The values are a cache hit's either way."""
+    cached = cache.get(path, view)
+    if cached is not None:
+        return cached
+    out = model.frame_features(load_clip(path, config, view=view).tensor().to(model.device)).cpu()
+    cache.put(path, view, out)
+    return out.to(torch.float16).float()
+
+
 @torch.no_grad()
 def extract_features(model: CRNN, paths: list[str], views: list[View], cache_dir: str | None = None,
                      progress: bool = True) -> tuple[dict[tuple[int, int], torch.Tensor], dict[str, str]]:
@@ -116,24 +127,14 @@ def extract_features(model: CRNN, paths: list[str], views: list[View], cache_dir
     feats: dict[tuple[int, int], torch.Tensor] = {}
     failures: dict[str, str] = {}
     jobs = [(i, v) for i in range(len(paths)) for v in range(len(views))]
-    bar = tqdm(jobs, desc="features", unit="clip", disable=not progress, leave=False)
     try:
-        for i, v in bar:
-            path = paths[i]
-            if path in failures:
-                continue
-            cached = cache.get(path, views[v])
-            if cached is not None:
-                feats[i, v] = cached
+        for i, v in tqdm(jobs, desc="features", unit="clip", disable=not progress, leave=False):
+            if paths[i] in failures:
                 continue
             try:
-                clip = clip_tensor(path, model.config, views[v]).to(model.device)
+                feats[i, v] = cached_features(model, cache, paths[i], views[v], model.config)
             except VideoError as exc:
-                failures[path] = str(exc)
-                continue
-            out = model.frame_features(clip).cpu()
-            cache.put(path, views[v], out)
-            feats[i, v] = out.to(torch.float16).float()  # the same values a later cache hit returns
+                failures[paths[i]] = str(exc)
     finally:
         model.train(was_training)
     return feats, failures
@@ -158,16 +159,9 @@ def stream_features(model: CRNN, paths: list[str], fps: float, cache_dir: str | 
                                       leave=False)):
             try:
                 config = dict(model.config, fps=float(fps), frames=window_count(model, path, fps))
-                cache = FeatureCache(root, model, config)
-                cached = cache.get(path, View())
-                if cached is None:
-                    out = model.frame_features(load_clip(path, config).tensor().to(model.device)).cpu()
-                    cache.put(path, View(), out)
-                    cached = out.to(torch.float16).float()
+                feats[i] = cached_features(model, FeatureCache(root, model, config), path, View(), config)
             except VideoError as exc:
                 failures[path] = str(exc)
-                continue
-            feats[i] = cached
     finally:
         model.train(was_training)
     return feats, failures

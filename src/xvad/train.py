@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import logging
 import os
 from dataclasses import asdict, replace
 
@@ -23,13 +24,14 @@ from .atomic import atomic_path
 from .checkpoint import save_model
 from .config import TrainConfig
 from .data import Dataset, group_kfold, group_split, load_dataset
-from .errors import ConfigError
 from .evaluate import STRIDE, highest_window
 from .features import clip_tensor, extract_features, make_views, stream_features
 from .jsonio import write_json
 from .metrics import classification_metrics, summarize_folds
 from .models import CRNN
 from .video import VideoError
+
+log = logging.getLogger(__name__)
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -194,12 +196,12 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         return [(int(i), v) for i in idx for v in range(n_views) if (int(i), v) in inputs]
 
     streams: dict[int, torch.Tensor] = {}
-    if cfg.stream_fps:       # every clip at the stream's rate, for scoring the held-out ones as a stream would
-        if cfg.finetune:
-            raise ConfigError("--stream-fps scores cached features: it needs a frozen backbone (no --finetune)")
-        streams, lost = stream_features(model, [s.path for s in good.samples], cfg.stream_fps, cfg.cache_dir,
-                                        progress)
-        failures.update(lost)
+    unstreamed: dict[str, str] = {}
+    if cfg.stream_fps and cfg.finetune:   # each fold's backbone differs: there are no shared features to score
+        log.info("--finetune: the held-out clips are not scored as a stream (only with a frozen backbone)")
+    elif cfg.stream_fps:     # every clip at the stream's rate, for scoring the held-out ones as a stream would
+        streams, unstreamed = stream_features(model, [s.path for s in good.samples], cfg.stream_fps, cfg.cache_dir,
+                                              progress)
 
     resume = RunState(out_dir, cfg)
     splits = (group_kfold(good, cfg.folds, cfg.seed) if cfg.folds > 1
@@ -231,8 +233,10 @@ def train(source: str, out_dir: str, cfg: TrainConfig | None = None, progress: b
         start)
 
     metrics = run_metrics(good, fold_results, cfg, failures, len(data), epochs)
-    if cfg.stream_fps:
-        model.config["fps"] = float(cfg.stream_fps)     # the rate it was scored at as a stream
+    if "as_stream" in metrics:
+        metrics["as_stream"]["n_skipped"] = len(unstreamed)      # read as clips, not at the stream's rate
+    if cfg.stream_fps and not cfg.fps:
+        model.config["fps"] = float(cfg.stream_fps)     # a model that spreads its frames samples streams at this rate
     save_model(model, os.path.join(out_dir, "model.pt"),
                extra={"metrics": {k: metrics["summary"].get(k) for k in ("accuracy", "roc_auc", "f1")},
                       "train_config": json.loads(json.dumps(asdict(cfg))), "threshold": 0.5})

@@ -106,8 +106,10 @@ def adapt(model: CRNN, base: BaseFeatures, clips: list[torch.Tensor], labels: np
           share: float = SHARE, seed: int = 0, default_threshold: float | None = None) -> Adaptation:
     """Adapt ``model`` to a site from its labelled ``clips`` (each ``[W, S, 2D]``): the heads retrained
     on everything, the threshold chosen on out-of-fold scores (each clip scored by heads trained
-    without its fold), and the report of those scores beside the current model's."""
+    without its fold) given ``THRESHOLD_CLIPS`` of each class, else the model's, and the report of
+    those scores beside the current model's."""
     labels = np.asarray(labels, int)
+    counts = np.bincount(labels, minlength=2)
     current = float(default_threshold if default_threshold is not None
                      else (getattr(model, "extra", None) or {}).get("threshold", 0.5))
     windows = top_windows(model, clips)
@@ -118,10 +120,10 @@ def adapt(model: CRNN, base: BaseFeatures, clips: list[torch.Tensor], labels: np
         fold_model = retrain(model, base, windows[rest], labels[rest], share, seed + f)
         oof[held] = clip_scores(fold_model, [clips[i] for i in held])
     have_oof = bool(np.isfinite(oof).all())
-    enough = int(np.bincount(labels, minlength=2).min()) >= THRESHOLD_CLIPS
+    enough = int(counts.min()) >= THRESHOLD_CLIPS
     threshold = choose_threshold(oof, labels, 0.5) if have_oof and enough else current
     adapted = retrain(model, base, windows, labels, share, seed)
-    report = {"n_clips": int(len(labels)), "per_class": np.bincount(labels, minlength=2).tolist(),
+    report = {"n_clips": int(len(labels)), "per_class": counts.tolist(),
               "share": share, "seed": seed, "threshold": threshold, "previous_threshold": current,
               "base_clips": int(len(base.labels)), "base_checkpoint_id": base.checkpoint_id, "base_features": base.path,
               "current_on_site": summarise(before, labels, current)}

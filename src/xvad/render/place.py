@@ -3,7 +3,6 @@ crop's place (centre, full, pad) or, with the motion crop, each frame's own squa
 there, so a reviewer sees them on the whole frame, at the place the model looked."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +42,14 @@ class Placement:
     @classmethod
     def of(cls, config: dict, height: int, width: int, region: Any = None) -> Placement:
         """The placement in a ``height`` x ``width`` frame for a model with ``config``; ``region``: the
-        frame's square (:class:`~xvad.video.crop.Region`, frame pixels) under the motion crop."""
+        frame's square (:class:`~xvad.video.crop.Region`, frame pixels) under the motion crop, which needs
+        it (a fixed crop's place is :func:`~xvad.video.tensor.fit`'s, whatever ``region`` says)."""
         size = int(config["size"])
-        if region is None:
-            if config.get("crop") == "motion":
-                raise ValueError("a motion-crop model's placement needs the frame's square (region)")
+        if config.get("crop") != "motion":
             nh, nw, top, left = fit(height, width, size, config.get("crop", "center"))
             return cls(nh, nw, top, left, size)
+        if region is None:
+            raise ValueError("a motion-crop model's placement needs the frame's square (region)")
         nh, nw = model_scale(config, height, width)
         sy, sx = nh / height, nw / width
         return cls(nh, nw, region.top * sy, region.left * sx, size, region.width * sx)
@@ -103,17 +103,6 @@ class Placement:
         """The square's ``(x0, y0, x1, y1)`` in a frame of ``height`` x ``width`` pixels."""
         sx, sy, side = width / self.width, height / self.height, self.size * self.step
         return self.left * sx, self.top * sy, (self.left + side) * sx, (self.top + side) * sy
-
-
-def maps_on_frames(maps: np.ndarray, places: Sequence[Placement], height: int,
-                   width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Maps ``[T, S, S]`` drawn into frames of ``height`` x ``width`` at their placements: the maps
-    ``[T, height, width]`` and how much of each pixel they cover (0 where the model did not look)."""
-    out = np.zeros((len(maps), height, width), np.float32)
-    cover = np.zeros((len(maps), height, width), np.float32)
-    for t, (m, place) in enumerate(zip(maps, places)):
-        out[t], cover[t] = place.on_frame(np.asarray(m, np.float32), height, width)
-    return out, cover
 
 
 def rgba(maps: np.ndarray, cover: np.ndarray | None = None) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..jsonio import write_json
-from ..render.place import CMAP, LOW, OPACITY, Placement, rgba, whole_frame  # noqa: F401 - the console's look
+from ..render.place import Placement, rgba, whole_frame
 from ..report import Contours, key_frames
 from ..report.text import LEAN
 

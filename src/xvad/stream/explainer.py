@@ -80,9 +80,7 @@ class ExplainWorker(Worker):
 
             expl = explain(self.model, job.clip, method=self.method, target=job.target)
             h, w = job.frames.shape[1:3]      # whole frames: each map goes where the model looked in its frame
-            motion = self.model.config.get("crop") == "motion"
-            places = [Placement.of(self.model.config, h, w, r if motion else None)
-                      for r in (job.regions or [None] * len(job.frames))]
+            places = [Placement.of(self.model.config, h, w, r) for r in (job.regions or [None] * len(job.frames))]
             files = write_explanation_outputs(
                 folder, job.frames, {self.method: expl}, fps=self.fps, timestamps=job.times, places=places,
                 source={"source": self.source, "alert": job.alert, "frames": [job.indices[0], job.indices[-1]],

@@ -117,6 +117,12 @@ class FrameInput:
         self.crop = MotionCrop(int(config["size"])) if config.get("crop") == "motion" else None
         self.region: Region | None = None        # the last frame's square (motion crop)
 
+    def reset(self) -> None:
+        """A new segment of the stream (after a gap, a reconnection, a file played again): its squares
+        are chosen from its own frames, as a clip's are from its first."""
+        if self.crop is not None:
+            self.crop.reset()
+
     def __call__(self, image: np.ndarray, partner: np.ndarray | None) -> torch.Tensor | None:
         if self.crop is not None:
             self.region = self.crop.push(image, partner)

@@ -82,7 +82,9 @@ class Reader:
     ``transform(rgb, partner) -> tensor`` preprocesses each sampled frame in the reader thread, given
     its motion partner when ``pairs`` is set (the next decoded frame, see
     :class:`xvad.video.Partners`; else ``None``); the frame's ``region`` is the transform's attribute of
-    that name after the call, if it has one (:class:`~xvad.stream.inference.FrameInput`); with
+    that name after the call, if it has one (:class:`~xvad.stream.inference.FrameInput`), and its
+    ``reset()``, if it has one, is called as each segment starts (the stream's start, after a gap or a
+    reconnection, a file played again); with
     ``keep_images`` the uint8 picture travels along too. ``live`` drops frames rather than wait;
     ``realtime`` paces a file at its own timestamps (to simulate a camera); ``loop`` plays a file again
     from the top each time it ends, its clock going on. ``decode_threads``: the live decoder's slice
@@ -253,6 +255,9 @@ class Reader:
         # pairs: each frame is held until the next one (its motion partner) is decoded
         partners = Partners() if self.pairs else None
         stats, corrupt = DecodeStats(), self.stats.corrupt
+        reset = getattr(self.transform, "reset", None)   # a transform with a history starts it over
+        if reset is not None:
+            reset()
 
         def deliver(item: tuple[Any, Any], pt: float, now: float) -> bool:
             """Sample and emit; False if stopped while pacing."""
@@ -287,6 +292,8 @@ class Reader:
                 flush()
                 start, base, previous = t, None, None
                 sampler.reset()
+                if reset is not None:
+                    reset()
             previous = t
             self.stats.decoded += 1
             now = time.perf_counter()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, VideoError, VideoWarning
-from .crop import Region, input_regions, mirrored
+from .crop import MOTION_HISTORY, Region, input_regions, mirrored
 from .decode import EPS, RGB, DecodeStats, decode, decode_from, errors, estimates, open_path, origin, rotation
 from .images import flip_images, model_images, needs_partner
 from .sample import Nearest, ticks, uniform_targets, with_partners
@@ -131,12 +131,20 @@ def _read_input(path: str, config: dict, frames: int | None, fps: float | None, 
 
 
 def load_clip(path: str, config: dict, *, start: float = 0.0, duration: float | None = None,
-              frames: int | None = None, fps: float | None = None, view: View = View()) -> Clip:
+              frames: int | None = None, fps: float | None = None, view: View = View(),
+              as_streamed: bool = False) -> Clip:
     """The clip a model with ``config`` sees in ``path``: ``frames`` (default: the model's) at ``fps``
     (default: the model's rate, else spread uniformly) from ``start``, for ``view`` of the clip
-    (a jittered view samples a random sub-span, a flipped one is mirrored)."""
+    (a jittered view samples a random sub-span, a flipped one is mirrored). With ``as_streamed`` and a
+    rate, the motion crop's squares are those a stream of the file from its start chose: they are
+    chosen from up to ``MOTION_HISTORY - 1`` frames before ``start`` on."""
     n = int(frames or config["frames"])
     fps = fps or config.get("fps")
+    if as_streamed and fps and config.get("crop") == "motion" and not view.jitter:
+        before = min(MOTION_HISTORY - 1, int(math.floor(start * float(fps) + EPS)))
+        if before:
+            c = load_clip(path, config, start=start - before / float(fps), frames=n + before, fps=fps, view=view)
+            return Clip(c.rgb[before:], c.images[before:], c.times[before:], config, c.regions[before:])
     if view.jitter:
         info = probe(path)
         if info.duration:

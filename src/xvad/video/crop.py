@@ -25,7 +25,7 @@ MOTION_HISTORY = 16     # ... of this many sampled frames (a window of the shipp
 LADDER = 6              # square sides tried, geometric from the input size to the short side
 GRID = 240              # motion is counted on cells of about max(height, width) / GRID pixels
 # recorded in feature caches and checkpoints' fingerprints: change the rule, change this
-MOTION_CROP_RULE = f"grey>{MOTION_LEVEL},{MOTION_SHARE:.3f} of {MOTION_HISTORY} frames,{LADDER} sides,grid {GRID}"
+MOTION_CROP_RULE = f"grey>{MOTION_LEVEL},{MOTION_SHARE:.3f} of {MOTION_HISTORY} frames,{LADDER} sides,grid {GRID},v2"
 
 
 @dataclass(frozen=True)
@@ -50,36 +50,44 @@ def fixed_region(height: int, width: int, size: int, crop: str) -> Region:
     return Region(round(top * sy), round(left * sx), round(size * sy), round(size * sx))
 
 
-def moving_cells(frame: np.ndarray, partner: np.ndarray, step: int) -> np.ndarray:
-    """The share of each ``step`` x ``step`` cell's pixels whose grey level changes by more than
-    ``MOTION_LEVEL`` from ``frame`` to ``partner`` (uint8 RGB ``[H, W, 3]``): float32 ``[H // step, W // step]``
-    (cells at the right and bottom edges take the rest of the frame)."""
+def moving_cells(frame: np.ndarray, partner: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """How many of each cell's pixels change their grey level by more than ``MOTION_LEVEL`` from
+    ``frame`` to ``partner`` (uint8 RGB ``[H, W, 3]``), as 0..255 of the cell: uint8 ``shape`` (rows,
+    columns), each cell ``H / rows`` x ``W / columns`` pixels (OpenCV's area averaging)."""
     a = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
     b = cv2.cvtColor(np.ascontiguousarray(partner), cv2.COLOR_RGB2GRAY)
     _, moved = cv2.threshold(cv2.absdiff(a, b), MOTION_LEVEL, 255, cv2.THRESH_BINARY)
-    h, w = moved.shape
-    cells = cv2.resize(moved, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
-    return cells.astype(np.float32) / 255.0
+    return cv2.resize(moved, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def best_square(energy: np.ndarray, side: int) -> tuple[int, int, float]:
-    """The ``side`` x ``side`` square of ``energy`` holding the most of it: ``(top, left, sum)``."""
-    ii = cv2.integral(energy, sdepth=cv2.CV_64F)
-    sums = ii[side:, side:] - ii[:-side, side:] - ii[side:, :-side] + ii[:-side, :-side]
+def grid_shape(height: int, width: int) -> tuple[int, int]:
+    """The cells motion is counted on in a ``height`` x ``width`` frame: about ``max(height, width) /
+    GRID`` pixels each way (rows, columns)."""
+    step = max(1, -(-max(height, width) // GRID))
+    return max(1, height // step), max(1, width // step)
+
+
+def best_square(energy: np.ndarray, rows: int, cols: int | None = None,
+                integral: np.ndarray | None = None) -> tuple[int, int, float]:
+    """The ``rows`` x ``cols`` (default: square) block of ``energy`` holding the most of it: ``(top, left,
+    sum)``; ``integral``: ``energy``'s integral image, if already made."""
+    cols = rows if cols is None else cols
+    ii = cv2.integral(energy, sdepth=cv2.CV_64F) if integral is None else integral
+    sums = ii[rows:, cols:] - ii[:-rows, cols:] - ii[rows:, :-cols] + ii[:-rows, :-cols]
     top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
     return int(top), int(left), float(sums[top, left])
 
 
-def _centred(energy: np.ndarray, top: int, left: int, side: int) -> tuple[float, float]:
-    """The square at ``(top, left)`` moved so that the energy inside it is centred (the best placement
-    of a square larger than the moving region touches its edge): its new corner, in cells."""
-    inside = energy[top:top + side, left:left + side]
+def _centred(energy: np.ndarray, top: int, left: int, rows: int, cols: int) -> tuple[float, float]:
+    """The centre of what moved inside the block at ``(top, left)``, in cells (pixel-centre convention:
+    cell ``i`` spans ``[i, i + 1)``)."""
+    inside = energy[top:top + rows, left:left + cols]
     total = float(inside.sum())
     if total <= 0:
-        return float(top), float(left)
-    rows, cols = inside.sum(1), inside.sum(0)
-    return (top + float(rows @ np.arange(len(rows))) / total - (side - 1) / 2,
-            left + float(cols @ np.arange(len(cols))) / total - (side - 1) / 2)
+        return top + rows / 2, left + cols / 2
+    r, c = inside.sum(1), inside.sum(0)
+    return (top + float(r @ (np.arange(len(r)) + 0.5)) / total,
+            left + float(c @ (np.arange(len(c)) + 0.5)) / total)
 
 
 def square_sides(height: int, width: int, size: int) -> list[int]:
@@ -90,36 +98,39 @@ def square_sides(height: int, width: int, size: int) -> list[int]:
     return sorted({int(round(low * (short / low) ** (k / (LADDER - 1)))) for k in range(LADDER)})
 
 
-def motion_square(energy: np.ndarray, step: int, height: int, width: int, size: int,
+def motion_square(energy: np.ndarray, height: int, width: int, size: int,
                   share: float = MOTION_SHARE) -> Region:
-    """The smallest square (:func:`square_sides`) whose best placement holds ``share`` of ``energy``
-    (moving cells of ``step`` pixels), centred on what moved inside it, in pixels of the frame; no
-    motion: the centre square of the short side."""
+    """The smallest square (:func:`square_sides`) whose best placement holds ``share`` of ``energy`` (how
+    much moved in each cell of a grid over the ``height`` x ``width`` frame), centred on what moved
+    inside it, in pixels of the frame; no motion: the centre square of the short side."""
     short = min(height, width)
     total = float(energy.sum())
     if total <= 0:
         return Region((height - short) // 2, (width - short) // 2, short, short)
-    sides = square_sides(height, width, size)
     gh, gw = energy.shape
+    cy, cx = height / gh, width / gw                  # pixels a cell
+    ii = cv2.integral(energy, sdepth=cv2.CV_64F)
+    sides = square_sides(height, width, size)
     for side in sides:
-        cells = max(1, min(gh, gw, int(round(side / step))))
-        top, left, held = best_square(energy, cells)
+        rows, cols = max(1, min(gh, round(side / cy))), max(1, min(gw, round(side / cx)))
+        top, left, held = best_square(energy, rows, cols, ii)
         if held >= share * total or side == sides[-1]:
-            ct, cl = _centred(energy, top, left, cells)
-            y = min(max(int(round(ct * step + (cells * step - side) / 2)), 0), height - side)
-            x = min(max(int(round(cl * step + (cells * step - side) / 2)), 0), width - side)
+            mid_y, mid_x = _centred(energy, top, left, rows, cols)
+            y = min(max(int(round(mid_y * cy - side / 2)), 0), height - side)
+            x = min(max(int(round(mid_x * cx - side / 2)), 0), width - side)
             return Region(y, x, side, side)
     raise AssertionError("unreachable: the last side always returns")
 
 
 class MotionCrop:
     """Each frame's square (:class:`Region`) from the motion of its last ``history`` frames, fed in
-    order with :meth:`push`; the state of one stream or one clip (a new frame size starts it over)."""
+    order with :meth:`push`; the state of one stream or one clip (a new frame size starts it over, and
+    :meth:`reset` does, after a gap in a stream)."""
 
     def __init__(self, size: int, history: int = MOTION_HISTORY, share: float = MOTION_SHARE) -> None:
         self.size, self.history, self.share = int(size), int(history), float(share)
         self._cells: deque[np.ndarray] = deque()
-        self._energy: np.ndarray | None = None
+        self._energy: np.ndarray | None = None        # int32: the sum of the cells in the history, exact
         self._shape: tuple[int, int] | None = None
 
     def reset(self) -> None:
@@ -132,17 +143,18 @@ class MotionCrop:
         if self._shape != (h, w):
             self.reset()
             self._shape = (h, w)
-        step = max(1, -(-max(h, w) // GRID))
+        shape = grid_shape(h, w)
+        if self._energy is None:
+            self._energy = np.zeros(shape, np.int32)
         if partner is None or partner.shape != frame.shape:
-            cells = np.zeros((max(1, h // step), max(1, w // step)), np.float32)
+            cells = np.zeros(shape, np.uint8)
         else:
-            cells = moving_cells(frame, partner, step)
+            cells = moving_cells(frame, partner, shape)
         self._cells.append(cells)
-        self._energy = cells.copy() if self._energy is None else self._energy + cells
+        self._energy += cells
         if len(self._cells) > self.history:
             self._energy -= self._cells.popleft()
-            np.maximum(self._energy, 0.0, out=self._energy)   # rounding of the running sum
-        return motion_square(self._energy, step, h, w, self.size, self.share)
+        return motion_square(self._energy.astype(np.float32), h, w, self.size, self.share)
 
 
 def input_regions(frames: np.ndarray, partners: np.ndarray | None, config: dict) -> list[Region]:

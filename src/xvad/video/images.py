@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from .crop import Region
+from .crop import MOTION_LEVEL, Region
 from .tensor import fit
 
 INPUTS = ("rgb", "motion", "flow")                      # what a model's backbone looks at, see model_images
@@ -162,7 +162,7 @@ def flip_images(images: np.ndarray, config: dict) -> np.ndarray:
     return out
 
 
-STILL_LEVEL = 8          # grey levels: a pixel that changes by more than this moved
+STILL_LEVEL = MOTION_LEVEL   # levels: a pixel that changes by more than this moved (as for the motion crop)
 STILL_SHARE = 0.001      # a frame is still when fewer than this share of its pixels moved
 
 
