@@ -275,7 +275,7 @@ def test_maps_are_gradcam_of_each_window_and_importance_is_the_reports(alert):
     for read, first, end in plan:
         e, ts, places = reference(model, alert["clip"], times[read])
         assert list(ts[first - read:end - read]) == pytest.approx(times[first:end])
-        imp = np.clip(e.frame_importance, 0, None) / np.clip(e.frame_importance, 0, None).max()
+        imp = relative(e.frame_importance)
         for i in range(first, end):
             j = i - read
             check_tile(cut[i], e.maps[j], places[j], d["frames"][i]["box"])
@@ -283,9 +283,9 @@ def test_maps_are_gradcam_of_each_window_and_importance_is_the_reports(alert):
     # the peak window: the report's own importance, key frames and votes
     view = next(v for v in alert["summary"]["views"] if v.window_times[0] == times[peak.start_frame])
     gc = view.explanations["gradcam"]
-    raw = np.clip(gc.frame_importance, 0, None)
     at = peak.start_frame
-    assert [f["importance"] for f in d["frames"][at:at + 16]] == pytest.approx(list(raw / raw.max()), abs=1e-6)
+    assert [f["importance"] for f in d["frames"][at:at + 16]] == pytest.approx(list(relative(gc.frame_importance)),
+                                                                               abs=1e-6)
     best = sorted(np.argsort(-gc.frame_importance)[:4].tolist())
     assert [k["t"] for k in d["key_frames"]] == pytest.approx([times[at + i] for i in best])
     assert [v["stream"] for v in d["votes"]] == [name for name, _ in view.votes] == ["motion", "flow"]
@@ -293,6 +293,13 @@ def test_maps_are_gradcam_of_each_window_and_importance_is_the_reports(alert):
     leans = [p > 0.5 for _, p in view.votes]
     assert d["agree"] == (len(set(leans)) == 1)
     assert [v["agrees"] for v in d["votes"]] == [lean == (peak.score > 0.5) for lean in leans]
+
+
+def relative(importance: np.ndarray) -> np.ndarray:
+    """Importance as a share of the window's largest; a window where no frame raised the score (every value
+    zero or below, which happens away from the peak) is all zero rather than 0/0."""
+    raw = np.clip(np.asarray(importance, dtype=np.float64), 0, None)
+    return raw / raw.max() if raw.max() > 0 else np.zeros_like(raw)
 
 
 def on_boundary(m: np.ndarray, px: float, py: float, kept_min: float, dropped_max: float) -> bool:
