@@ -357,7 +357,10 @@ def test_contour_points_lie_on_the_threshold_of_the_window(alert):
         for i in range(first, end):
             frame = e.maps[i - read]
             place = places[i - read]                                   # where this frame's map lies
-            m = np.pad(frame, 1, constant_values=frame.min())          # outside the map: its floor, dropped
+            # outside the map: its floor, dropped; a frame kept whole (its floor above the cut) is closed
+            # by a fill a unit below the level, as the contour code closes lines along the border
+            fill = frame.min() if frame.min() < kept_min else dropped_max - 1.0
+            m = np.pad(frame, 1, constant_values=fill)
             for line in d["frames"][i]["contours"]:
                 p = np.asarray(line)
                 x = (p[:, 0] * place.width - place.left) / place.step - 0.5 + 1     # padded map pixels
