@@ -21,7 +21,7 @@ The service is read through its HTTP API (``/api/cameras``: each camera's live f
 of a user made for the run; alert explanations are off in the service, as ``xvad detect`` makes none.
 
 Usage: python bench/bench_serve.py [--cameras 1,2,4,8] [--seconds 30] [--order ab|ba] [--still S]
-       [--checkpoint model.pt [--name NAME]]
+       [--checkpoint model.pt [--name NAME]] [--engine auto|torch|openvino]
 """
 from __future__ import annotations
 
@@ -138,14 +138,14 @@ def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen]) ->
 
 
 def run_service(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None,
-                settle: float = SETTLE) -> dict:
+                settle: float = SETTLE, engine: str = "auto") -> dict:
     """(a) one ``xvad serve`` watching every camera (with ``checkpoint``, or the shipped model); figures
     from ``/api/cameras`` at the start and the end of the ``seconds`` measured, which begin ``settle``
     seconds after every camera has its first frame."""
     port = free_port()
     data = os.path.join(folder, "data")
     cfg = os.path.join(folder, "cfg.yaml")
-    lines = [f"data: {data}", "host: 127.0.0.1", f"port: {port}", "cameras:"]
+    lines = [f"data: {data}", "host: 127.0.0.1", f"port: {port}", f"engine: {engine}", "cameras:"]
     for i, url in enumerate(urls):
         lines += [f"  - name: cam{i}", f"    source: {url}", "    explain: false"]
         if checkpoint:
@@ -202,7 +202,7 @@ def run_service(urls: list[str], seconds: float, folder: str, checkpoint: str | 
 
 
 def run_detect(urls: list[str], seconds: float, folder: str, checkpoint: str | None = None,
-               settle: float = SETTLE) -> dict:
+               settle: float = SETTLE, engine: str = "auto") -> dict:
     """(b) one ``xvad detect`` per camera (with ``checkpoint``, or the shipped model); figures from the
     ``stop`` line of each events file, and the windows of the ``seconds`` measured (from ``settle``
     seconds after every process has started)."""
@@ -210,7 +210,8 @@ def run_detect(urls: list[str], seconds: float, folder: str, checkpoint: str | N
     logs = [open(os.path.join(folder, f"detect_{i}.log"), "w") for i in range(len(urls))]
     launched = time.monotonic()
     model = ["--checkpoint", os.path.abspath(checkpoint)] if checkpoint else []
-    procs = [subprocess.Popen(XVAD + ["detect", url, "--events", ev, "--log-windows", "--quiet", *model], stdout=lg,
+    procs = [subprocess.Popen(XVAD + ["detect", url, "--events", ev, "--log-windows", "--quiet",
+                                     "--engine", engine, *model], stdout=lg,
                               stderr=subprocess.STDOUT) for url, ev, lg in zip(urls, events, logs)]
 
     def lines(path: str) -> list[dict]:
@@ -313,6 +314,8 @@ def main() -> None:
                     help="after each clip, S seconds of a still image of its first frame (default 0: every "
                          "camera busy all the time, the worst case)")
     ap.add_argument("--checkpoint", default=None, help="model file for every camera (default: the shipped model)")
+    ap.add_argument("--engine", default="auto", choices=["auto", "torch", "openvino"],
+                    help="what runs the backbone on both sides (default auto: OpenVINO when installed)")
     ap.add_argument("--name", default=None,
                     help="results file suffix (default: the checkpoint's folder name; none for the shipped model)")
     a = ap.parse_args()
@@ -336,7 +339,8 @@ def main() -> None:
         print(f"camera {len(cams) - 1}: {meta['clip']} {meta['size']} {meta['fps']} fps, "
               f"{meta['moving_frames']} frames{still}, over and over")
     results: list[dict] = []
-    meta = {"model": a.checkpoint or "shipped", **describe(a.seconds, info, a.still), "settle_seconds": a.settle}
+    meta = {"model": a.checkpoint or "shipped", "engine": a.engine, **describe(a.seconds, info, a.still),
+            "settle_seconds": a.settle}
     order = a.order
     try:
         for n in counts:
@@ -344,8 +348,8 @@ def main() -> None:
             row: dict[str, Any] = {"cameras": n, "order": order, "load_average_before": os.getloadavg()}
             for which in order:
                 folder = tempfile.mkdtemp(prefix=f"xvad-bench-serve-{n}{which}-")
-                run = (run_service(urls, a.seconds, folder, a.checkpoint, a.settle) if which == "a"
-                       else run_detect(urls, a.seconds, folder, a.checkpoint, a.settle))
+                run = (run_service(urls, a.seconds, folder, a.checkpoint, a.settle, a.engine) if which == "a"
+                       else run_detect(urls, a.seconds, folder, a.checkpoint, a.settle, a.engine))
                 run["totals"] = totals(run)
                 run["folder"] = folder
                 row["service" if which == "a" else "separate"] = run

@@ -49,6 +49,11 @@ def precisions() -> tuple[str, ...]:
     return PRECISIONS
 
 
+def engines() -> tuple[str, ...]:
+    from .models.engine import ENGINES
+    return ENGINES
+
+
 def crops() -> tuple[str, ...]:
     from .video import CROPS
     return CROPS

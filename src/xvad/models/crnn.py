@@ -25,6 +25,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..video import input_streams
 from .backbones import build_backbone
+from .engine import OpenVINOBackbone, resolve_engine
 from .fold import FoldedBackbone
 from .precision import autocast, resolve_precision
 
@@ -119,6 +120,8 @@ class CRNN(nn.Module):
                                    nn.Linear(d, num_classes)) for _ in range(self.streams)]
             self.head = heads[0] if self.streams == 1 else nn.ModuleList(heads)
         self._folded = FoldedBackbone()   # for inference: batch norms folded (see .fold)
+        self._openvino = OpenVINOBackbone()
+        self.engine = "torch"             # what runs the frozen backbone at inference (see set_engine)
         self.freeze_backbone(freeze_backbone)
 
     @classmethod
@@ -166,6 +169,15 @@ class CRNN(nn.Module):
         self.config["precision"] = precision
         return self
 
+    def set_engine(self, engine: str) -> CRNN:
+        """Run the frozen backbone at inference with "torch", "openvino" (on the CPU, fp32) or "auto"
+        (OpenVINO when installed and the model is on the CPU; :mod:`xvad.models.engine`). With OpenVINO, a
+        model whose precision is "auto" scores in fp32: OpenVINO's fp32 is the faster there, and exact."""
+        self.engine = resolve_engine(engine, self.device)
+        if self.engine == "openvino" and self.config["precision"] == "auto":
+            self.config["precision"] = "fp32"
+        return self
+
     def freeze_backbone(self, frozen: bool = True) -> CRNN:
         """Freeze (no gradients, BatchNorm statistics fixed) or unfreeze the backbone."""
         self.config["freeze_backbone"] = frozen
@@ -206,6 +218,8 @@ class CRNN(nn.Module):
         if precision == "bf16":
             frames = frames.contiguous(memory_format=torch.channels_last)
         fold = self.config["freeze_backbone"] and not self.backbone.training and not torch.is_grad_enabled()
+        if fold and precision == "fp32" and self.engine == "openvino" and frames.device.type == "cpu":
+            return self._openvino(self.backbone, frames)
         with autocast(precision, frames.device):
             return self._folded(self.backbone, frames) if fold else self.backbone(frames)
 

@@ -35,7 +35,7 @@ class SameConv2d(nn.Conv2d):
             pads += [total // 2, total - total // 2]
         if pads[0] == pads[1] and pads[2] == pads[3]:
             return x, (pads[2], pads[0])
-        if torch.is_grad_enabled() or pads[0] or pads[2]:
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or pads[0] or pads[2]:
             return F.pad(x, pads), (0, 0)
         # inference, padding on the bottom and right only (the stride-2 layers): zero only the new
         # row and column instead of the whole padded copy first (F.pad's way)

@@ -83,7 +83,7 @@ class ConvReLU6(nn.Module):
         self._cast: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor | None]] = {}   # weights per dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _FUSED is None or x.device.type != "cpu" or torch.is_grad_enabled():
+        if _FUSED is None or x.device.type != "cpu" or torch.is_grad_enabled() or torch.jit.is_tracing():
             return F.relu6(self.conv(x))
         if torch.is_autocast_enabled("cpu"):
             x = x.to(torch.get_autocast_dtype("cpu"))

@@ -66,7 +66,12 @@ class Service(AlertMedia):
         self.batch = int(batch)
         self.threads = int(settings.inference_threads or inference_threads())
         self.media_root = os.path.join(str(settings.data), "media")
-        load = models or load_model
+        engine = getattr(settings, "engine", "auto")
+
+        def load(path: str | None) -> Any:       # each model file, run by the configured engine
+            model = (models or load_model)(path)
+            return model.set_engine(engine) if hasattr(model, "set_engine") else model
+
         chosen = [c for c in settings.cameras if only is None or c.name in only]
         unknown = set(only or []) - {c.name for c in settings.cameras}
         if unknown:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -181,6 +181,7 @@ class ServiceSettings(_Strict):
     cameras: list[CameraSettings] = []
     audit_retention_days: float = Field(400, ge=183)   # at least six months, and longer than any camera's media
     inference_threads: Optional[int] = Field(None, ge=1)   # torch threads of the shared backbone; None: half the cores
+    engine: Literal["auto", "torch", "openvino"] = "auto"   # what runs the backbone (xvad.models.engine)
 
     @field_validator("data")
     @classmethod

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from ..config import precisions
+from ..config import engines, precisions
 from ..errors import VideoError
 
 
@@ -79,7 +79,9 @@ def add_detect(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, metavar="FILE.html",
                    help="after the run, write the HTML decision report (file sources)")
     p.add_argument("--precision", default="auto", choices=precisions(),
-                   help="backbone precision (auto: bf16 where the CPU/GPU has it)")
+                   help="backbone precision (auto: bf16 where the CPU/GPU has it, fp32 with OpenVINO)")
+    p.add_argument("--engine", default="auto", choices=engines(),
+                   help="what runs the backbone (auto: OpenVINO when installed and on the CPU, else torch)")
     p.add_argument("--live", default="auto", choices=["auto", "yes", "no"],
                    help="live handling: drop frames when behind and reconnect when the source goes "
                         "away (auto: yes for webcams and URLs)")
@@ -158,6 +160,7 @@ def run_detect(args: argparse.Namespace) -> int:
     detector = Detector(model, fps=args.fps, window=args.window, stride=args.stride, threshold=args.threshold,
                         alert=args.alert, batch=args.batch, events=args.events, explain_dir=args.explain_alerts,
                         out=args.out, live=live, log_windows=args.log_windows, precision=args.precision,
+                        engine=args.engine,
                         realtime=args.realtime, reconnect=args.reconnect, give_up_after=args.give_up_after,
                         timeout=args.timeout, explain_method=args.explain_method,
                         source_options=dict(args.source_option))

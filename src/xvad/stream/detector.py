@@ -65,6 +65,8 @@ class Detector:
     giving up (`StreamError`). ``timeout``: network open/read timeout. ``queue_size``: decoded
     frames waiting for the backbone (default: 2 for live sources, ``2 * batch`` for files).
     ``precision``: "auto", "fp32" or "bf16" for the backbone (default: the model's setting).
+    ``engine``: "auto", "torch" or "openvino": what runs the backbone (default: the model's;
+    :meth:`xvad.models.CRNN.set_engine`).
     ``log_windows``: an events line per window too. ``source_options``: FFmpeg options for
     opening the source (e.g. ``{"rtsp_transport": "udp"}``). ``name``: the camera's name in the log
     (``xvad.camera.<name>``). ``skip_still``: motion and flow models skip the backbone on frames in
@@ -75,7 +77,8 @@ class Detector:
                  threshold: float = 0.5, alert: str | tuple[int, int] = "3/5", batch: int = 8,
                  events: str | os.PathLike | None = None, explain_dir: str | os.PathLike | None = None,
                  out: str | os.PathLike | None = None, live: bool | None = None, *,
-                 log_windows: bool = False, precision: str | None = None, realtime: bool = False,
+                 log_windows: bool = False, precision: str | None = None, engine: str | None = None,
+                 realtime: bool = False,
                  reconnect: tuple[float, float] | None = (0.5, 10.0), give_up_after: float = 300.0,
                  timeout: float = 10.0, queue_size: int | None = None, explain_method: str = "gradcam",
                  source_options: dict[str, str] | None = None, name: str | None = None,
@@ -101,11 +104,13 @@ class Detector:
                                      explain_method, log_windows)
         self.live = live
         self.realtime = realtime
-        if precision is not None:
-            try:
+        try:
+            if precision is not None:
                 model.set_precision(precision)
-            except ValueError as exc:
-                raise StreamError(str(exc)) from None
+            if engine is not None:
+                model.set_engine(engine)      # after the precision: "auto" then means fp32 with OpenVINO
+        except ValueError as exc:
+            raise StreamError(str(exc)) from None
         if reconnect is None:
             self.reconnect = Reconnect(enabled=False)
         else:
