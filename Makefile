@@ -34,6 +34,7 @@ bench: install
 	$(PY) bench/bench_frame_cost.py
 	$(PY) bench/bench_backbone_memory.py
 	$(PY) bench/bench_crop.py
+	$(PY) bench/bench_engine.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

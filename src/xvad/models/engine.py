@@ -86,9 +86,11 @@ def converted(backbone: nn.Module, height: int, width: int, folder: str | None =
     was_training = backbone.training
     backbone.eval()
     try:
-        # traced at this size: the padding worked out from it is a constant on purpose (no warning)
+        # traced (OpenVINO uses torch.jit.trace, which torch marks deprecated) at this size: the padding
+        # worked out from it is a constant on purpose, so neither warning says anything here
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             model = ov.convert_model(backbone, example_input=torch.zeros(1, 3, height, width),
                                       input=[(-1, 3, height, width)])
     finally:

@@ -180,7 +180,7 @@ class ServiceSettings(_Strict):
     console: ConsoleSettings = ConsoleSettings()
     cameras: list[CameraSettings] = []
     audit_retention_days: float = Field(400, ge=183)   # at least six months, and longer than any camera's media
-    inference_threads: Optional[int] = Field(None, ge=1)   # torch threads of the shared backbone; None: half the cores
+    inference_threads: Optional[int] = Field(None, ge=1)   # threads of the shared backbone; None: half the cores
     engine: Literal["auto", "torch", "openvino"] = "auto"   # what runs the backbone (xvad.models.engine)
 
     @field_validator("data")
