@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..hashing import module_sha256
+from .fold import Derived
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +58,12 @@ def cache_dir() -> str:
 
 
 def _digest(backbone: nn.Module, height: int, width: int) -> str:
-    """SHA-256 of the backbone's class, tensors, the image size and the OpenVINO version: the converted
+    """A hash of the backbone's class, weights, the image size and the OpenVINO version: the converted
     file's name."""
     import openvino
 
-    h = hashlib.sha256(f"{type(backbone).__qualname__}|{height}x{width}|{openvino.__version__}|".encode())
-    for name, t in backbone.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:32]
+    key = f"{type(backbone).__qualname__}|{height}x{width}|{openvino.__version__}|{module_sha256(backbone)}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def converted(backbone: nn.Module, height: int, width: int, folder: str | None = None) -> Any:
@@ -106,48 +104,31 @@ def converted(backbone: nn.Module, height: int, width: int, folder: str | None =
     return model
 
 
-class OpenVINOBackbone:
+class OpenVINOBackbone(Derived):
     """A frozen backbone compiled by OpenVINO for the CPU in fp32, made when first called (on as many
     threads as torch has in the calling thread) and made again when the backbone's weights or the image
-    size change; thread-safe (one inference request per thread)."""
+    size change; thread-safe (one inference request per thread and compiled model)."""
 
     def __init__(self) -> None:
-        self._compiled: Any = None
-        self._stamp: tuple | None = None
-        self._lock = threading.Lock()
+        super().__init__()
         self._local = threading.local()
-
-    def __deepcopy__(self, memo: dict) -> OpenVINOBackbone:
-        return OpenVINOBackbone()
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()             # type: ignore[misc]
 
     def compile(self, backbone: nn.Module, height: int, width: int) -> Any:
         """The compiled backbone for ``height`` x ``width`` images (compiled now if new)."""
-        from .fold import _stamp
+        def make() -> Any:
+            import openvino as ov
 
-        stamp = (height, width, *_stamp(backbone))
-        with self._lock:
-            if self._compiled is None or stamp != self._stamp:
-                import openvino as ov
+            config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_NUM_THREADS": torch.get_num_threads(), "ENABLE_CPU_PINNING": False}
+            return ov.Core().compile_model(converted(backbone, height, width), "CPU", config)
 
-                config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                          "INFERENCE_NUM_THREADS": torch.get_num_threads(), "ENABLE_CPU_PINNING": False}
-                self._compiled = ov.Core().compile_model(converted(backbone, height, width), "CPU", config)
-                self._stamp = stamp
-                self._local = threading.local()
-            return self._compiled
+        return self.made(backbone, make, height, width)
 
     def __call__(self, backbone: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         """``backbone(frames)`` for fp32 frames ``[N, 3, H, W]`` on the CPU, computed by OpenVINO."""
         compiled = self.compile(backbone, frames.shape[-2], frames.shape[-1])
         local = self._local
-        request = getattr(local, "request", None)
-        if request is None:
-            request = local.request = compiled.create_infer_request()
-        out = request.infer({0: frames.detach().float().contiguous().numpy()})
+        if getattr(local, "compiled", None) is not compiled:
+            local.compiled, local.request = compiled, compiled.create_infer_request()
+        out = local.request.infer({0: frames.detach().float().contiguous().numpy()})
         return torch.from_numpy(next(iter(out.values())).copy())

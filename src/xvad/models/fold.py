@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,38 +99,48 @@ class ConvReLU6(nn.Module):
                       "hardtanh", [0.0, 6.0], "")
 
 
-class FoldedBackbone:
-    """The folded copy of a frozen backbone, made when first called and made again when the backbone,
-    its weights, device or dtype change (a checkpoint loaded into it, ``.to()``); thread-safe."""
+class Derived:
+    """Something made from a backbone when first asked for (:meth:`made`) and made again when the
+    backbone, its weights, device or dtype change (a checkpoint loaded into it, ``.to()``); thread-safe.
+    A copied or pickled model makes its own when it first needs it."""
 
     def __init__(self) -> None:
-        self._copy: nn.Module | None = None
+        self._made: Any = None
         self._stamp: tuple | None = None
         self._lock = threading.Lock()
 
-    def __deepcopy__(self, memo: dict) -> FoldedBackbone:
-        return FoldedBackbone()     # a copied model folds its own backbone when it first needs to
+    def __deepcopy__(self, memo: dict) -> Derived:
+        return type(self)()
 
     def __getstate__(self) -> dict:
-        return {}                   # a pickled model (torch.save of the module) folds again when loaded
+        return {}                   # a pickled model (torch.save of the module) makes it again when loaded
 
     def __setstate__(self, state: dict) -> None:
         self.__init__()             # type: ignore[misc]
 
+    def made(self, backbone: nn.Module, make: Callable[[], Any], *also: Any) -> Any:
+        """What ``make()`` made for ``backbone`` as it stands (and for ``also``), made now if new."""
+        stamp = (*also, *_stamp(backbone))
+        with self._lock:
+            if self._made is None or stamp != self._stamp:
+                self._made = make()
+                self._stamp = stamp
+            return self._made
+
+
+class FoldedBackbone(Derived):
+    """The folded copy of a frozen backbone (:func:`fold_batch_norms`), made when first called."""
+
     def __call__(self, backbone: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         """``backbone(frames)``, computed by its folded copy (by the backbone itself when it has no
         batch norm to fold, as VGG: no copy of its weights)."""
-        stamp = _stamp(backbone)
-        with self._lock:
-            if self._copy is None or stamp != self._stamp:
-                if any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
-                    with torch.inference_mode(False), torch.no_grad():
-                        self._copy = fold_batch_norms(backbone)
-                else:
-                    self._copy = backbone
-                self._stamp = stamp
-            folded = self._copy
-        return folded(frames)
+        def fold() -> nn.Module:
+            if not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
+                return backbone
+            with torch.inference_mode(False), torch.no_grad():
+                return fold_batch_norms(backbone)
+
+        return self.made(backbone, fold)(frames)
 
 
 def _stamp(backbone: nn.Module) -> tuple:

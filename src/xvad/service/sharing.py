@@ -10,7 +10,6 @@ backbone (for the features) and one per model (for the head).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -20,21 +19,12 @@ from typing import Any
 import torch
 
 from ..features import FEATURE_KEYS
+from ..hashing import module_sha256
 from ..stream.inference import FrameFeature, Scorer, WindowScore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelShelf", "backbone_key", "weights_digest"]
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's state (names, dtypes, shapes and bytes of every tensor, in order)."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+__all__ = ["ModelShelf", "backbone_key"]
 
 
 def backbone_key(model: Any) -> str:
@@ -43,7 +33,7 @@ def backbone_key(model: Any) -> str:
     for the same frames, so one backbone call serves them all."""
     cfg: dict[str, Any] = {k: model.config.get(k) for k in FEATURE_KEYS}
     cfg.update(precision=model.precision, dtype=str(model.head_dtype), device=str(model.device),
-               backbone_weights=weights_digest(model.backbone))
+               backbone_weights=module_sha256(model.backbone))
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
